@@ -1,0 +1,35 @@
+"""custseg: customer segmentation from transaction logs and customer tables.
+
+>>> import custseg
+>>> loaded = custseg.load(custseg.SourceSpec(str(custseg.datasets.sample_path())))
+>>> made = custseg.customer_table(loaded)
+>>> len(made.features)
+837
+"""
+
+from custseg import datasets
+from custseg.cleaning import CleaningReport, Policy
+from custseg.errors import ConfigError, CustsegError, DataError, InputError, ModelError, SchemaError
+from custseg.pipeline import CustomerTable, Loaded, SourceSpec, customer_table, inspect, load
+from custseg.rfm import score as rfm_score
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CleaningReport",
+    "ConfigError",
+    "CustomerTable",
+    "CustsegError",
+    "DataError",
+    "InputError",
+    "Loaded",
+    "ModelError",
+    "Policy",
+    "SchemaError",
+    "SourceSpec",
+    "customer_table",
+    "datasets",
+    "inspect",
+    "load",
+    "rfm_score",
+]

@@ -1,0 +1,475 @@
+"""Cleaning rules that count what they drop.
+
+Transaction logs (DuckDB SQL, out of core).  Every source row gets at most one rule, the first
+that applies, in this order:
+
+==========================  ==================================================================
+``missing_customer_id``     no customer id
+``unparseable_date``        the order date cannot be read (only with ``bad_values="drop"``)
+``non_numeric_value``       quantity/price/amount is not a number (only with ``bad_values="drop"``)
+``duplicate_row``           an exact copy of an earlier row (every column equal)
+``cancellation``            order id starting with "C" or a negative quantity (``returns="drop"``)
+``non_positive_price``      unit price ≤ 0
+``missing_date``            no order date
+==========================  ==================================================================
+
+With ``returns="net"`` cancellations are kept: their negative quantities reduce the monetary
+value, but they are not counted as orders.  The source is never modified; rejected rows can be
+listed with their rule and row number (:meth:`CleanTransactions.rejects`).
+
+Customer tables (one row per customer, pandas): :func:`clean_customers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+import duckdb
+import pandas as pd
+
+from custseg.errors import DataError, SchemaError
+from custseg.schema import ColumnMap
+from custseg.sources import Table
+
+__all__ = [
+    "RULES",
+    "Policy",
+    "RuleCount",
+    "CleaningReport",
+    "CleanTransactions",
+    "clean_transactions",
+    "clean_customers",
+]
+
+#: rule → what it means, in the order the rules apply.
+RULES: dict[str, str] = {
+    "missing_customer_id": "no customer id",
+    "unparseable_date": "order date cannot be read",
+    "non_numeric_value": "quantity, price or amount is not a number",
+    "duplicate_row": "exact copy of an earlier row",
+    "cancellation": "cancellation or return (order id starting with 'C' or quantity < 0)",
+    "non_positive_price": "unit price is zero or negative",
+    "missing_date": "no order date",
+    "duplicate_customer_id": "a later row for a customer id already seen",
+}
+# Rules that apply before duplicates are removed: every copy of such a row counts for them.
+_BEFORE_DEDUP = ("missing_customer_id", "unparseable_date", "non_numeric_value")
+_AFTER_DEDUP = ("cancellation", "non_positive_price", "missing_date")
+
+_DATE_FORMATS = (
+    "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d",
+    "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y%m%d",
+)
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+            "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "REAL")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How to clean a transaction log.
+
+    ``returns``: ``"drop"`` removes cancellations and returns, ``"net"`` keeps them so they
+    reduce monetary value.  ``bad_values``: ``"error"`` stops at the first column with
+    unparseable dates or non-numeric amounts, ``"drop"`` drops those rows and counts them.
+    ``date_format``: a strptime format for text dates (default: detected).
+    """
+
+    returns: Literal["drop", "net"] = "drop"
+    bad_values: Literal["error", "drop"] = "error"
+    date_format: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    rule: str
+    rows: int
+    description: str
+
+
+@dataclass(frozen=True)
+class CleaningReport:
+    """How many rows each rule dropped, and what else cleaning decided (``notes``)."""
+
+    source: str
+    rows_in: int
+    rows_out: int
+    dropped: tuple[RuleCount, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def rows_dropped(self) -> int:
+        return sum(r.rows for r in self.dropped)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``rule, rows, description``: one row per rule, then ``kept``."""
+        rows = [(r.rule, r.rows, r.description) for r in self.dropped]
+        rows.append(("kept", self.rows_out, "rows used for the customer features"))
+        return pd.DataFrame(rows, columns=["rule", "rows", "description"])
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: {self.rows_in:,} rows in, {self.rows_out:,} kept"]
+        lines += [f"  {r.rule:<24} {r.rows:>12,}  {r.description}" for r in self.dropped if r.rows]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# --- transaction logs ----------------------------------------------------------------------
+
+@dataclass
+class CleanTransactions:
+    """A cleaned transaction log held as DuckDB views in ``table.con``.
+
+    ``classified``: one row per distinct source row with canonical columns
+    ``customer_id, order_id, ordered_at, product_id, quantity, unit_price, line_amount,
+    is_return, country, channel`` (those the source has), its multiplicity ``__n`` and
+    ``rejected_by`` (NULL when kept).  ``transactions``: the kept rows.
+    """
+
+    table: Table
+    column_map: ColumnMap
+    policy: Policy
+    roles: tuple[str, ...]
+    _rejects_sql: str = field(repr=False)
+    _report: CleaningReport | None = field(default=None, repr=False)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        return self.table.con
+
+    def report(self) -> CleaningReport:
+        """Count rows per rule (one pass over the source)."""
+        if self._report is None:
+            totals = self.con.execute(f"SELECT {rule_count_sql()} FROM classified").fetchall()[0]
+            self._report = report_from_counts(self.table.label, totals)
+        return self._report
+
+    def transactions(self) -> duckdb.DuckDBPyRelation:
+        """The kept rows, canonical columns only."""
+        columns = ", ".join(self.roles + ("line_amount", "is_return"))
+        return self.con.sql(f"SELECT {columns} FROM classified WHERE rejected_by IS NULL")
+
+    def rejects(self) -> duckdb.DuckDBPyRelation:
+        """Every dropped source row, as it was, with ``row`` (1-based data row) and ``rejected_by``."""
+        return self.con.sql(self._rejects_sql)
+
+
+def rule_count_sql(prefix: str = "") -> str:
+    """Aggregate expressions over ``classified`` that count rows per rule (for any GROUP BY)."""
+    parts = [f"sum(__n)::BIGINT AS {prefix}rows_in"]
+    for rule in _BEFORE_DEDUP:
+        parts.append(f"coalesce(sum(__n) FILTER (WHERE rejected_by = '{rule}'), 0)::BIGINT AS {prefix}{rule}")
+    before = ", ".join(f"'{r}'" for r in _BEFORE_DEDUP)
+    parts.append(
+        f"coalesce(sum(__n - 1) FILTER (WHERE rejected_by IS NULL OR rejected_by NOT IN ({before})), 0)::BIGINT"
+        f" AS {prefix}duplicate_row"
+    )
+    for rule in _AFTER_DEDUP:
+        parts.append(f"count(*) FILTER (WHERE rejected_by = '{rule}') AS {prefix}{rule}")
+    parts.append(f"count(*) FILTER (WHERE rejected_by IS NULL) AS {prefix}rows_out")
+    return ", ".join(parts)
+
+
+_COUNTED = ("rows_in", *_BEFORE_DEDUP, "duplicate_row", *_AFTER_DEDUP, "rows_out")
+
+
+def report_from_counts(source: str, counts, notes: tuple[str, ...] = ()) -> CleaningReport:
+    """Build a report from the values of :func:`rule_count_sql`, in its order."""
+    values = dict(zip(_COUNTED, (int(v or 0) for v in counts)))
+    dropped = tuple(
+        RuleCount(rule, values[rule], RULES[rule])
+        for rule in (*_BEFORE_DEDUP, "duplicate_row", *_AFTER_DEDUP)
+    )
+    return CleaningReport(source, values["rows_in"], values["rows_out"], dropped, notes)
+
+
+def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = Policy()) -> CleanTransactions:
+    """Classify every row of a transaction log; registers the views ``classified`` and ``clean``.
+
+    Needs roles ``customer_id``, ``ordered_at`` and either ``quantity`` + ``unit_price`` or
+    ``amount``.  Raises :class:`DataError` for unparseable dates or non-numeric values when
+    ``policy.bad_values == "error"``.
+    """
+    cmap = column_map
+    for role in ("customer_id", "ordered_at"):
+        cmap.column(role)
+    if not (("quantity" in cmap and "unit_price" in cmap) or "amount" in cmap):
+        raise SchemaError(
+            f"{table.label}: needs quantity and unit price columns, or an amount column; "
+            "name them with --map quantity=COL --map unit_price=COL or --map amount=COL"
+        )
+    exprs, bad = _typed_expressions(table, cmap, policy)
+    roles = tuple(r for r in ("customer_id", "order_id", "ordered_at", "product_id", "quantity",
+                              "unit_price", "amount", "country", "channel") if r in exprs)
+    if "quantity" in exprs and "unit_price" in exprs:
+        line_amount = f"(({exprs['quantity']}) * ({exprs['unit_price']}))"
+    else:
+        line_amount = f"({exprs['amount']})"
+    return_parts = []
+    if "order_id" in exprs:
+        return_parts.append(f"coalesce(upper({exprs['order_id']}) LIKE 'C%', false)")
+    if "quantity" in exprs:
+        return_parts.append(f"coalesce(({exprs['quantity']}) < 0, false)")
+    elif "unit_price" not in exprs:
+        return_parts.append(f"coalesce(({exprs['amount']}) < 0, false)")
+    is_return = " OR ".join(return_parts) or "false"
+
+    pre = [f"WHEN ({exprs['customer_id']}) IS NULL THEN 'missing_customer_id'"]
+    pre += [f"WHEN {cond} THEN '{rule}'" for rule, cond in bad]
+    post = []
+    if policy.returns == "drop":
+        post.append(f"WHEN {is_return} THEN 'cancellation'")
+    if "unit_price" in exprs:
+        post.append(f"WHEN ({exprs['unit_price']}) <= 0 THEN 'non_positive_price'")
+    post.append(f"WHEN ({exprs['ordered_at']}) IS NULL THEN 'missing_date'")
+    pre_case = "CASE " + " ".join(pre) + " END"
+    post_case = "CASE " + " ".join(post) + " END"
+
+    canon = ", ".join(f"{expr} AS {role}" for role, expr in exprs.items())
+    con = table.con
+    con.execute(
+        "CREATE OR REPLACE VIEW classified AS "
+        f"SELECT {canon}, {line_amount} AS line_amount, ({is_return}) AS is_return, __n, "
+        f"coalesce({pre_case}, {post_case}) AS rejected_by "
+        "FROM (SELECT *, count(*) AS __n FROM source GROUP BY ALL)"
+    )
+    original = ", ".join(_q(c) for c in table.columns)
+    rejects_sql = (
+        "WITH numbered AS (SELECT row_number() OVER () AS __row, * FROM source), "
+        f"ruled AS (SELECT *, {pre_case} AS __pre, {post_case} AS __post, "
+        f"row_number() OVER (PARTITION BY {original} ORDER BY __row) AS __copy FROM numbered) "
+        f"SELECT __row AS row, CASE WHEN __pre IS NOT NULL THEN __pre "
+        "WHEN __copy > 1 THEN 'duplicate_row' ELSE __post END AS rejected_by, "
+        f"{original} FROM ruled WHERE __pre IS NOT NULL OR __copy > 1 OR __post IS NOT NULL "
+        "ORDER BY __row"
+    )
+    return CleanTransactions(table, cmap, policy, roles, rejects_sql)
+
+
+def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):
+    """SQL expressions that give each role its canonical type, and the bad-value conditions."""
+    exprs: dict[str, str] = {}
+    bad: list[tuple[str, str]] = []
+    for role, column in cmap.roles.items():
+        kind = table.types[column].upper()
+        col = _q(column)
+        if role in ("customer_id", "order_id", "product_id", "country", "channel"):
+            if role == "customer_id" and kind in ("DOUBLE", "FLOAT", "REAL") and _all_integral(table, column):
+                exprs[role] = f"CAST(CAST({col} AS BIGINT) AS VARCHAR)"
+            else:
+                exprs[role] = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+        elif role == "ordered_at":
+            expr = _date_expression(table, column, kind, policy.date_format)
+            failed = f"({col} IS NOT NULL AND trim(CAST({col} AS VARCHAR)) <> '' AND {expr} IS NULL)"
+            _check_bad(table, column, failed, policy, "unparseable date",
+                       "fix them, pass --date-format, or drop them with --bad-values drop")
+            exprs[role] = expr
+            if policy.bad_values == "drop":
+                bad.append(("unparseable_date", failed))
+        elif role in ("quantity", "unit_price", "amount"):
+            if kind in _NUMERIC or kind.startswith("DECIMAL"):
+                exprs[role] = f"CAST({col} AS DOUBLE)"
+                continue
+            expr = _number_expression(table, column)
+            failed = f"({col} IS NOT NULL AND trim(CAST({col} AS VARCHAR)) <> '' AND {expr} IS NULL)"
+            _check_bad(table, column, failed, policy, "non-numeric value",
+                       "fix them or drop them with --bad-values drop")
+            exprs[role] = expr
+            if policy.bad_values == "drop":
+                bad.append(("non_numeric_value", failed))
+    # Several columns may be bad: one condition per rule.
+    merged: dict[str, list[str]] = {}
+    for rule, cond in bad:
+        merged.setdefault(rule, []).append(cond)
+    return exprs, [(rule, " OR ".join(conds)) for rule, conds in merged.items()]
+
+
+def _all_integral(table: Table, column: str) -> bool:
+    col = _q(column)
+    n = table.con.execute(
+        f"SELECT count(*) FROM source WHERE {col} IS NOT NULL AND {col} <> floor({col})"
+    ).fetchall()[0][0]
+    return n == 0
+
+
+def _date_expression(table: Table, column: str, kind: str, date_format: str | None) -> str:
+    col = _q(column)
+    if kind.startswith("TIMESTAMP") or kind == "DATE":
+        return f"CAST({col} AS TIMESTAMP)"
+    text = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+    if date_format:
+        return f"try_strptime({text}, {_lit(date_format)})"
+    candidates = [f"TRY_CAST({text} AS TIMESTAMP)"] + [
+        f"try_strptime({text}, {_lit(fmt)})" for fmt in _DATE_FORMATS
+    ]
+    counts = table.con.execute(
+        "SELECT " + ", ".join(
+            f"count(*) FILTER (WHERE {text} IS NOT NULL AND {c} IS NULL)" for c in candidates
+        ) + " FROM (SELECT * FROM source LIMIT 200000)"
+    ).fetchall()[0]
+    best = min(range(len(candidates)), key=lambda i: (counts[i], i))
+    return candidates[best]
+
+
+def _number_expression(table: Table, column: str) -> str:
+    text = f"trim(CAST({_q(column)} AS VARCHAR))"
+    plain = f"TRY_CAST({text} AS DOUBLE)"
+    comma = f"TRY_CAST(replace({text}, ',', '.') AS DOUBLE)"
+    # A decimal comma ("3,50") is read as such only when no value uses a decimal point.
+    uses_comma, uses_point = table.con.execute(
+        f"SELECT bool_or({text} SIMILAR TO '-?[0-9]+,[0-9]+'), bool_or({text} LIKE '%.%') FROM source"
+    ).fetchall()[0]
+    return comma if uses_comma and not uses_point else plain
+
+
+def _check_bad(table: Table, column: str, failed: str, policy: Policy, what: str, fix: str) -> None:
+    if policy.bad_values != "error":
+        return
+    n, row, value = table.con.execute(
+        f"SELECT count(*), min(__row), arg_min(CAST({_q(column)} AS VARCHAR), __row) FROM "
+        f"(SELECT row_number() OVER () AS __row, * FROM source) WHERE {failed}"
+    ).fetchall()[0]
+    if n:
+        raise DataError(
+            f"{table.label}: column '{column}' has {n:,} {what}{'s' if n > 1 else ''}, "
+            f"e.g. '{value}' on data row {row}; {fix}"
+        )
+
+
+# --- customer tables -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CleanCustomers:
+    """A customer table made ready for features: one row per ``customer_id``.
+
+    ``features`` holds ``customer_id`` plus usable columns: numbers, categories (text),
+    durations in days from date columns (``tenure_days`` for the sign-up date) and ``age``
+    from a birth year.  ``imputed`` lists ``column, missing, value`` for filled gaps.
+    """
+
+    features: pd.DataFrame
+    report: CleaningReport
+    dropped_columns: dict[str, str]
+    imputed: pd.DataFrame
+    as_of: datetime
+
+
+def clean_customers(
+    table: Table,
+    column_map: ColumnMap,
+    *,
+    as_of: date | datetime | None = None,
+) -> CleanCustomers:
+    """Clean a customer table (one row per customer) and turn dates into durations.
+
+    Drops rows without a customer id, exact duplicate rows and later rows of a repeated id;
+    drops single-valued columns and id-like columns; date columns become day counts up to
+    ``as_of`` (default: the day after the latest date in the table); a birth year becomes
+    ``age``; missing numbers get the median, missing categories the most frequent value.
+    """
+    id_col = column_map.column("customer_id")
+    frame = table.con.execute("SELECT * FROM source").df()
+    rows_in = len(frame)
+    ids = frame[id_col]
+    missing_id = ids.isna() | (ids.astype("string").str.strip() == "")
+    frame = frame.loc[~missing_id]
+    duplicated_rows = frame.duplicated()
+    frame = frame.loc[~duplicated_rows]
+    duplicated_ids = frame[id_col].duplicated()
+    frame = frame.loc[~duplicated_ids].reset_index(drop=True)
+
+    out = pd.DataFrame({"customer_id": _id_strings(frame[id_col])})
+    dropped_columns: dict[str, str] = {}
+    notes: list[str] = []
+
+    dates = {
+        c: pd.to_datetime(frame[c]) for c in frame.columns
+        if c != id_col and (pd.api.types.is_datetime64_any_dtype(frame[c]) or isinstance(frame[c].dropna().iloc[0] if frame[c].notna().any() else None, date))
+    }
+    latest = max((d.max() for d in dates.values() if d.notna().any()), default=None)
+    if as_of is None:
+        as_of_ts = (latest.normalize() + timedelta(days=1)) if latest is not None else pd.Timestamp.today().normalize()
+    else:
+        as_of_ts = pd.Timestamp(as_of)
+    joined = column_map.get("joined_at")
+    birth = column_map.get("birth_year")
+    for column in frame.columns:
+        if column == id_col:
+            continue
+        values = frame[column]
+        if values.nunique(dropna=True) <= 1:
+            dropped_columns[column] = "has a single value"
+            continue
+        if column in dates:
+            name = "tenure_days" if column == joined or (joined is None and len(dates) == 1) else f"days_since_{_snake(column)}"
+            out[name] = ((as_of_ts - dates[column]).dt.total_seconds() // 86400).astype("Float64")
+            notes.append(f"'{column}' became {name} (whole days up to {as_of_ts.date()})")
+            continue
+        if column == birth:
+            out["age"] = (as_of_ts.year - pd.to_numeric(values, errors="coerce")).astype("Float64")
+            notes.append(f"'{column}' became age (years in {as_of_ts.year})")
+            continue
+        if _is_id_like(column, values):
+            dropped_columns[column] = "an identifier, not a feature"
+            continue
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+            out[column] = values.astype("Float64") if not pd.api.types.is_bool_dtype(values) else values.astype("Int64")
+        else:
+            out[column] = values.astype("string")
+    imputed_rows = []
+    for column in out.columns[1:]:
+        n_missing = int(out[column].isna().sum())
+        if not n_missing:
+            continue
+        if pd.api.types.is_numeric_dtype(out[column]):
+            value = out[column].median()
+            how = "median"
+        else:
+            value = out[column].mode(dropna=True).iloc[0]
+            how = "most frequent"
+        out[column] = out[column].fillna(value)
+        imputed_rows.append((column, n_missing, how, value))
+        notes.append(f"'{column}': {n_missing} missing filled with the {how} ({value})")
+    for column in out.columns[1:]:
+        if pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].astype("float64")  # no gaps left: plain NumPy floats
+    for column, why in dropped_columns.items():
+        notes.append(f"column '{column}' dropped: {why}")
+    dropped = (
+        RuleCount("missing_customer_id", int(missing_id.sum()), RULES["missing_customer_id"]),
+        RuleCount("duplicate_row", int(duplicated_rows.sum()), RULES["duplicate_row"]),
+        RuleCount("duplicate_customer_id", int(duplicated_ids.sum()), RULES["duplicate_customer_id"]),
+    )
+    report = CleaningReport(table.label, rows_in, len(out), dropped, tuple(notes))
+    imputed = pd.DataFrame(imputed_rows, columns=["column", "missing", "method", "value"])
+    return CleanCustomers(out, report, dropped_columns, imputed, as_of_ts.to_pydatetime())
+
+
+def _id_strings(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+        values = values.astype("Int64")
+    return values.astype("string").str.strip()
+
+
+def _is_id_like(name: str, values: pd.Series) -> bool:
+    from custseg.schema import normalise_name
+
+    norm = normalise_name(name)
+    return (norm == "id" or norm.endswith("id")) and values.is_unique
+
+
+def _snake(name: str) -> str:
+    import re
+
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+

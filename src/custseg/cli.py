@@ -1,0 +1,283 @@
+"""Command line: ``custseg inspect | features | rfm | cohorts | demo``.
+
+Thin: parse options, call :mod:`custseg.pipeline`, print and write what it returns.  Errors a
+user can cause print one line ``custseg: error: …`` and exit with code 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from custseg import cleaning, outputs, pipeline, rfm
+from custseg.errors import ConfigError, CustsegError
+from custseg.schema import parse_mapping
+
+app = typer.Typer(
+    name="custseg",
+    help="Customer segmentation: read, clean, build customer features, RFM and cohorts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+# Piped output (files, CI logs) is not squeezed into 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+# --- shared options ------------------------------------------------------------------------
+
+Source = Annotated[str, typer.Argument(help="A file (.csv .tsv .xlsx .parquet .jsonl) or a SQLAlchemy URL (postgresql://…, sqlite:///…).", show_default=False)]
+Sheet = Annotated[Optional[str], typer.Option(help="XLSX sheet to read (default: the first).")]
+TableOpt = Annotated[Optional[str], typer.Option("--table", help="With a SQL URL: the table to read.")]
+Query = Annotated[Optional[str], typer.Option(help="With a SQL URL: a SELECT to read instead of a table.")]
+Encoding = Annotated[Optional[str], typer.Option(help="Text encoding of a CSV (default: detected; utf-8, latin-1, utf-16).")]
+Delimiter = Annotated[Optional[str], typer.Option(help="CSV delimiter (default: detected).")]
+Map = Annotated[Optional[list[str]], typer.Option("--map", help="ROLE=COLUMN, e.g. customer_id=Client (repeatable). Roles: customer_id, order_id, ordered_at, product_id, quantity, unit_price, amount, country, channel, joined_at, birth_year, email.")]
+Kind = Annotated[Optional[str], typer.Option(help="transactions or customers (default: detected).")]
+Returns = Annotated[str, typer.Option(help="Cancellations and returns: drop them, or net them against spend.")]
+BadValues = Annotated[str, typer.Option(help="Unparseable dates / non-numeric amounts: error (stop and say where) or drop (count them in the report).")]
+DateFormat = Annotated[Optional[str], typer.Option(help="strptime format of text dates, e.g. %d/%m/%Y %H:%M (default: detected).")]
+AsOf = Annotated[Optional[str], typer.Option(help="Reference date YYYY-MM-DD (default: the day after the last transaction); later transactions are ignored.")]
+Out = Annotated[Path, typer.Option("--out", help="Output file: .csv, .parquet or .xlsx.", show_default=False)]
+Rejects = Annotated[Optional[Path], typer.Option(help="Also write the dropped rows, with the rule that dropped them, to this file.")]
+
+
+def _choice(value: str | None, choices: tuple[str, ...], option: str) -> str | None:
+    if value is not None and value not in choices:
+        raise ConfigError(f"{option} must be one of {', '.join(choices)}, got '{value}'")
+    return value
+
+
+def _spec(source, sheet, table, query, encoding, delimiter, map_, kind) -> pipeline.SourceSpec:
+    return pipeline.SourceSpec(
+        source=source, sheet=sheet, table=table, query=query, encoding=encoding,
+        delimiter=delimiter, mapping=parse_mapping(map_),
+        kind=_choice(kind, ("transactions", "customers"), "--kind"),
+    )
+
+
+def _policy(returns: str, bad_values: str, date_format: str | None) -> cleaning.Policy:
+    return cleaning.Policy(
+        returns=_choice(returns, ("drop", "net"), "--returns"),
+        bad_values=_choice(bad_values, ("error", "drop"), "--bad-values"),
+        date_format=date_format,
+    )
+
+
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--as-of must be a date like 2011-12-10, got '{value}'") from None
+
+
+def _check_out(path: Path) -> None:
+    outputs._check_target(path)  # fail before the work, not after it
+
+
+def _print_report(report: cleaning.CleaningReport) -> None:
+    table = RichTable(title=f"Cleaning: {report.rows_in:,} rows in, {report.rows_out:,} kept", title_justify="left")
+    table.add_column("rule")
+    table.add_column("rows", justify="right")
+    table.add_column("meaning")
+    for item in report.dropped:
+        if item.rows:
+            table.add_row(item.rule, f"{item.rows:,}", item.description)
+    out.print(table)
+    for note in report.notes:
+        out.print(f"  {note}")
+
+
+def _write_rejects(made: pipeline.CustomerTable, path: Path | None) -> None:
+    if path is None:
+        return
+    if made.clean is None:
+        raise ConfigError("--rejects applies to transaction logs; customer tables report their drops only")
+    _check_out(path)
+    outputs.write_table(made.clean.rejects().df(), path)
+    out.print(f"rejected rows → {path}")
+
+
+# --- commands ------------------------------------------------------------------------------
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    """Customer segmentation: read, clean, build customer features, RFM and cohorts."""
+
+
+@app.command()
+def inspect(
+    source: Source, sheet: Sheet = None, table: TableOpt = None, query: Query = None,
+    encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
+    returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
+) -> None:
+    """Show what custseg finds in SOURCE: format, columns and roles, data quality, cleaning."""
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    found = pipeline.inspect(loaded, policy=_policy(returns, bad_values, date_format))
+    out.print(f"[bold]{found.label}[/bold]: {found.format}, {found.rows:,} rows, "
+              f"{len(found.columns)} columns — a {'transaction log' if found.kind == 'transactions' else 'customer table'}")
+    columns = RichTable(title="Columns", title_justify="left")
+    for name in found.columns.columns:
+        columns.add_column(name, justify="right" if name in ("nulls", "distinct") else "left")
+    for row in found.columns.itertuples(index=False):
+        columns.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    out.print(columns)
+    for key, value in found.quality.items():
+        out.print(f"  {key}: {value:,}" if isinstance(value, int) else f"  {key}: {value}")
+    if found.report is not None:
+        _print_report(found.report)
+
+
+@app.command("features")
+def features_cmd(
+    source: Source, out_: Out, sheet: Sheet = None, table: TableOpt = None, query: Query = None,
+    encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
+    returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
+    as_of: AsOf = None, rejects: Rejects = None,
+) -> None:
+    """Write one row of features per customer (RFM, tenure, order value, ...) to --out."""
+    _check_out(out_)
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
+    _print_report(made.report)
+    outputs.write_table(made.features, out_)
+    _write_rejects(made, rejects)
+    out.print(f"{len(made.features):,} customers × {made.features.shape[1] - 1} features "
+              f"(as of {made.as_of.date()}) → {out_}")
+
+
+@app.command("rfm")
+def rfm_cmd(
+    source: Source, out_: Out, sheet: Sheet = None, table: TableOpt = None, query: Query = None,
+    encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
+    returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
+    as_of: AsOf = None, rejects: Rejects = None,
+    segment_map: Annotated[Optional[Path], typer.Option(help="CSV (pattern,segment) or JSON segment map replacing the default.")] = None,
+) -> None:
+    """Score customers on recency, frequency and monetary value (1..5) and name their segment."""
+    _check_out(out_)
+    mapping = rfm.load_segment_map(segment_map) if segment_map else rfm.DEFAULT_SEGMENT_MAP
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    scored, made = pipeline.rfm_table(
+        loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
+    )
+    outputs.write_table(scored, out_)
+    _write_rejects(made, rejects)
+    _print_rfm_summary(rfm.summary(scored), made)
+    out.print(f"{len(scored):,} customers scored → {out_}")
+
+
+def _print_rfm_summary(summary, made: pipeline.CustomerTable) -> None:
+    table = RichTable(title=f"RFM segments (as of {made.as_of.date()})", title_justify="left")
+    for name in ("segment", "customers", "share", "revenue share", "median recency (days)", "median orders", "median spend"):
+        table.add_column(name, justify="left" if name == "segment" else "right")
+    for row in summary.itertuples(index=False):
+        table.add_row(
+            row.rfm_segment, f"{row.customers:,}", f"{row.share:.1%}", f"{row.revenue_share:.1%}",
+            f"{row.median_recency_days:,.0f}", f"{row.median_frequency:,.0f}", f"{row.median_monetary:,.2f}",
+        )
+    out.print(table)
+
+
+@app.command("cohorts")
+def cohorts_cmd(
+    source: Source, out_: Out, sheet: Sheet = None, table: TableOpt = None, query: Query = None,
+    encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
+    returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
+    by: Annotated[Optional[str], typer.Option(help="Split cohorts by: country.")] = None,
+) -> None:
+    """Write the monthly cohort retention matrix (share of each cohort active per month)."""
+    _check_out(out_)
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    result = pipeline.cohort_table(
+        loaded, policy=_policy(returns, bad_values, date_format), by=_choice(by, ("country",), "--by"),
+    )
+    outputs.write_table(result.matrix, out_)
+    _print_cohorts(result.matrix)
+    out.print(f"{len(result.matrix):,} cohorts → {out_}")
+
+
+def _print_cohorts(matrix) -> None:
+    shown = [c for c in matrix.columns if c.startswith("month_")][:7]
+    keys = [c for c in matrix.columns if not c.startswith("month_")]
+    table = RichTable(title="Retention by acquisition month (share active)", title_justify="left")
+    for name in keys:
+        table.add_column(name, justify="right", no_wrap=True)
+    for name in shown:
+        table.add_column(name.replace("month_", "m"), justify="right", no_wrap=True)
+    for row in matrix.head(24).itertuples(index=False):
+        values = row._asdict()
+        table.add_row(*[str(values[k]) for k in keys], *["" if values[c] != values[c] else f"{values[c]:.0%}" for c in shown])
+    out.print(table)
+
+
+@app.command()
+def demo(
+    out_: Annotated[Path, typer.Option("--out", help="Folder for the demo outputs.")] = Path("demo-output"),
+) -> None:
+    """Run the whole job on the bundled Online Retail sample and write the results to --out."""
+    from custseg import datasets
+
+    sample = str(datasets.sample_path())
+    out_.mkdir(parents=True, exist_ok=True)
+    out.rule("custseg demo — bundled sample of UCI Online Retail (CC BY 4.0)")
+    inspect(sample)
+    features_cmd(sample, out_ / "features.csv", rejects=out_ / "rejects.csv")
+    rfm_cmd(sample, out_ / "rfm.csv")
+    cohorts_cmd(sample, out_ / "cohorts.csv")
+    out.print(f"\nDone: see {out_}/")
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one line on stderr and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:  # accepted anywhere on the line
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="custseg", standalone_mode=False)
+    except CustsegError as exc:
+        if debug:
+            raise
+        err.print(f"custseg: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err.print("custseg: aborted", markup=False)
+        return 130
+    except KeyboardInterrupt:
+        err.print("custseg: interrupted", markup=False)
+        return 130
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            if debug:
+                raise
+            err.print(f"custseg: error: {exc.format_message()} (see custseg --help)", markup=False, soft_wrap=True)
+            return 2
+        if debug:
+            raise
+        err.print(
+            f"custseg: internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it",
+            markup=False, soft_wrap=True,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

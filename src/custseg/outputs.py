@@ -1,0 +1,92 @@
+"""Write tables to files, all or nothing.
+
+A table is written to a temporary file beside the target and moved into place only when
+complete, so a failure never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from custseg.errors import ConfigError, InputError
+
+__all__ = ["OUTPUT_FORMATS", "write_table", "write_tables", "write_text"]
+
+OUTPUT_FORMATS = (".csv", ".parquet", ".xlsx")
+_EXCEL_MAX_ROWS = 1_048_575
+
+
+def _check_target(path: Path) -> None:
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise ConfigError(
+            f"--out {path}: the extension must be one of {', '.join(OUTPUT_FORMATS)}, got '{path.suffix or '(none)'}'"
+        )
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a directory; give a file name such as {path / 'out.csv'}")
+    if not path.parent.exists():
+        raise ConfigError(f"--out {path}: folder '{path.parent}' does not exist; create it first")
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``frame`` as .csv, .parquet or .xlsx (by extension), atomically."""
+    return write_tables({"data": frame}, path)
+
+
+def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str]) -> Path:
+    """Write one table (CSV/Parquet) or several sheets (XLSX) to ``path``, atomically."""
+    path = Path(path)
+    _check_target(path)
+    suffix = path.suffix.lower()
+    if suffix != ".xlsx" and len(sheets) != 1:
+        raise ConfigError(f"--out {path}: several tables need an .xlsx file")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            next(iter(sheets.values())).to_csv(tmp, index=False)
+        elif suffix == ".parquet":
+            next(iter(sheets.values())).to_parquet(tmp, index=False)
+        else:
+            with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+                for name, frame in sheets.items():
+                    if len(frame) > _EXCEL_MAX_ROWS:
+                        raise ConfigError(
+                            f"--out {path}: {len(frame):,} rows do not fit in an Excel sheet "
+                            f"(max {_EXCEL_MAX_ROWS:,}); write .csv or .parquet instead"
+                        )
+                    _excel_ready(frame).to_excel(writer, sheet_name=name[:31], index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _excel_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """Excel has no time zones; drop them so timestamps keep their wall-clock value."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.DatetimeTZDtype):
+            out[column] = out[column].dt.tz_localize(None)
+    return out

@@ -1,0 +1,198 @@
+"""RFM scores, codes and named segments.
+
+Scores follow the standard walkthrough: recency in five quantile bins labelled 5..1 (5 = most
+recent), frequency ranked first (ties broken by order) then five bins 1..5, monetary five bins
+1..5.  When a column has too few distinct values for five bins (ties, small customer counts)
+it is ranked first too, so scoring never fails for lack of distinct values.
+
+A segment map is data: an ordered list of ``(pattern, segment)`` where ``pattern`` is a regular
+expression matched against the whole three-digit code "RFM"; the first match names the segment.
+The default map reads recency and frequency only (the classic RF grid) and covers all 125 codes.
+
+>>> import pandas as pd
+>>> table = pd.DataFrame({"customer_id": list("abcdefghij"),
+...                       "recency_days": [1, 2, 3, 5, 8, 13, 21, 34, 55, 89],
+...                       "frequency": [9, 8, 7, 6, 5, 4, 3, 2, 1, 1],
+...                       "monetary": [900, 800, 700, 600, 500, 400, 300, 200, 100, 50.0]})
+>>> scored = score(table)
+>>> list(scored["rfm_code"][:2]), list(scored["rfm_segment"][:2])
+(['555', '555'], ['Champions', 'Champions'])
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from custseg.errors import ConfigError, DataError
+
+__all__ = [
+    "DEFAULT_SEGMENT_MAP",
+    "SEGMENTS",
+    "SegmentMap",
+    "load_segment_map",
+    "quintile_scores",
+    "score",
+    "summary",
+]
+
+SegmentMap = Sequence[tuple[str, str]]
+
+#: The classic RF grid; "." leaves monetary free.  First match wins.
+DEFAULT_SEGMENT_MAP: tuple[tuple[str, str], ...] = (
+    ("11.", "Lost"),
+    ("[1-2][1-2].", "Hibernating"),
+    ("[1-2][3-4].", "At Risk"),
+    ("[1-2]5.", "Can't Lose Them"),
+    ("3[1-2].", "About to Sleep"),
+    ("33.", "Need Attention"),
+    ("[3-4][4-5].", "Loyal"),
+    ("41.", "Promising"),
+    ("51.", "New"),
+    ("[4-5][2-3].", "Potential Loyalist"),
+    ("5[4-5].", "Champions"),
+)
+
+#: Segment names of the default map, best first (used to order summaries).
+SEGMENTS: tuple[str, ...] = (
+    "Champions", "Loyal", "Potential Loyalist", "New", "Promising", "Need Attention",
+    "About to Sleep", "At Risk", "Can't Lose Them", "Hibernating", "Lost",
+)
+
+_ALL_CODES = tuple(f"{r}{f}{m}" for r in range(1, 6) for f in range(1, 6) for m in range(1, 6))
+
+
+def load_segment_map(path: str | Path) -> tuple[tuple[str, str], ...]:
+    """Read a segment map from CSV (columns ``pattern,segment``) or JSON (list of pairs or objects).
+
+    Every one of the 125 codes 111..555 must match some pattern.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--segment-map {path}: no such file")
+    try:
+        if path.suffix.lower() == ".json":
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            pairs = [
+                (item["pattern"], item["segment"]) if isinstance(item, dict) else (item[0], item[1])
+                for item in raw
+            ]
+        else:
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames or {"pattern", "segment"} - set(reader.fieldnames):
+                    raise ConfigError(
+                        f"--segment-map {path}: needs columns 'pattern,segment', got {reader.fieldnames}"
+                    )
+                pairs = [(row["pattern"].strip(), row["segment"].strip()) for row in reader]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ConfigError(f"--segment-map {path}: cannot be read ({exc}); see the default map in the docs") from None
+    return validate_segment_map(pairs, source=str(path))
+
+
+def validate_segment_map(pairs: SegmentMap, *, source: str = "segment map") -> tuple[tuple[str, str], ...]:
+    """Check that every pattern compiles and every code 111..555 gets a segment."""
+    checked = []
+    for i, (pattern, segment) in enumerate(pairs, start=1):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{source}: pattern {pattern!r} on line {i} is not a regular expression ({exc})") from None
+        checked.append((str(pattern), str(segment)))
+    if not checked:
+        raise ConfigError(f"{source}: is empty; give at least one 'pattern,segment' line")
+    unmatched = [c for c in _ALL_CODES if _segment_of(c, checked) is None]
+    if unmatched:
+        raise ConfigError(
+            f"{source}: codes {', '.join(unmatched[:5])}{' …' if len(unmatched) > 5 else ''} "
+            "match no pattern; add a catch-all line such as '...,Other'"
+        )
+    return tuple(checked)
+
+
+def _segment_of(code: str, pairs: SegmentMap) -> str | None:
+    for pattern, segment in pairs:
+        if re.fullmatch(pattern, code):
+            return segment
+    return None
+
+
+def quintile_scores(values: pd.Series, *, ascending: bool = True, rank_first: bool = False) -> pd.Series:
+    """Scores 1..5 by quintile; ``ascending=False`` gives 5 to the smallest values.
+
+    Ties that make quintile edges collide are broken by rank (order of appearance).
+    A single customer gets the middle score, 3.
+    """
+    values = pd.Series(values)
+    labels = list(range(1, 6)) if ascending else list(range(5, 0, -1))
+    if len(values) == 1:
+        return pd.Series([3], index=values.index, dtype="int64")
+    data = values.rank(method="first") if rank_first else values
+    try:
+        binned = pd.qcut(data, 5, labels=labels)
+    except ValueError:  # duplicate edges: too few distinct values for five bins
+        binned = pd.qcut(values.rank(method="first"), 5, labels=labels)
+    return binned.astype("int64")
+
+
+def score(features: pd.DataFrame, *, segment_map: SegmentMap = DEFAULT_SEGMENT_MAP) -> pd.DataFrame:
+    """Add ``r_score, f_score, m_score, rfm_code, rfm_segment`` to a customer feature table.
+
+    ``features`` needs ``customer_id, recency_days, frequency, monetary`` (one row per
+    customer); the result has those columns and the five new ones, in the caller's row order.
+    """
+    needed = ["customer_id", "recency_days", "frequency", "monetary"]
+    missing = [c for c in needed if c not in features.columns]
+    if missing:
+        raise DataError(
+            f"RFM needs columns {', '.join(needed)}; missing {', '.join(missing)} — "
+            "give a transaction log, or map them with --map"
+        )
+    if features.empty:
+        raise DataError("RFM needs at least one customer; the feature table is empty")
+    for column in needed[1:]:
+        bad = features[column].isna()
+        if bad.any():
+            raise DataError(
+                f"RFM: column '{column}' is empty for {int(bad.sum())} customers, "
+                f"e.g. customer '{features.loc[bad, 'customer_id'].iloc[0]}'; fill or drop them"
+            )
+    out = features[needed].copy()
+    out["r_score"] = quintile_scores(out["recency_days"], ascending=False)
+    out["f_score"] = quintile_scores(out["frequency"], rank_first=True)
+    out["m_score"] = quintile_scores(out["monetary"])
+    out["rfm_code"] = (
+        out["r_score"].astype(str) + out["f_score"].astype(str) + out["m_score"].astype(str)
+    )
+    lookup = {code: _segment_of(code, segment_map) for code in _ALL_CODES}
+    out["rfm_segment"] = out["rfm_code"].map(lookup).astype("string")
+    return out
+
+
+def summary(scored: pd.DataFrame, *, order: Sequence[str] = SEGMENTS) -> pd.DataFrame:
+    """Columns ``rfm_segment, customers, share, revenue_share, median_recency_days,
+    median_frequency, median_monetary``; shares sum to 1; ordered best segment first."""
+    total_customers = len(scored)
+    total_revenue = scored["monetary"].sum()
+    grouped = scored.groupby("rfm_segment", observed=True)
+    table = pd.DataFrame({
+        "customers": grouped.size(),
+        "revenue": grouped["monetary"].sum(),
+        "median_recency_days": grouped["recency_days"].median(),
+        "median_frequency": grouped["frequency"].median(),
+        "median_monetary": grouped["monetary"].median(),
+    })
+    table["share"] = table["customers"] / total_customers
+    table["revenue_share"] = table["revenue"] / total_revenue if total_revenue else np.nan
+    rank = {name: i for i, name in enumerate(order)}
+    table = table.reset_index()
+    table["_order"] = table["rfm_segment"].map(lambda s: rank.get(s, len(rank)))
+    table = table.sort_values(["_order", "rfm_segment"]).drop(columns=["_order", "revenue"])
+    return table[["rfm_segment", "customers", "share", "revenue_share", "median_recency_days",
+                  "median_frequency", "median_monetary"]].reset_index(drop=True)

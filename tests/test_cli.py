@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from custseg.cli import main
+
+
+def read(path):
+    return {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".xlsx": lambda p: pd.read_excel(p, engine="calamine")}[path.suffix](path)
+
+
+@pytest.fixture(scope="module")
+def retail_slice(online_retail, tmp_path_factory):
+    """The first 30,000 rows of Online Retail as CSV (a real file, small enough to be quick)."""
+    path = tmp_path_factory.mktemp("cli") / "retail.csv"
+    pd.read_parquet(online_retail).head(30_000).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".xlsx"])
+def test_features_writes_every_format(retail_slice, tmp_path, suffix, capsys):
+    out = tmp_path / f"features{suffix}"
+    assert main(["features", str(retail_slice), "--out", str(out)]) == 0
+    table = read(out)
+    assert list(table.columns[:6]) == ["customer_id", "recency_days", "frequency", "monetary", "tenure_days", "avg_order_value"]
+    assert table["customer_id"].is_unique
+    printed = capsys.readouterr().out
+    assert f"{len(table):,} customers" in printed and "missing_customer_id" in printed
+
+
+def test_features_on_the_full_log_matches_the_oracle(online_retail, tmp_path):
+    out = tmp_path / "features.parquet"
+    assert main(["features", str(online_retail), "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    assert (len(table), round(table["monetary"].sum(), 2), table["frequency"].sum()) == (4338, 8_887_208.89, 18_532)
+
+
+def test_rejects_file_lists_dropped_rows_with_their_rule(retail_slice, tmp_path):
+    out, rejects = tmp_path / "f.csv", tmp_path / "rejects.csv"
+    assert main(["features", str(retail_slice), "--out", str(out), "--rejects", str(rejects)]) == 0
+    dropped = pd.read_csv(rejects)
+    assert list(dropped.columns[:3]) == ["row", "rejected_by", "InvoiceNo"]
+    source = pd.read_csv(retail_slice)
+    assert (dropped["rejected_by"] == "missing_customer_id").sum() == source["CustomerID"].isna().sum()
+    row = dropped.iloc[0]  # row numbers point back into the source
+    assert source.iloc[row["row"] - 1]["InvoiceNo"] == row["InvoiceNo"]
+
+
+def test_rfm_command(retail_slice, tmp_path, capsys):
+    out = tmp_path / "rfm.csv"
+    assert main(["rfm", str(retail_slice), "--out", str(out), "--as-of", "2011-01-01"]) == 0
+    table = pd.read_csv(out, dtype={"rfm_code": str})
+    assert list(table.columns) == ["customer_id", "recency_days", "frequency", "monetary", "r_score",
+                                   "f_score", "m_score", "rfm_code", "rfm_segment"]
+    assert table["rfm_code"].str.fullmatch(r"[1-5]{3}").all()
+    printed = capsys.readouterr().out
+    assert "RFM segments (as of 2011-01-01)" in printed and "Champions" in printed
+
+
+def test_rfm_with_a_segment_map(retail_slice, tmp_path):
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("pattern,segment\n5..,Fresh\n...,Rest\n", encoding="utf-8")
+    out = tmp_path / "rfm.parquet"
+    assert main(["rfm", str(retail_slice), "--out", str(out), "--segment-map", str(mapping)]) == 0
+    assert set(pd.read_parquet(out)["rfm_segment"]) == {"Fresh", "Rest"}
+
+
+def test_cohorts_command(retail_slice, tmp_path, capsys):
+    out = tmp_path / "cohorts.xlsx"
+    assert main(["cohorts", str(retail_slice), "--out", str(out), "--by", "country"]) == 0
+    table = pd.read_excel(out, engine="calamine")
+    assert list(table.columns[:4]) == ["cohort", "country", "customers", "month_0"]
+    assert "Retention by acquisition month" in capsys.readouterr().out
+
+
+def test_inspect_shows_roles_and_quality(retail_slice, capsys):
+    assert main(["inspect", str(retail_slice)]) == 0
+    printed = capsys.readouterr().out
+    for expected in ("csv, 30,000 rows", "transaction log", "customer_id", "ordered_at",
+                     "duplicate rows", "negative quantities", "date range", "Cleaning"):
+        assert expected in printed
+
+
+def test_customer_table_features(marketing_campaign, tmp_path, capsys):
+    out = tmp_path / "customers.csv"
+    assert main(["features", str(marketing_campaign), "--out", str(out)]) == 0
+    assert "tenure_days" in pd.read_csv(out).columns
+    assert "Income': 24 missing filled with the median" in capsys.readouterr().out
+
+
+def test_demo_runs_on_the_bundled_sample(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    for name in ("features.csv", "rfm.csv", "cohorts.csv", "rejects.csv"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "837 customers scored" in printed and "13 cohorts" in printed
+    assert len(pd.read_csv(tmp_path / "demo" / "features.csv")) == 837

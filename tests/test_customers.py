@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from custseg import pipeline
+from custseg.pipeline import SourceSpec
+
+
+@pytest.fixture(scope="module")
+def campaign(marketing_campaign):
+    return pipeline.customer_table(pipeline.load(SourceSpec(str(marketing_campaign))))
+
+
+def test_marketing_campaign_is_a_customer_table(campaign):
+    assert campaign.kind == "customers"
+    table = campaign.features
+    assert len(table) == 2240 and table["customer_id"].is_unique
+    assert campaign.report.rows_in == campaign.report.rows_out == 2240
+
+
+def test_single_valued_and_id_columns_are_not_features(campaign):
+    columns = set(campaign.features.columns)
+    assert not {"Z_CostContact", "Z_Revenue", "ID"} & columns
+    assert any("Z_CostContact" in note and "single value" in note for note in campaign.report.notes)
+
+
+def test_dates_become_durations_and_birth_years_ages(campaign, marketing_campaign):
+    raw = pd.read_csv(marketing_campaign, sep="\t")
+    table = campaign.features.set_index("customer_id")
+    assert campaign.as_of == datetime(2014, 6, 30)  # the day after the last Dt_Customer
+    # Customer 5524 joined on 04-09-2012 (dd-mm-yyyy): 664 days before 2014-06-30.
+    assert table.loc["5524", "tenure_days"] == 664
+    assert table.loc["5524", "age"] == 2014 - 1957
+    assert table["tenure_days"].min() == 1 and table["tenure_days"].max() == 700
+    assert "Dt_Customer" not in table.columns and "Year_Birth" not in table.columns
+    assert len(raw) == len(table)
+
+
+def test_missing_income_is_imputed_and_reported(campaign, marketing_campaign):
+    raw = pd.read_csv(marketing_campaign, sep="\t")
+    assert campaign.features["Income"].notna().all()
+    note = next(n for n in campaign.report.notes if n.startswith("'Income'"))
+    assert f"24 missing filled with the median ({raw['Income'].median()})" in note
+
+
+def test_categoricals_stay_text(campaign):
+    assert campaign.features["Education"].dtype == "string"
+    assert campaign.features["Income"].dtype == "float64"
+
+
+def test_mall_customers(mall_customers):
+    made = pipeline.customer_table(pipeline.load(SourceSpec(str(mall_customers))))
+    table = made.features
+    assert list(table.columns) == ["customer_id", "Genre", "Age", "Annual Income (k$)", "Spending Score (1-100)"]
+    assert table["customer_id"].iloc[0] == "0001"  # ids keep their leading zeros
+    assert table["Genre"].value_counts().to_dict() == {"Female": 112, "Male": 88}
+    assert table["Age"].mean() == pytest.approx(38.85)
+
+
+def test_duplicate_and_missing_ids_are_counted(tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id,age,city\n1,30,Oslo\n1,30,Oslo\n1,31,Bergen\n,40,Oslo\n2,50,Oslo\n", encoding="utf-8")
+    made = pipeline.customer_table(pipeline.load(SourceSpec(str(path))))
+    counts = {r.rule: r.rows for r in made.report.dropped}
+    assert counts == {"missing_customer_id": 1, "duplicate_row": 1, "duplicate_customer_id": 1}
+    assert list(made.features["customer_id"]) == ["1", "2"]
+    assert list(made.features["age"]) == [30.0, 50.0]

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from custseg import cleaning, pipeline
+from custseg.pipeline import SourceSpec
+
+
+def features_of(frame: pd.DataFrame, tmp_path, *, name="log.parquet", as_of=None, **policy):
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    loaded = pipeline.load(SourceSpec(str(path)))
+    return pipeline.customer_table(loaded, policy=cleaning.Policy(**policy), as_of=as_of)
+
+
+def log(*rows):
+    return pd.DataFrame(
+        rows, columns=["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+    ).astype({"InvoiceDate": "datetime64[us]"})
+
+
+# --- the Online Retail oracle --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def retail(online_retail):
+    loaded = pipeline.load(SourceSpec(str(online_retail)))
+    return pipeline.customer_table(loaded)
+
+
+def test_online_retail_oracle(retail):
+    table = retail.features
+    assert len(table) == 4338
+    assert round(table["monetary"].sum(), 2) == 8_887_208.89
+    assert table["frequency"].sum() == 18_532
+    assert table["customer_id"].is_unique
+    assert retail.as_of == datetime(2011, 12, 10)
+
+
+def test_online_retail_cleaning_report(retail):
+    counts = {r.rule: r.rows for r in retail.report.dropped}
+    assert retail.report.rows_in == 541_909
+    assert counts["missing_customer_id"] == 135_080
+    assert counts["duplicate_row"] == 5_225
+    assert counts["cancellation"] == 8_872
+    assert counts["non_positive_price"] == 40
+    assert retail.report.rows_out == 392_692
+    assert retail.report.rows_in == retail.report.rows_out + retail.report.rows_dropped
+
+
+def test_rejects_match_the_report_row_for_row(retail):
+    rejects = retail.clean.rejects().df()
+    by_rule = rejects["rejected_by"].value_counts().to_dict()
+    expected = {r.rule: r.rows for r in retail.report.dropped if r.rows}
+    assert by_rule == expected
+    assert rejects["row"].is_unique
+    # The first rejected row of the file is a known cancellation.
+    first = rejects.loc[rejects["rejected_by"] == "cancellation"].iloc[0]
+    assert first["InvoiceNo"] == "C536379" and first["row"] == 142
+
+
+def test_standalone_report_equals_report_from_features(retail):
+    assert retail.clean.report() == retail.report
+
+
+def test_source_is_not_modified(online_retail):
+    before = online_retail.stat().st_mtime_ns, online_retail.stat().st_size
+    pipeline.customer_table(pipeline.load(SourceSpec(str(online_retail))))
+    assert (online_retail.stat().st_mtime_ns, online_retail.stat().st_size) == before
+
+
+# --- exact features on hand-made logs ------------------------------------------------------
+
+def test_features_by_hand(tmp_path):
+    frame = log(
+        ("1", "A", 2, "2024-01-01 10:00", 5.0, 1, "UK"),
+        ("1", "B", 1, "2024-01-01 10:00", 10.0, 1, "UK"),
+        ("2", "A", 1, "2024-01-11 10:00", 5.0, 1, "France"),
+        ("3", "C", 4, "2024-01-31 23:00", 2.5, 1, "UK"),
+        ("4", "A", 1, "2024-01-20 08:00", 7.0, 2, "Spain"),
+    )
+    made = features_of(frame, tmp_path)
+    got = made.features.set_index("customer_id")
+    assert made.as_of == datetime(2024, 2, 1)
+    one = got.loc["1"]
+    assert one["frequency"] == 3
+    assert one["monetary"] == pytest.approx(35.0)
+    assert one["avg_order_value"] == pytest.approx(35 / 3)
+    # 23:00 the evening before as_of is 0 whole days ago; the first order 30 days and 14 hours.
+    assert one["recency_days"] == 0
+    assert one["tenure_days"] == 30
+    assert one["avg_days_between_orders"] == pytest.approx((30 + 13 / 24) / 2)
+    assert one["n_products"] == 3
+    assert one["country"] == "UK"
+    two = got.loc["2"]
+    assert (two["frequency"], two["recency_days"], two["tenure_days"]) == (1, 11, 11)
+    assert pd.isna(two["avg_days_between_orders"])
+
+
+def test_returns_net_reduce_spend_but_are_not_orders(tmp_path):
+    frame = log(
+        ("1", "A", 4, "2024-01-01 10:00", 5.0, 1, "UK"),
+        ("C2", "A", -1, "2024-01-05 10:00", 5.0, 1, "UK"),
+        ("3", "A", 2, "2024-01-10 10:00", 5.0, 1, "UK"),
+    )
+    dropped = features_of(frame, tmp_path).features.iloc[0]
+    netted = features_of(frame, tmp_path, returns="net").features.iloc[0]
+    assert (dropped["frequency"], dropped["monetary"]) == (2, 30.0)
+    assert (netted["frequency"], netted["monetary"]) == (2, 25.0)
+
+
+def test_as_of_takes_a_snapshot(tmp_path):
+    frame = log(
+        ("1", "A", 1, "2024-01-01 10:00", 5.0, 1, "UK"),
+        ("2", "A", 1, "2024-03-01 10:00", 5.0, 1, "UK"),
+        ("3", "A", 1, "2024-03-01 10:00", 5.0, 2, "UK"),
+    )
+    made = features_of(frame, tmp_path, as_of=datetime(2024, 2, 1))
+    assert list(made.features["customer_id"]) == ["1"]
+    row = made.features.iloc[0]
+    assert (row["frequency"], row["recency_days"], row["monetary"]) == (1, 30, 5.0)
+
+
+def test_amount_only_log_without_order_ids(tmp_path):
+    frame = pd.DataFrame({
+        "customer_id": ["a", "a", "b"],
+        "date": pd.to_datetime(["2024-01-01", "2024-01-03", "2024-01-02"]),
+        "amount": [10.0, 20.0, 5.0],
+    })
+    table = features_of(frame, tmp_path).features.set_index("customer_id")
+    assert table.loc["a", "frequency"] == 2
+    assert table.loc["a", "monetary"] == 30.0
+    assert "n_products" not in table.columns
+
+
+def test_csv_and_parquet_give_the_same_features(online_retail, tmp_path):
+    frame = pd.read_parquet(online_retail).head(20_000)
+    from_parquet = features_of(frame, tmp_path).features
+    from_csv = features_of(frame, tmp_path, name="log.csv").features
+    pd.testing.assert_frame_equal(
+        from_parquet.drop(columns=["first_order_at", "last_order_at"]),
+        from_csv.drop(columns=["first_order_at", "last_order_at"]),
+        check_dtype=False,
+    )
+
+
+# --- invariants ----------------------------------------------------------------------------
+
+rows = st.lists(
+    st.tuples(
+        st.integers(1, 6),                     # customer
+        st.integers(1, 12),                    # order
+        st.integers(-3, 5),                    # quantity
+        st.sampled_from([0.0, 1.5, 2.0, 10.0]),  # price
+        st.integers(0, 60 * 24 * 90),          # minutes after the start
+    ),
+    min_size=1, max_size=40,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows)
+def test_feature_invariants(rows, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prop")
+    start = pd.Timestamp("2024-01-01")
+    frame = pd.DataFrame({
+        "InvoiceNo": [f"{o}" for _, o, _, _, _ in rows],
+        "CustomerID": [c for c, *_ in rows],
+        "Quantity": [q for _, _, q, _, _ in rows],
+        "UnitPrice": [p for *_, p, _ in rows],
+        "InvoiceDate": [start + pd.Timedelta(minutes=m) for *_, m in rows],
+    })
+    kept = frame[(frame["Quantity"] >= 0) & (frame["UnitPrice"] > 0)].drop_duplicates()
+    try:
+        made = features_of(frame, tmp)
+    except Exception as exc:  # no customer kept: a clear DataError, nothing else
+        from custseg.errors import DataError
+
+        assert isinstance(exc, DataError) and kept.empty
+        return
+    table = made.features
+    assert table["customer_id"].is_unique
+    assert set(table["customer_id"]) == {str(c) for c in kept["CustomerID"]}
+    assert (table["recency_days"] >= 0).all()
+    assert (table["recency_days"] <= table["tenure_days"]).all()
+    assert (table["frequency"] >= 1).all()
+    assert table["monetary"].sum() == pytest.approx((kept["Quantity"] * kept["UnitPrice"]).sum())
+    assert np.allclose(table["avg_order_value"] * table["frequency"], table["monetary"])
