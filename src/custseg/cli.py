@@ -1,4 +1,4 @@
-"""Command line: ``custseg inspect | features | rfm | cohorts | demo``.
+"""Command line: ``custseg inspect | features | rfm | cohorts | segment | assign | demo``.
 
 Thin: parse options, call :mod:`custseg.pipeline`, print and write what it returns.  Errors a
 user can cause print one line ``custseg: error: …`` and exit with code 2; ``--debug`` shows the
@@ -22,7 +22,7 @@ from custseg.schema import parse_mapping
 
 app = typer.Typer(
     name="custseg",
-    help="Customer segmentation: read, clean, build customer features, RFM and cohorts.",
+    help="Customer segmentation: read, clean, build customer features, RFM, cohorts and segments.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -112,7 +112,7 @@ def _write_rejects(made: pipeline.CustomerTable, path: Path | None) -> None:
 
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
-    """Customer segmentation: read, clean, build customer features, RFM and cohorts."""
+    """Customer segmentation: read, clean, build customer features, RFM, cohorts and segments."""
 
 
 @app.command()
@@ -222,6 +222,98 @@ def _print_cohorts(matrix) -> None:
 
 
 @app.command()
+def segment(
+    source: Source,
+    out_: Annotated[Path, typer.Option("--out", help="Folder for assignments.csv, profiles.csv, leaderboard.csv, model.skops, ….", show_default=False)],
+    algorithm: Annotated[str, typer.Option(help="auto (compare K-Means and Gaussian mixtures) or one of: kmeans, minibatch, gmm, agglomerative, dbscan, hdbscan, meanshift, birch, kprototypes, rfm.")] = "auto",
+    k: Annotated[str, typer.Option("--k", help="Number of segments: auto (chosen with evidence) or a number.")] = "auto",
+    features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: RFM + tenure + order value for transaction logs, every usable column for customer tables).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same segments.")] = 0,
+    sheet: Sheet = None, table: TableOpt = None, query: Query = None,
+    encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
+    returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
+    as_of: AsOf = None,
+) -> None:
+    """Find customer segments: compare algorithms and k, explain and name each segment, save the model."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from custseg.model import NOISE
+
+    if out_.exists() and not out_.is_dir():
+        raise ConfigError(f"--out {out_}: is a file; give a folder for the results")
+    if k != "auto" and not k.isdigit():
+        raise ConfigError(f"--k must be auto or a whole number ≥ 2, got '{k}'")
+    config = pipeline.SegmentConfig(
+        algorithm=algorithm, n_clusters=None if k == "auto" else int(k),
+        features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
+        random_state=seed,
+    )
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(step: str, done: int, total: int) -> None:
+            name = "final fit" if step == "final fit" else "comparing algorithms × k"
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        result = pipeline.run_segmentation(
+            loaded, config=config, policy=_policy(returns, bad_values, date_format),
+            as_of=_as_of(as_of), progress=progress,
+        )
+    written = pipeline.write_run(result, out_)
+    _print_report(result.customers.report)
+    out.print(f"\n[bold]Recommendation[/bold]: {result.selection.recommendation.text}", highlight=False)
+    if config.algorithm != "auto" or config.n_clusters is not None:
+        out.print(f"Used: {result.algorithm} with {result.n_clusters} segments (as asked).", highlight=False)
+    profile = RichTable(title="Segments", title_justify="left")
+    for name in ("id", "name", "customers", "share", "value share", "what sets it apart", "rule (precision/recall)"):
+        profile.add_column(name, justify="right" if name in ("id", "customers", "share", "value share") else "left")
+    for row in result.profiles.table.itertuples(index=False):
+        profile.add_row(
+            str(row.segment), row.name, f"{row.customers:,}", f"{row.share:.1%}",
+            "" if row.value_share is None or row.value_share != row.value_share else f"{row.value_share:.1%}",
+            row.description, f"{row.rule} ({row.rule_precision:.0%}/{row.rule_recall:.0%})",
+        )
+    out.print(profile)
+    best, worst = result.profiles.best, result.profiles.worst
+    if best is not None and best != worst:
+        out.print(f"Best segment by value per customer: {result.profiles.name_of(best)}; "
+                  f"worst: {result.profiles.name_of(worst)}.", highlight=False)
+    noise = int((result.labels == NOISE).sum())
+    if noise:
+        out.print(f"{noise:,} customers fit no segment (label -1).")
+    out.print(f"Results in {out_}/: " + ", ".join(p.name for p in written), highlight=False)
+
+
+@app.command()
+def assign(
+    source: Source,
+    model: Annotated[Path, typer.Option("--model", help="A model file written by custseg segment (model.skops).", show_default=False)],
+    out_: Out,
+    sheet: Sheet = None, table: TableOpt = None, query: Query = None,
+    encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
+    returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
+    as_of: AsOf = None,
+) -> None:
+    """Assign the customers of SOURCE to the segments of a saved model."""
+    from custseg import model as model_io
+
+    _check_out(out_)
+    saved = model_io.load(model)
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
+    assigned = saved.assign(made.features)
+    outputs.write_table(assigned, out_)
+    counts = assigned["segment_name"].value_counts()
+    out.print(f"{len(assigned):,} customers assigned → {out_}")
+    for name, n in counts.items():
+        out.print(f"  {name}: {n:,}")
+
+
+@app.command()
 def demo(
     out_: Annotated[Path, typer.Option("--out", help="Folder for the demo outputs.")] = Path("demo-output"),
 ) -> None:
@@ -235,6 +327,7 @@ def demo(
     features_cmd(sample, out_ / "features.csv", rejects=out_ / "rejects.csv")
     rfm_cmd(sample, out_ / "rfm.csv")
     cohorts_cmd(sample, out_ / "cohorts.csv")
+    segment(sample, out_ / "segments")
     out.print(f"\nDone: see {out_}/")
 
 

@@ -187,3 +187,189 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
         ).fetchall()[0][0]
         report = cleaned.report()
     return Inspection(table.label, table.format, loaded.kind, rows, columns, quality, report)
+
+
+# --- segmentation --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """What ``custseg segment`` was asked to do.
+
+    ``algorithm="auto"`` sweeps ``candidates`` and picks one; ``n_clusters=None`` picks k
+    from ``k_values``; ``features=None`` uses the default columns for the kind of source.
+    """
+
+    algorithm: str = "auto"
+    n_clusters: int | None = None
+    features: tuple[str, ...] | None = None
+    random_state: int = 0
+    k_values: tuple[int, ...] = tuple(range(2, 16))
+    candidates: tuple[str, ...] = ("kmeans", "gmm")
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Everything one run produced (frozen; the report and exports read from it)."""
+
+    config: SegmentConfig
+    customers: CustomerTable
+    feature_columns: list[str]
+    preprocessing: list[str]
+    selection: object  # custseg.selection.SelectionResult
+    algorithm: str
+    n_clusters: int
+    labels: object  # numpy array, one per customer
+    assignments: pd.DataFrame
+    profiles: object  # custseg.profiling.Profiles
+    model: object  # custseg.model.SegmentationModel
+    rfm: pd.DataFrame | None
+    matrix: pd.DataFrame
+
+
+def run_segmentation(
+    loaded: Loaded,
+    *,
+    config: SegmentConfig = SegmentConfig(),
+    policy: cleaning.Policy = cleaning.Policy(),
+    as_of: date | datetime | None = None,
+    progress=None,
+) -> SegmentationResult:
+    """Source → customer features → matrix → sweep → final fit → profiles → model."""
+    import platform
+    import time
+
+    import numpy as np
+    import sklearn
+
+    from custseg import cluster, preprocessing, profiling, selection
+    from custseg.errors import ConfigError
+    from custseg.model import SegmentationModel
+
+    started = time.time()
+    made = customer_table(loaded, policy=policy, as_of=as_of)
+    features = made.features
+    if config.algorithm != "auto" and config.algorithm not in cluster.ALGORITHMS:
+        raise ConfigError(
+            f"--algorithm must be auto or one of {', '.join(cluster.ALGORITHMS)}, got '{config.algorithm}'"
+        )
+    columns = list(config.features) if config.features else preprocessing.default_feature_columns(features, kind=made.kind)
+    spec = cluster.ALGORITHMS.get(config.algorithm)
+    if spec is not None and spec.input == "rfm":
+        columns = ["recency_days", "frequency", "monetary"]
+    prep = preprocessing.build_preprocessor(features, columns=columns, one_hot=not (spec and spec.needs_categorical))
+    used = prep.columns
+    matrix = prep.fit_transform(features[used])
+
+    numeric_matrix = matrix.select_dtypes("number")
+    if config.algorithm == "auto":
+        algorithms = config.candidates
+    elif spec.input == "rfm":
+        algorithms = ()
+    else:
+        algorithms = (config.algorithm,) if spec.input == "matrix" else ("kmeans",)
+    k_values = (config.n_clusters,) if (config.n_clusters and config.algorithm != "auto") else config.k_values
+    result = selection.compare(
+        numeric_matrix, algorithms=algorithms or ("kmeans",), k_values=k_values,
+        random_state=config.random_state, progress=progress,
+    )
+    if config.algorithm == "auto" or config.n_clusters is None:
+        choice = selection.recommend(
+            result.leaderboard, knee=result.knee,
+            algorithm=None if config.algorithm == "auto" else (config.algorithm if spec.input == "matrix" else None),
+            n_clusters=config.n_clusters,
+        )
+        algorithm = choice.algorithm if config.algorithm == "auto" else config.algorithm
+        k = choice.n_clusters
+    else:
+        algorithm, k = config.algorithm, config.n_clusters
+    spec = cluster.ALGORITHMS[algorithm]
+    if progress:
+        progress("final fit", 0, 1)
+    estimator = cluster.make_estimator(
+        algorithm, n_clusters=k if spec.takes_k else None, random_state=config.random_state,
+    )
+    fit_input = features[used] if spec.input == "rfm" else matrix
+    estimator.fit(fit_input)
+    labels = np.asarray(estimator.labels_).astype("int64")
+    if progress:
+        progress("final fit", 1, 1)
+
+    scored = rfm.score(features) if all(c in features for c in ("recency_days", "frequency", "monetary")) else None
+    profiles = profiling.profile(
+        features, labels, random_state=config.random_state,
+        rfm_segments=scored["rfm_segment"] if scored is not None else None,
+    )
+    names = {p.segment: p.name for p in profiles.segments}
+    run = {
+        "source": loaded.table.label,
+        "kind": made.kind,
+        "customers": len(features),
+        "as_of": made.as_of.isoformat(),
+        "config": {"algorithm": algorithm, "n_clusters": int(k) if k else None, "features": used,
+                   "random_state": config.random_state},
+        "fingerprint": _fingerprint(features[used]),
+        "versions": {"custseg": _version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__,
+                     "pandas": pd.__version__, "python": platform.python_version()},
+        "trained_at": datetime.now().isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 2),
+    }
+    model = SegmentationModel.from_fit(
+        features=features, matrix=numeric_matrix if spec.input != "rfm" else features[used],
+        labels=labels, preprocessor=prep.transformer, estimator=estimator, algorithm=algorithm,
+        feature_columns=used, segment_names=names, run=run,
+    )
+    assignments = pd.DataFrame({
+        "customer_id": features["customer_id"].to_numpy(),
+        "segment": labels,
+        "segment_name": [names.get(int(s), "Unassigned") for s in labels],
+    })
+    if spec.has_proba:
+        assignments["probability"] = np.asarray(estimator.predict_proba(matrix)).max(axis=1)
+    return SegmentationResult(
+        config, made, used, list(prep.report), result, algorithm, int(len(names) - (1 if -1 in names else 0)),
+        labels, assignments, profiles, model, scored, matrix,
+    )
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return f"sha256:{digest.hexdigest()[:16]} ({len(frame)} rows × {frame.shape[1]} columns)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("custseg")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def write_run(result: SegmentationResult, folder) -> list:
+    """Write a run's tables and model into ``folder`` (created if needed); return the paths.
+
+    ``assignments.csv`` (customer_id, segment, segment_name[, probability]), ``profiles.csv``
+    (one row per segment), ``segment_means.csv`` (segment × feature means), ``leaderboard.csv``
+    (algorithm × k metrics), ``elbow.csv``, ``features.parquet``, ``cleaning.csv`` and
+    ``model.skops``.
+    """
+    from pathlib import Path
+
+    from custseg import outputs
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    means = result.profiles.means.reset_index()
+    written = [
+        outputs.write_table(result.assignments, folder / "assignments.csv"),
+        outputs.write_table(result.profiles.table, folder / "profiles.csv"),
+        outputs.write_table(means, folder / "segment_means.csv"),
+        outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv"),
+        outputs.write_table(result.selection.elbow, folder / "elbow.csv"),
+        outputs.write_table(result.customers.features, folder / "features.parquet"),
+        outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv"),
+        result.model.save(folder / "model.skops"),
+    ]
+    return written

@@ -1,8 +1,8 @@
 """The canonical vocabulary and column-role detection.
 
 A *role* is what a column means to custseg (``customer_id``, ``ordered_at``, ...), whatever the
-source calls it.  :func:`detect_roles` maps source columns to roles from their names (and
-checks the values where names are ambiguous); ``--map ROLE=COLUMN`` overrides it.
+source calls it.  :func:`detect_roles` maps source columns to roles from their names;
+``--map ROLE=COLUMN`` overrides it.
 
 >>> detect_roles(["InvoiceNo", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"]).roles
 {'customer_id': 'CustomerID', 'order_id': 'InvoiceNo', 'ordered_at': 'InvoiceDate', 'quantity': 'Quantity', 'unit_price': 'UnitPrice'}
@@ -10,8 +10,9 @@ checks the values where names are ambiguous); ``--map ROLE=COLUMN`` overrides it
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,7 @@ __all__ = [
     "detect_roles",
     "parse_mapping",
     "normalise_name",
+    "duplicate_names",
 ]
 
 #: Roles of a transaction log, in canonical order.
@@ -90,17 +92,42 @@ def normalise_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
+def duplicate_names(names: Iterable[str]) -> list[str]:
+    """Column names that clash once case and surrounding spaces are ignored, sorted.
+
+    SQL engines (DuckDB included) treat ``CustomerID`` and ``customerid`` as the same name,
+    so such a pair is as much a duplicate as two equal names.
+
+    >>> duplicate_names(["CustomerID", "Amount", "customerid ", "Date"])
+    ['CustomerID', 'customerid ']
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(str(name).strip().casefold(), []).append(str(name))
+    return sorted({n for group in groups.values() if len(group) > 1 for n in group})
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or nothing."""
+    choices = list(choices)
+    by_key = {normalise_name(c): c for c in choices}
+    close = difflib.get_close_matches(normalise_name(word), list(by_key), n=1, cutoff=0.6)
+    return f" (did you mean '{by_key[close[0]]}'?)" if close else ""
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Which source column plays which role.
 
     ``roles`` maps a role to a source column name; ``kind`` says whether the source is a
-    transaction log (several rows per customer) or a customer table (one row per customer).
+    transaction log (several rows per customer) or a customer table (one row per customer);
+    ``source`` names the source in messages.
     """
 
     roles: dict[str, str]
     kind: Kind = "transactions"
     overridden: tuple[str, ...] = field(default=())
+    source: str = "the source"
 
     def get(self, role: str) -> str | None:
         return self.roles.get(role)
@@ -114,15 +141,22 @@ class ColumnMap:
             return self.roles[role]
         except KeyError:
             raise SchemaError(
-                f"no column plays the role '{role}'; name one with --map {role}=COLUMN"
+                f"{self.source}: no column plays the role '{role}'; "
+                f"name one with --map {role}=COLUMN"
             ) from None
 
     def with_kind(self, kind: Kind) -> ColumnMap:
-        return ColumnMap(dict(self.roles), kind, self.overridden)
+        return ColumnMap(dict(self.roles), kind, self.overridden, self.source)
 
 
 def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
-    """Parse ``["customer_id=Client", ...]`` (the ``--map`` option) into a dict."""
+    """Parse ``["customer_id=Client", ...]`` (the ``--map`` option) into a dict.
+
+    Each role may be given once and each column may play one role.
+
+    >>> parse_mapping(["customer_id=Client", "amount = Total"])
+    {'customer_id': 'Client', 'amount': 'Total'}
+    """
     mapping: dict[str, str] = {}
     for item in items or ():
         role, sep, column = item.partition("=")
@@ -131,7 +165,18 @@ def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
             raise ConfigError(f"--map takes ROLE=COLUMN, got '{item}'; e.g. --map customer_id=Client")
         if role not in ROLES:
             raise ConfigError(
-                f"--map role must be one of {', '.join(ROLES)}, got '{role}'"
+                f"--map {item}: unknown role '{role}'{_suggest(role, ROLES)}; "
+                f"the role must be one of {', '.join(ROLES)}"
+            )
+        if role in mapping and mapping[role] != column:
+            raise ConfigError(
+                f"--map {role} is given twice ('{mapping[role]}' and '{column}'); keep one"
+            )
+        other = next((r for r, c in mapping.items() if c == column and r != role), None)
+        if other is not None:
+            raise ConfigError(
+                f"--map {role}={column}: column '{column}' already plays the role '{other}'; "
+                "map each column to one role"
             )
         mapping[role] = column
     return mapping
@@ -146,20 +191,22 @@ def detect_roles(
     """Map source ``columns`` to roles by name; ``overrides`` (role → column) win.
 
     The kind (transactions or customers) is decided later from the values
-    (:func:`custseg.sources.inspect_table`); here it is a guess from the names: a source with an
+    (:func:`custseg.pipeline.load`); here it is a guess from the names: a source with an
     order id or an order date is a transaction log.
     """
     overrides = dict(overrides or {})
-    duplicates = sorted({c for c in columns if list(columns).count(c) > 1})
+    columns = list(columns)
+    duplicates = duplicate_names(columns)
     if duplicates:
         raise SchemaError(
-            f"{source} has duplicate column names {duplicates}; rename them so each is unique"
+            f"{source}: duplicate column names {duplicates} (compared ignoring case); "
+            "rename them so each is unique"
         )
     for role, column in overrides.items():
         if column not in columns:
             raise SchemaError(
-                f"--map {role}={column}: {source} has no column '{column}'; "
-                f"columns are {', '.join(columns)}"
+                f"--map {role}={column}: {source} has no column '{column}'"
+                f"{_suggest(column, columns)}; columns are {', '.join(columns)}"
             )
     taken = set(overrides.values())
     roles: dict[str, str] = {}
@@ -179,4 +226,4 @@ def detect_roles(
     roles.update(overrides)
     ordered = {r: roles[r] for r in ROLES if r in roles}
     kind: Kind = "transactions" if ({"order_id", "ordered_at"} & ordered.keys()) else "customers"
-    return ColumnMap(ordered, kind, tuple(overrides))
+    return ColumnMap(ordered, kind, tuple(overrides), source)

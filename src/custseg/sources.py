@@ -3,7 +3,12 @@
 A source is a file (CSV/TSV/TXT, XLSX/XLS, Parquet, JSON lines) or a SQL table/query given as
 a SQLAlchemy URL.  :func:`read` registers it as the view ``source`` in a fresh DuckDB
 connection and returns a :class:`Table`; nothing is copied for CSV, Parquet and JSON (DuckDB
-reads them out of core), XLSX and SQL results are loaded through Arrow.
+reads them out of core), XLSX and SQL results are loaded through Arrow.  A CSV in an encoding
+DuckDB cannot read (cp1252, the Windows default, above all) is first copied to a temporary
+UTF-8 file that lives as long as the connection.  Every value of a CSV or JSON file is
+converted once at read time, so a value that does not fit the type DuckDB chose from the
+first rows (``'not a date'`` on row 150,000) turns the column into text for cleaning to
+report, instead of breaking a later query.
 
 >>> table = read("orders.csv")                                    # doctest: +SKIP
 >>> table.columns                                                   # doctest: +SKIP
@@ -18,6 +23,7 @@ import io
 import os
 import re
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +31,7 @@ from typing import Literal
 import duckdb
 
 from custseg.errors import InputError, SchemaError
+from custseg.schema import duplicate_names
 
 __all__ = ["Table", "read", "connect", "FORMATS", "is_sql_url"]
 
@@ -124,8 +131,13 @@ def read(
         if path.stat().st_size == 0:
             raise InputError(f"{label}: the file is empty (0 bytes); export the data again")
         fmt = format or FORMATS.get(path.suffix.lower()) or _guess_format(path)
+        if sheet is not None and fmt != "xlsx":
+            raise InputError(
+                f"{label}: --sheet goes with an Excel workbook, but this is a {fmt} file; drop --sheet"
+            )
         enc = delim = None
         if fmt == "csv":
+            _refuse_binary(path)
             enc, delim = _read_csv(con, path, encoding=encoding, delimiter=delimiter)
         elif fmt == "xlsx":
             _read_xlsx(con, path, sheet=sheet)
@@ -162,81 +174,303 @@ def _guess_format(path: Path) -> Format:
     return "csv"
 
 
+_BINARY_MAGIC = {
+    b"PAR1": ("a Parquet file", "give it the extension .parquet"),
+    b"PK\x03\x04": ("an Excel workbook or a zip archive", "give a workbook the extension .xlsx, unzip an archive"),
+    b"\xd0\xcf\x11\xe0": ("an old Excel (.xls) workbook", "give it the extension .xls"),
+    b"\x1f\x8b": ("gzip-compressed", "decompress it first (gunzip)"),
+    b"SQLite format 3": ("a SQLite database", "read it with sqlite:///PATH and --table or --query"),
+}
+# C0 control bytes that never occur in a text table (tab, newlines, form feed and ^Z do).
+_CONTROL = bytes(b for b in range(32) if b not in b"\t\n\r\x0c\x1a") + b"\x7f"
+_C1 = bytes(range(0x80, 0xA0))  # DuckDB's latin-1 reader refuses these; cp1252 uses them
+_CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
+_SCAN_RECORDS = 100_000  # how far a field-count diagnosis looks (the sniffer samples 20,480)
+# Python codec name -> the name DuckDB's CSV reader knows; other codecs are transcoded.
+_DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "utf-16": "utf-16", "iso8859-1": "latin-1"}
+
+
+def _refuse_binary(path: Path) -> None:
+    """A file named like text that holds a known binary format gets a message naming it."""
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    for magic, (what, fix) in _BINARY_MAGIC.items():
+        if head.startswith(magic):
+            raise InputError(f"{path}: is {what}, not CSV text; {fix}")
+
+
 def _sniff_encoding(path: Path) -> str:
-    """utf-8 (with or without BOM), utf-16 by BOM, else latin-1; binary files are refused."""
-    head = _head(path, _SNIFF_BYTES)
+    """A Python codec: utf-8 (with or without BOM), utf-16 by BOM, cp1252 or latin-1.
+
+    Binary files (NUL or other control bytes) are refused.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     if b"\x00" in head:
+        half = max(1, len(head) // 2)
+        for order, zeros in (("le", head[1::2]), ("be", head[0::2])):
+            if zeros.count(0) > 0.4 * half:  # ASCII text in UTF-16: every other byte is NUL
+                raise InputError(
+                    f"{path}: looks like UTF-16 text without a byte-order mark; "
+                    f"pass --encoding utf-16-{order}"
+                )
         raise InputError(
             f"{path}: contains NUL bytes, so it is not a text file; "
             "export it as CSV (UTF-8) or give the right extension"
+        )
+    controls = sum(head.count(b) for b in _CONTROL)
+    if controls > max(8, len(head) // 1000):
+        raise InputError(
+            f"{path}: holds binary data ({controls:,} control bytes in the first "
+            f"{len(head):,}), so it is not a text file; export it as CSV (UTF-8) "
+            "or give the right extension"
         )
     try:
         # A multi-byte character may be cut at the end of the sample.
         codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < _SNIFF_BYTES)
         return "utf-8"
     except UnicodeDecodeError:
-        return "latin-1"
+        pass
+    if any(b in head for b in _C1):
+        try:
+            head.decode("cp1252")
+            return "cp1252"  # what Windows programs write; € and curly quotes live in 0x80-0x9F
+        except UnicodeDecodeError:
+            pass
+    return "iso8859-1"
 
 
-def _header(path: Path, encoding: str, delimiter: str, quote: str | None) -> list[str]:
-    py_encoding = "utf-8-sig" if encoding == "utf-8" else encoding
-    with path.open("r", encoding=py_encoding, newline="") as fh:
-        line = fh.readline()
+def _codec(encoding: str, path: Path) -> str:
+    """The Python codec for an ``--encoding`` value."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise InputError(
+            f"{path}: --encoding '{encoding}' is not an encoding Python knows; "
+            "use utf-8, latin-1, cp1252 or utf-16"
+        ) from None
+
+
+def _encoding_label(codec: str) -> str:
+    return {"iso8859-1": "latin-1", "utf-8-sig": "utf-8"}.get(codec, codec)
+
+
+def _transcode(path: Path, codec: str, *, strict: bool = True) -> Path | None:
+    """Copy ``path`` to a temporary UTF-8 file (DuckDB reads only utf-8/utf-16/latin-1).
+
+    Returns None when ``strict`` is false and the bytes do not decode; raises InputError
+    (naming the line) when it is true.
+    """
+    fd, name = tempfile.mkstemp(prefix="custseg-", suffix=".csv")
+    decoder = codecs.getincrementaldecoder(codec)()
+    line = 0
+    try:
+        with path.open("rb") as src, os.fdopen(fd, "w", encoding="utf-8", newline="") as dst:
+            for line, raw in enumerate(src, 1):
+                dst.write(decoder.decode(raw))
+            dst.write(decoder.decode(b"", final=True))
+    except UnicodeDecodeError:
+        os.unlink(name)
+        if not strict:
+            return None
+        raise InputError(
+            f"{path}: bytes that are not valid {_encoding_label(codec)} on line {max(line, 1)}; "
+            "pass the right --encoding (utf-8, latin-1, cp1252, utf-16)"
+        ) from None
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _unlink(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _header_line(path: Path, codec: str) -> str | None:
+    """The first line that is not blank (the header), or None if every line is blank."""
+    with path.open("r", encoding=codec, errors="replace", newline="") as fh:
+        for line in fh:
+            if line.strip():
+                return line
+    return None
+
+
+def _header(line: str, delimiter: str, quote: str | None) -> list[str]:
     reader = csv.reader(io.StringIO(line), delimiter=delimiter, quotechar=quote or '"')
     return [c.strip() for c in next(reader, [])]
 
 
 def _read_csv(con, path: Path, *, encoding: str | None, delimiter: str | None) -> tuple[str, str]:
-    encoding = encoding or _sniff_encoding(path)
-    options = {"encoding": encoding, "header": True}
-    if delimiter:
-        options["delim"] = delimiter
+    """Register the CSV as the view ``source``; returns (encoding, delimiter).
+
+    DuckDB reads UTF-8, UTF-16 and latin-1 itself; any other encoding (cp1252 above all,
+    the default of Windows programs) is first copied to a temporary UTF-8 file, which lives as
+    long as ``con``.
+    """
+    codec = _codec(encoding, path) if encoding else _sniff_encoding(path)
+    data = path
+    if codec not in _DUCKDB_ENCODINGS:
+        data = _transcode(path, codec)
+        weakref.finalize(con, _unlink, str(data))
+    try:
+        return _register_csv(con, path, data, codec, delimiter)
+    except _Latin1Refused:
+        # Bytes in 0x80-0x9F after the sample that chose latin-1: cp1252 (or latin-1 as Python
+        # reads it) after all.
+        fallbacks = ("cp1252", "iso8859-1") if encoding is None else (codec,)
+        for fallback in fallbacks:
+            copy = _transcode(path, fallback, strict=fallback == fallbacks[-1])
+            if copy is not None:
+                break
+        weakref.finalize(con, _unlink, str(copy))
+        return _register_csv(con, path, copy, fallback, delimiter)
+
+
+class _Latin1Refused(Exception):
+    """DuckDB's latin-1 reader met a byte in 0x80-0x9F."""
+
+
+def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None) -> tuple[str, str]:
+    """Sniff and register ``data`` (``path`` itself or its UTF-8 copy); messages name ``path``."""
+    duck_encoding = _DUCKDB_ENCODINGS.get(codec, "utf-8") if data == path else "utf-8"
+    text_codec = codec if data == path else "utf-8"
+    first = _header_line(data, "utf-8-sig" if text_codec == "utf-8" else text_codec)
+    if first is None:
+        raise InputError(f"{path}: has only blank lines, no header and no data; export the data again")
+
+    def fail(exc: duckdb.Error):
+        message = str(exc)
+        if "not latin-1 encoded" in message and duck_encoding == "latin-1":
+            return _Latin1Refused()
+        diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter)
+        return InputError(diagnosis or _csv_message(path, exc, data))
+
     try:
         sniff = con.execute(
-            "SELECT Delimiter, Quote, HasHeader FROM sniff_csv(?, encoding := ?"
+            "SELECT Delimiter, Quote FROM sniff_csv(?, encoding := ?"
             + (", delim := ?" if delimiter else "")
             + ", sample_size := 20480)",
-            [str(path), encoding] + ([delimiter] if delimiter else []),
+            [str(data), duck_encoding] + ([delimiter] if delimiter else []),
         ).fetchall()[0]
     except duckdb.Error as exc:
-        raise InputError(_csv_message(path, exc)) from None
+        raise fail(exc) from None
     delim, quote = sniff[0], sniff[1]
     if quote in ("(empty)", ""):
         quote = None
-    header = _header(path, encoding, delim, quote)
-    dupes = sorted({c for c in header if header.count(c) > 1 and c})
-    if dupes:
-        raise SchemaError(
-            f"{path}: duplicate column names {dupes} in the header; rename them so each is unique"
-        )
-    if len(header) == 1 and any(d in header[0] for d in (";", "\t", "|", ",")):
-        raise InputError(
+    header = _header(first, delim, quote)
+    if len(header) == 1 and any(d in header[0] for d in _CANDIDATE_DELIMITERS if d != delim):
+        diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter)
+        raise InputError(diagnosis or (
             f"{path}: found a single column '{header[0][:60]}'; the delimiter could not be "
             "detected — pass --delimiter"
+        ))
+    dupes = duplicate_names(c for c in header if c)
+    if dupes:
+        raise SchemaError(
+            f"{path}: duplicate column names {dupes} in the header (compared ignoring case); "
+            "rename them so each is unique"
         )
-    opts = ", ".join(f"{k} := {v!r}" for k, v in {**options, "delim": delim}.items() if k != "header")
-    sql = (
-        f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_csv({_lit(path)}, {opts}, "
-        "header := true, sample_size := 20480, normalize_names := false)"
-    )
+    options = {"encoding": duck_encoding, "delim": delim}
+    opts = ", ".join(f"{k} := {v!r}" for k, v in options.items())
+    reader = f"read_csv({_lit(data)}, {opts}, header := true, normalize_names := false"
     try:
-        con.execute(sql)
-        con.execute("SELECT count(*) FROM source").fetchall()  # surface row errors now
+        con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {reader}, sample_size := 20480)")
+        _scan_every_value(con)
+    except duckdb.ConversionException:
+        # A value after the 20,480 rows that chose the column types does not fit its type
+        # (e.g. 'not a date' on row 150,000): choose the types from every row and pin them,
+        # so the bad value reaches cleaning as text and is reported there with its row.
+        try:
+            pinned = _pinned_types(con, f"{reader}, sample_size := -1)")
+            con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {reader}, types := {pinned})")
+            _scan_every_value(con)
+        except duckdb.Error as exc:
+            raise fail(exc) from None
     except duckdb.Error as exc:
-        raise InputError(_csv_message(path, exc)) from None
-    return encoding, delim
+        raise fail(exc) from None
+    return _encoding_label(codec), delim
 
 
-def _csv_message(path: Path, exc: Exception) -> str:
+def _scan_every_value(con) -> None:
+    """Read every row and convert every typed column now, so later queries cannot fail on it.
+
+    DuckDB decides CSV/JSON column types from a sample; ``count(*)`` alone would skip the
+    conversions (projection pushdown) and leave a bad late value to break a later query.
+    """
+    described = con.execute("DESCRIBE SELECT * FROM source").fetchall()
+    typed = [name for name, kind, *_ in described if kind != "VARCHAR"]
+    counts = ", ".join(f"count({_q(name)})" for name in typed) or "count(*)"
+    con.execute(f"SELECT {counts}, count(*) FROM source").fetchall()
+
+
+def _pinned_types(con, reader: str) -> str:
+    """A DuckDB struct literal ``{'column': 'TYPE', ...}`` of the types ``reader`` detects.
+
+    A JSON column mixing numbers and text becomes VARCHAR (``abc``, not ``"abc"``).
+    """
+    described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+    return "{" + ", ".join(
+        f"{_lit(name)}: {_lit('VARCHAR' if kind == 'JSON' else kind)}" for name, kind, *_ in described
+    ) + "}"
+
+
+def _diagnose_fields(path: Path, data: Path, codec: str, first: str, delimiter: str | None) -> str | None:
+    """Explain a CSV the sniffer rejects: a wrong --delimiter, or a row with another field count."""
+    counts = {d: first.count(d) for d in _CANDIDATE_DELIMITERS}
+    likely = max(counts, key=lambda d: counts[d])
+    if delimiter and counts.get(delimiter, first.count(delimiter)) == 0 and counts[likely]:
+        return (
+            f"{path}: --delimiter {delimiter!r} does not occur in the header, which seems to use "
+            f"{likely!r}; pass --delimiter {likely!r} or leave the option out"
+        )
+    delim = delimiter or (likely if counts[likely] else None)
+    if delim is None:
+        return None
+    with data.open("r", encoding="utf-8-sig" if codec == "utf-8" else codec, errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delim)
+        header = next((row for row in reader if row), None)
+        if header is None:
+            return None
+        for records, row in enumerate(reader):
+            if records >= _SCAN_RECORDS:
+                break
+            if row and len(row) != len(header):
+                where = f"{path}: line {reader.line_num} (data row {records + 1})"
+                fields = f"{len(row)} field{'s' if len(row) != 1 else ''}"
+                other = next(
+                    (d for d in _CANDIDATE_DELIMITERS
+                     if d != delim and len(row) == 1 and row[0].count(d) == len(header) - 1),
+                    None,
+                )
+                if other:
+                    return (
+                        f"{where} is separated by {other!r} while the header uses {delim!r}; "
+                        f"the delimiter is mixed — re-export the file with one delimiter"
+                    )
+                return (
+                    f"{where} has {fields} but the header has {len(header)} (delimiter "
+                    f"{delim!r}); the delimiter may be mixed or a value holds an unquoted "
+                    f"{delim!r} — fix that line (quote such values) or pass --delimiter"
+                )
+    return None
+
+
+def _csv_message(path: Path, exc: Exception, data: Path | None = None) -> str:
     text = str(exc)
+    if data is not None and data != path:
+        text = text.replace(str(data), str(path))  # never show the temporary copy
     line = re.search(r"on Line: (\d+)", text)
     where = f" on line {line.group(1)}" if line else ""
     if "Invalid unicode" in text or "byte sequence" in text:
         return (
             f"{path}: bytes that are not valid UTF-8{where}; "
-            "re-save it as UTF-8 or pass --encoding latin-1"
+            "re-save it as UTF-8 or pass --encoding latin-1 (or cp1252)"
         )
     if "Expected Number of Columns" in text or "too many columns" in text.lower():
         expected = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
@@ -244,6 +478,11 @@ def _csv_message(path: Path, exc: Exception) -> str:
         return (
             f"{path}: rows have different numbers of fields{where}{detail}; the delimiter may be "
             "mixed — fix that row or pass --delimiter"
+        )
+    if "sniffing" in text:
+        return (
+            f"{path}: the CSV dialect (delimiter, quotes) could not be detected; "
+            "pass --delimiter, and check that it is a text table with a header line"
         )
     first = next((ln for ln in text.splitlines() if ln.strip()), text)
     return f"{path}: cannot be read as CSV{where}: {first.strip()[:200]}"
@@ -271,9 +510,12 @@ def _read_xlsx(con, path: Path, *, sheet: str | None) -> None:
     if not rows:
         raise InputError(f"{path}: sheet '{sheet or names[0]}' is empty; pick another with --sheet")
     header = [str(c).strip() for c in rows[0]]
-    dupes = sorted({c for c in header if header.count(c) > 1 and c})
+    dupes = duplicate_names(c for c in header if c)
     if dupes:
-        raise SchemaError(f"{path}: duplicate column names {dupes}; rename them so each is unique")
+        raise SchemaError(
+            f"{path}: sheet '{sheet or names[0]}' has duplicate column names {dupes} "
+            "(compared ignoring case); rename them so each is unique"
+        )
     frame = pd.DataFrame(rows[1:], columns=header)
     frame = frame.replace({"": None})
     frame = frame.infer_objects()
@@ -310,18 +552,29 @@ def _read_parquet(con, path: Path) -> None:
         names = pq.read_schema(path).names
     except Exception as exc:
         raise InputError(f"{path}: is not a valid Parquet file ({exc}); export it again") from None
-    dupes = sorted({c for c in names if names.count(c) > 1})
+    dupes = duplicate_names(names)
     if dupes:
-        raise SchemaError(f"{path}: duplicate column names {dupes}; rename them so each is unique")
+        raise SchemaError(
+            f"{path}: duplicate column names {dupes} (compared ignoring case); "
+            "rename them so each is unique"
+        )
     con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_parquet({_lit(path)})")
 
 
 def _read_json(con, path: Path) -> None:
     try:
-        con.execute(
-            f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json_auto({_lit(path)})"
-        )
-        con.execute("SELECT count(*) FROM source").fetchall()
+        con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json_auto({_lit(path)})")
+        try:
+            _scan_every_value(con)
+        except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+            if "transform error" not in str(exc) and not isinstance(exc, duckdb.ConversionException):
+                raise
+            # A late value does not fit the type chosen from the first rows: choose from all.
+            pinned = _pinned_types(con, f"read_json_auto({_lit(path)}, sample_size := -1)")
+            con.execute(
+                f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json({_lit(path)}, columns := {pinned})"
+            )
+            _scan_every_value(con)
     except duckdb.Error as exc:
         first = str(exc).splitlines()[0]
         raise InputError(
@@ -330,6 +583,7 @@ def _read_json(con, path: Path) -> None:
 
 
 def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
+    """Load a table or the result of a query; the database is only read (always rolled back)."""
     import pandas as pd
     import sqlalchemy as sa
 
@@ -337,32 +591,69 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
     if bool(table) == bool(query):
         raise InputError(f"{label}: give exactly one of --table NAME or --query SQL")
     try:
-        engine = sa.create_engine(url)
+        parsed = sa.make_url(url)
     except Exception as exc:
-        raise InputError(f"{label}: not a usable database URL ({_first_line(exc)}); e.g. postgresql://user@host/db or sqlite:///file.db") from None
+        raise InputError(
+            f"{label}: not a usable database URL ({_first_line(exc)}); "
+            "e.g. postgresql+psycopg://user@host/db or sqlite:///file.db"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            if not Path(database).is_file():
+                # SQLite would create an empty database there; reading must not write.
+                raise InputError(f"{label}: no SQLite database file '{database}'; check the path")
+    try:
+        engine = sa.create_engine(parsed)
+    except Exception as exc:
+        raise InputError(
+            f"{label}: not a usable database URL ({_first_line(exc)}); "
+            "e.g. postgresql+psycopg://user@host/db or sqlite:///file.db"
+        ) from None
     try:
         with engine.connect() as connection:
+            transaction = connection.begin()  # rolled back below: reading never writes
             if table:
                 inspector = sa.inspect(connection)
                 schema, _, name = table.rpartition(".")
-                if name not in inspector.get_table_names(schema=schema or None) and name not in inspector.get_view_names(schema=schema or None):
-                    raise InputError(f"{label}: no table '{table}'; check --table")
+                known = inspector.get_table_names(schema=schema or None) + inspector.get_view_names(schema=schema or None)
+                if name not in known:
+                    raise InputError(
+                        f"{label}: no table '{table}'; check --table"
+                        + (f" (tables: {', '.join(sorted(known)[:20])})" if known else " (the database has no tables)")
+                    )
                 statement = sa.select(sa.text("*")).select_from(sa.table(name, schema=schema or None))
             else:
                 statement = sa.text(query)
             try:
                 frame = pd.read_sql(statement, connection)
-            except sa.exc.DBAPIError as exc:
-                raise InputError(f"{label}: the query failed: {_first_line(exc.orig or exc)}; fix --query/--table") from None
+            except sa.exc.ResourceClosedError:
+                raise InputError(
+                    f"{label}: the query returned no rows to read; --query must be a SELECT"
+                ) from None
+            except (pd.errors.DatabaseError, sa.exc.SQLAlchemyError) as exc:
+                cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
+                reason = _first_line(getattr(cause, "orig", None) or cause)
+                raise InputError(f"{label}: the query failed: {reason}; fix --query/--table") from None
+            finally:
+                transaction.rollback()
     except sa.exc.OperationalError as exc:
-        raise InputError(f"{label}: cannot connect: {_first_line(exc.orig or exc)}; check host, port, database and user in the URL") from None
+        raise InputError(
+            f"{label}: cannot connect: {_first_line(exc.orig or exc)}; "
+            "check host, port, database and user in the URL"
+        ) from None
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
         raise InputError(f"{label}: not a usable database URL ({_first_line(exc)})") from None
+    except sa.exc.SQLAlchemyError as exc:
+        raise InputError(f"{label}: the database refused the request: {_first_line(exc)}") from None
     finally:
         engine.dispose()
-    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    dupes = duplicate_names(str(c) for c in frame.columns)
     if dupes:
-        raise SchemaError(f"{label}: the result has duplicate column names {dupes}; alias them in --query")
+        raise SchemaError(
+            f"{label}: the result has duplicate column names {dupes} (compared ignoring case); "
+            "alias them in --query"
+        )
     con.register("source_frame", frame)
     con.execute("CREATE OR REPLACE VIEW source AS SELECT * FROM source_frame")
 
@@ -378,6 +669,10 @@ def _safe_url(url: str) -> str:
         return sa.make_url(url).render_as_string(hide_password=True)
     except Exception:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(path: os.PathLike[str] | str) -> str:

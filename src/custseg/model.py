@@ -1,0 +1,296 @@
+"""A saved segmentation: preprocessing, the fitted algorithm, names, and how it was made.
+
+:class:`SegmentationModel` assigns new customers (a feature table with the training columns)
+to segments.  Files are written with skops, which rebuilds objects from an explicit list of
+trusted types and never executes code from the file: a file with any other type is refused.
+
+Assignment never crashes on odd customers: a category the model never saw, or a customer far
+from every segment (farther from its nearest centre than any training customer but the
+outermost 0.1 %, times 1.5), gets segment ``-1`` and a reason.
+
+Retraining keeps segment ids stable: :func:`align` matches the new segments to the old ones
+by the distance between their centres (Hungarian algorithm, in the old model's standardized
+feature units), keeps the old id for each match, and reports segments that are new or gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from custseg.errors import ModelError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "Alignment", "align", "load"]
+
+FORMAT = "custseg-model"
+FORMAT_VERSION = 1
+NOISE = -1
+_OUTLIER_QUANTILE = 0.999
+_OUTLIER_FACTOR = 1.5
+
+
+@dataclass
+class SegmentationModel:
+    """Everything needed to assign a customer to a segment.
+
+    ``preprocessor`` maps the feature table (``feature_columns``) to the matrix the
+    ``estimator`` was fitted on; ``centers`` are the segment centres in that matrix (one row
+    per id in ``segment_ids``); ``segment_names`` maps id → name; ``categories`` lists the
+    known values of each categorical column; ``run`` records how the model was made.
+    """
+
+    preprocessor: Any
+    estimator: Any
+    algorithm: str
+    feature_columns: list[str]
+    categories: dict[str, list[str]]
+    segment_ids: list[int]
+    segment_names: dict[int, str]
+    centers: np.ndarray
+    outlier_distance: float
+    reference_means: dict[int, dict[str, float]] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+
+    # --- building -----------------------------------------------------------------------
+
+    @classmethod
+    def from_fit(
+        cls,
+        *,
+        features: pd.DataFrame,
+        matrix: pd.DataFrame | np.ndarray,
+        labels: np.ndarray,
+        preprocessor: Any,
+        estimator: Any,
+        algorithm: str,
+        feature_columns: list[str],
+        segment_names: dict[int, str],
+        run: dict[str, Any] | None = None,
+    ) -> SegmentationModel:
+        """Build a model from a finished fit (``matrix`` = ``preprocessor`` applied to ``features``)."""
+        X = np.asarray(matrix, dtype="float64")
+        labels = np.asarray(labels)
+        ids = sorted(int(s) for s in set(labels.tolist()) if s != NOISE)
+        centers = np.vstack([X[labels == s].mean(axis=0) for s in ids]) if ids else np.empty((0, X.shape[1]))
+        distance = _nearest(X, centers)[1] if ids else np.zeros(len(X))
+        kept = distance[labels != NOISE] if (labels != NOISE).any() else distance
+        threshold = float(np.quantile(kept, _OUTLIER_QUANTILE) * _OUTLIER_FACTOR) if len(kept) else float("inf")
+        categories = {
+            c: sorted(str(v) for v in features[c].dropna().unique())
+            for c in feature_columns if not pd.api.types.is_numeric_dtype(features[c])
+        }
+        numeric = [c for c in feature_columns if c not in categories]
+        reference = {
+            s: {c: float(features.loc[labels == s, c].mean()) for c in numeric} for s in ids
+        }
+        return cls(preprocessor, estimator, algorithm, list(feature_columns), categories, ids,
+                   {int(k): v for k, v in segment_names.items()}, centers, threshold, reference,
+                   dict(run or {}))
+
+    # --- assigning ----------------------------------------------------------------------
+
+    def assign(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Columns ``customer_id, segment, segment_name, reason`` (+ ``probability`` when the
+        algorithm gives memberships), one row per input row, in input order."""
+        missing = [c for c in self.feature_columns if c not in features.columns]
+        if missing:
+            raise ModelError(
+                f"the data lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} that the model "
+                f"was trained on; give a table with {', '.join(self.feature_columns)}"
+            )
+        frame = features[self.feature_columns]
+        reasons = pd.Series("", index=features.index, dtype="object")
+        for column, known in self.categories.items():
+            values = frame[column].astype("string")
+            unknown = values.notna() & ~values.isin(known)
+            reasons[unknown.to_numpy()] = [f"unknown {column} '{v}'" for v in values[unknown]]
+        transformed = self.preprocessor.transform(frame)
+        numeric = transformed.select_dtypes("number") if isinstance(transformed, pd.DataFrame) else transformed
+        X = np.asarray(numeric, dtype="float64")
+        segment = self.estimator.predict(frame if self.algorithm == "rfm" else transformed)
+        segment = np.asarray(segment).astype("int64")
+        if len(self.centers) and self.algorithm != "rfm":
+            distance = _nearest(X, self.centers)[1]
+            far = (distance > self.outlier_distance) & (reasons == "").to_numpy()
+            reasons[far] = [f"far from every segment (distance {d:.2f} > {self.outlier_distance:.2f})" for d in distance[far]]
+        noise = (segment == NOISE) & (reasons == "").to_numpy()
+        reasons[noise] = "in no dense region (noise)"
+        segment = np.where((reasons != "").to_numpy(), NOISE, segment)
+        out = pd.DataFrame({
+            "customer_id": features["customer_id"].to_numpy() if "customer_id" in features else np.arange(len(features)),
+            "segment": segment,
+            "segment_name": [self.segment_names.get(int(s), "Unassigned") for s in segment],
+        })
+        if hasattr(self.estimator, "predict_proba") and self.algorithm != "rfm":
+            probability = np.asarray(self.estimator.predict_proba(transformed)).max(axis=1)
+            out["probability"] = np.where(segment == NOISE, np.nan, probability)
+        out["reason"] = reasons.to_numpy()
+        return out
+
+    # --- files --------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model to ``path`` (skops format), atomically."""
+        import skops.io as sio
+
+        path = Path(path)
+        payload = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "preprocessor": self.preprocessor,
+            "estimator": self.estimator,
+            "centers": np.asarray(self.centers, dtype="float64"),
+            "meta": json.dumps({
+                "algorithm": self.algorithm,
+                "feature_columns": self.feature_columns,
+                "categories": self.categories,
+                "segment_ids": self.segment_ids,
+                "segment_names": {str(k): v for k, v in self.segment_names.items()},
+                "outlier_distance": self.outlier_distance,
+                "reference_means": {str(k): v for k, v in self.reference_means.items()},
+                "run": self.run,
+            }, default=str),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            sio.dump(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+
+def load(path: str | os.PathLike[str]) -> SegmentationModel:
+    """Read a model written by :meth:`SegmentationModel.save`; refuses untrusted content."""
+    import skops.io as sio
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file; train one with `custseg segment`")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: is not a custseg model (not a skops archive); it may be corrupt — train it again")
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+        unexpected = [t for t in untrusted if not _trusted(t)]
+        if unexpected:
+            raise ModelError(
+                f"{path}: contains types custseg does not load ({', '.join(unexpected[:3])}); "
+                "only models written by custseg are accepted"
+            )
+        payload = sio.load(str(path), trusted=untrusted)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot be read as a custseg model ({type(exc).__name__}: {exc}); train it again") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelError(f"{path}: is a skops file but not a custseg model")
+    version = payload.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: was written by a newer custseg (model format {version}, this one reads "
+            f"up to {FORMAT_VERSION}); upgrade custseg"
+        )
+    meta = json.loads(payload["meta"])
+    return SegmentationModel(
+        preprocessor=payload["preprocessor"],
+        estimator=payload["estimator"],
+        algorithm=meta["algorithm"],
+        feature_columns=list(meta["feature_columns"]),
+        categories={k: list(v) for k, v in meta["categories"].items()},
+        segment_ids=[int(s) for s in meta["segment_ids"]],
+        segment_names={int(k): v for k, v in meta["segment_names"].items()},
+        centers=np.asarray(payload["centers"], dtype="float64"),
+        outlier_distance=float(meta["outlier_distance"]),
+        reference_means={int(k): v for k, v in meta["reference_means"].items()},
+        run=meta["run"],
+    )
+
+
+# Types a custseg model may hold beyond skops' defaults: scikit-learn, NumPy, SciPy, kmodes
+# and custseg's own estimators.  Anything else in a file is refused.
+_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "custseg.", "kmodes.")
+
+
+def _trusted(type_name: str) -> bool:
+    return type_name.startswith(_TRUSTED_PREFIXES)
+
+
+def _nearest(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and distance to the nearest centre for each row (chunked to bound memory)."""
+    index = np.empty(len(X), dtype="int64")
+    distance = np.empty(len(X), dtype="float64")
+    sq_centers = (centers ** 2).sum(axis=1)
+    for start in range(0, len(X), 262_144):
+        block = X[start:start + 262_144]
+        d2 = (block ** 2).sum(axis=1)[:, None] - 2 * block @ centers.T + sq_centers[None, :]
+        best = d2.argmin(axis=1)
+        index[start:start + len(block)] = best
+        distance[start:start + len(block)] = np.sqrt(np.maximum(d2[np.arange(len(block)), best], 0))
+    return index, distance
+
+
+# --- stable ids across retraining ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Alignment:
+    """``mapping``: new label → stable id; ``matched``: (new label, old id, distance);
+    ``new``: stable ids given to segments with no old counterpart; ``gone``: old ids with
+    no new counterpart."""
+
+    mapping: dict[int, int]
+    matched: tuple[tuple[int, int, float], ...]
+    new: tuple[int, ...]
+    gone: tuple[int, ...]
+
+
+def align(
+    new_means: dict[int, dict[str, float]],
+    old_means: dict[int, dict[str, float]],
+    *,
+    scale: dict[str, float] | None = None,
+    max_distance: float = 1.0,
+) -> Alignment:
+    """Match new segments to old ones by the distance between their mean customers.
+
+    Means are per numeric feature; each feature is divided by ``scale`` (e.g. its standard
+    deviation) so no feature dominates.  Pairs farther apart than ``max_distance`` (in those
+    units, per feature on average) are not matched.
+    """
+    new_ids, old_ids = sorted(new_means), sorted(old_means)
+    columns = sorted(set.intersection(*(set(m) for m in [*new_means.values(), *old_means.values()])) if new_ids and old_ids else set())
+    if not columns:
+        start = max(old_ids, default=-1) + 1
+        mapping = {n: start + i for i, n in enumerate(new_ids)}
+        return Alignment(mapping, (), tuple(mapping.values()), tuple(old_ids))
+    scale = scale or {}
+    units = np.array([scale.get(c) or 1.0 for c in columns])
+    A = np.array([[new_means[n][c] for c in columns] for n in new_ids]) / units
+    B = np.array([[old_means[o][c] for c in columns] for o in old_ids]) / units
+    cost = np.sqrt(((A[:, None, :] - B[None, :, :]) ** 2).mean(axis=2))
+    rows, cols = linear_sum_assignment(cost)
+    mapping: dict[int, int] = {}
+    matched = []
+    for r, c in zip(rows, cols):
+        if cost[r, c] <= max_distance:
+            mapping[new_ids[r]] = old_ids[c]
+            matched.append((new_ids[r], old_ids[c], float(cost[r, c])))
+    next_id = max(old_ids, default=-1) + 1
+    fresh = []
+    for n in new_ids:
+        if n not in mapping:
+            mapping[n] = next_id
+            fresh.append(next_id)
+            next_id += 1
+    gone = tuple(o for o in old_ids if o not in {m[1] for m in matched})
+    return Alignment(mapping, tuple(matched), tuple(fresh), gone)

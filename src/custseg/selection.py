@@ -1,0 +1,805 @@
+"""Choose the clustering algorithm and the number of segments with evidence.
+
+:func:`compare` sweeps algorithms x number of segments ``k`` on a preprocessed numeric matrix
+``X`` (one row per customer), measures every fit, draws the K-Means elbow curve, finds its
+knee and recommends one configuration with plain-language reasons.  :func:`recommend`
+re-applies the rule to a leaderboard, optionally with the user's own algorithm and/or ``k``.
+
+The recommendation rule
+-----------------------
+1. Candidates are the rows with at least two segments and a defined silhouette.
+2. Keep the rows where every segment holds at least ``min_share`` of the customers and the
+   stability (mean adjusted Rand index over resamples) is at least 0.6.  When no row passes
+   both, keep those passing the segment-size test, else those passing the stability test,
+   else all candidates -- and say so in the reasons.
+3. Prefer the knee of the K-Means elbow when a row at that ``k`` (of an algorithm that takes
+   ``k``) has a silhouette within 0.02 of the best kept silhouette, or of at least 0.25 (the
+   lower bound of a "weak but real" structure in Kaufman & Rousseeuw's reading of the
+   silhouette; a two-segment split nearly always has the best silhouette yet rarely serves a
+   marketer better than the knee); otherwise take the best silhouette.  Silhouettes are compared as printed (two decimals); ties go to the more
+   stable row (also as printed), then to fewer segments, then to the earlier algorithm.
+
+Large data
+----------
+When ``X`` has more rows than ``sample_size``, every fit and metric of the sweep uses one
+seeded random sample of ``sample_size`` rows (the ``on_sample`` column is then ``True``): an
+elbow sweep fitted on a sample tracks the full-data curve within 1-3%, and the chosen model
+is fitted on all rows afterwards by the caller.  Silhouette, which costs O(n^2), is further
+computed on at most ``silhouette_sample`` of those rows.
+
+>>> import numpy as np
+>>> from sklearn.preprocessing import StandardScaler
+>>> from custseg.datasets import make_customers
+>>> customers, _ = make_customers(600, random_state=0)
+>>> X = StandardScaler().fit_transform(np.log1p(customers.drop(columns="customer_id")))
+>>> result = compare(X, algorithms=("kmeans",), k_values=range(2, 7), n_bootstrap=2)
+>>> result.recommendation.n_clusters
+4
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kneed import KneeLocator
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
+from sklearn.utils import check_random_state
+
+from custseg.cluster import ALGORITHMS, make_estimator
+from custseg.errors import ConfigError, DataError, SchemaError
+
+__all__ = [
+    "LEADERBOARD_COLUMNS",
+    "Recommendation",
+    "SelectionResult",
+    "compare",
+    "recommend",
+]
+
+#: Columns of :attr:`SelectionResult.leaderboard`, in order.
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "algorithm",
+    "n_clusters",
+    "inertia",
+    "silhouette",
+    "davies_bouldin",
+    "calinski_harabasz",
+    "bic",
+    "aic",
+    "stability",
+    "min_share",
+    "noise_share",
+    "fit_seconds",
+    "on_sample",
+)
+
+_MIN_STABILITY = 0.6  # mean ARI below this: segments change when the data is resampled
+_SILHOUETTE_TOLERANCE = 0.02  # the knee wins when its silhouette is this close to the best
+# A knee with at least this silhouette is taken even when k = 2 scores higher (see rule 3).
+_STRUCTURE_SILHOUETTE = 0.25
+_ELBOW_K_MAX = 15
+# Stability refits use 80% of the rows drawn without replacement: a with-replacement
+# bootstrap duplicates rows, which inflates density and distorts DBSCAN/HDBSCAN/MeanShift.
+_RESAMPLE_FRACTION = 0.8
+
+Progress = Callable[[str, int, int], Any]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The recommended algorithm and number of segments, with the evidence in words.
+
+    ``reasons`` lists every measured fact behind the choice (numbers as measured, rounded
+    for print); ``text`` is one plain-language sentence built from the main reasons.
+    """
+
+    algorithm: str
+    n_clusters: int
+    reasons: list[str]
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
+class SelectionResult:
+    """What :func:`compare` measured.
+
+    ``leaderboard`` has one row per algorithm x k with :data:`LEADERBOARD_COLUMNS`;
+    ``elbow`` has columns ``k`` (1, 2, ...) and ``inertia`` (K-Means within-cluster sum of
+    squares on the rows fitted); ``knee`` is the elbow's knee k, or ``None`` when the curve
+    has none; ``recommendation`` applies the rule of :func:`recommend`.
+    """
+
+    leaderboard: pd.DataFrame
+    elbow: pd.DataFrame
+    knee: int | None
+    recommendation: Recommendation
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------------
+
+
+def compare(
+    X: pd.DataFrame | np.ndarray,
+    *,
+    algorithms: Sequence[str] = ("kmeans", "gmm"),
+    k_values: Iterable[int] = range(2, 16),
+    random_state: int | None = 0,
+    sample_size: int | None = 10_000,
+    silhouette_sample: int = 5_000,
+    n_bootstrap: int = 5,
+    min_share: float = 0.02,
+    progress: Progress | None = None,
+) -> SelectionResult:
+    """Sweep algorithms x k on ``X`` and recommend one configuration.
+
+    ``X`` is the preprocessed numeric matrix, one row per customer (DataFrame or 2-D array,
+    already transformed and scaled, no missing values); it is not modified.  Returns a
+    :class:`SelectionResult` whose ``leaderboard`` has one row per algorithm x k.
+
+    For each algorithm that takes ``k`` and each ``k`` in ``k_values`` one fit records:
+    ``inertia`` (where the estimator has one), ``silhouette`` (on at most
+    ``silhouette_sample`` seeded rows), ``davies_bouldin``, ``calinski_harabasz``, ``bic`` and
+    ``aic`` (Gaussian mixtures), ``min_share`` (smallest segment's share of customers; an
+    empty segment counts as 0), ``stability`` (mean adjusted Rand index between this fit and
+    ``n_bootstrap`` refits on seeded 80% subsamples, compared on the rows they share) and
+    ``fit_seconds``.  Algorithms that find ``k`` themselves (dbscan, hdbscan, meanshift) are
+    fitted once, ``n_clusters`` being the number of segments found and ``noise_share`` the
+    share labelled -1; noise rows are left out of the silhouette, Davies-Bouldin and
+    Calinski-Harabasz scores.  Scores that are undefined (fewer than two segments) are NaN.
+
+    If ``X`` has more rows than ``sample_size`` everything is measured on one seeded sample
+    of ``sample_size`` rows and ``on_sample`` is ``True``; ``sample_size=None`` uses all rows.
+    The elbow is K-Means inertia for k = 1..15 (fewer if ``X`` has fewer distinct rows); its
+    knee is found with the Kneedle method.  ``progress(step, done, total)`` is called once
+    with ``("start", 0, total)`` and then after each configuration or elbow fit (e.g.
+    ``("kmeans k=4", 3, 20)``), ending with ``done == total``.  The same ``random_state`` gives
+    the same leaderboard, apart from ``fit_seconds``.
+
+    Raises :class:`~custseg.errors.DataError` when ``X`` cannot be segmented (not numeric,
+    missing values, fewer rows or distinct rows than ``k``, all rows identical) and
+    :class:`~custseg.errors.ConfigError` for invalid options.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(c, 0.3, (100, 2)) for c in (0, 4, 8)])
+    >>> result = compare(X, algorithms=("kmeans",), k_values=range(2, 6), n_bootstrap=2)
+    >>> result.recommendation.n_clusters, result.knee
+    (3, 3)
+    """
+    names = _check_algorithms(algorithms)
+    ks = _check_k_values(k_values) if any(ALGORITHMS[n].takes_k for n in names) else []
+    sample_size = _check_sample_size(sample_size)
+    silhouette_sample = _check_count("silhouette_sample", silhouette_sample, 2)
+    n_bootstrap = _check_count("n_bootstrap", n_bootstrap, 0)
+    min_share = _check_min_share(min_share)
+    if progress is not None and not callable(progress):
+        raise ConfigError(
+            f"progress must be a callable(step, done, total), got {type(progress).__name__}; "
+            "pass a function or None"
+        )
+
+    data = _as_matrix(X)
+    base_seed = _base_seed(random_state)
+    n_rows = data.shape[0]
+    on_sample = sample_size is not None and n_rows > sample_size
+    if on_sample:
+        rng = np.random.default_rng([base_seed, 0])
+        rows = np.sort(rng.choice(n_rows, size=sample_size, replace=False))
+        data = data[rows]
+    n_fit = data.shape[0]
+    n_distinct = int(np.unique(data, axis=0).shape[0])
+    if ks:
+        _check_k_fits(max(ks), n_fit, n_distinct, on_sample=on_sample)
+
+    resamples = _resamples(n_fit, n_bootstrap, base_seed)
+    elbow_ks = list(range(2, min(_ELBOW_K_MAX, n_distinct) + 1))
+    kmeans_swept = set(ks) if "kmeans" in names else set()
+    configs: list[tuple[str, int | None]] = [
+        (name, k) for name in names for k in (ks if ALGORITHMS[name].takes_k else [None])
+    ]
+    total = len(configs) + sum(k not in kmeans_swept for k in elbow_ks)
+    done = 0
+    if progress is not None:
+        progress("start", done, total)
+
+    records: list[dict[str, Any]] = []
+    kmeans_inertia: dict[int, float] = {}
+    for name, k in configs:
+        record = _measure(
+            name,
+            k,
+            data,
+            seed=base_seed,
+            resamples=resamples,
+            silhouette_sample=silhouette_sample,
+            n_distinct=n_distinct,
+        )
+        record["on_sample"] = on_sample
+        records.append(record)
+        if name == "kmeans" and k is not None:
+            kmeans_inertia[k] = record["inertia"]
+        done += 1
+        if progress is not None:
+            progress(name if k is None else f"{name} k={k}", done, total)
+
+    elbow_inertia = [float(((data - data.mean(axis=0)) ** 2).sum())]
+    for k in elbow_ks:
+        if k not in kmeans_inertia:
+            estimator = make_estimator("kmeans", n_clusters=k, random_state=base_seed)
+            kmeans_inertia[k] = float(estimator.fit(data).inertia_)
+            done += 1
+            if progress is not None:
+                progress(f"elbow k={k}", done, total)
+        elbow_inertia.append(kmeans_inertia[k])
+    elbow = pd.DataFrame(
+        {"k": np.arange(1, len(elbow_inertia) + 1, dtype=np.int64), "inertia": elbow_inertia}
+    )
+    knee = _find_knee(elbow)
+
+    leaderboard = pd.DataFrame.from_records(records, columns=list(LEADERBOARD_COLUMNS))
+    leaderboard = leaderboard.astype(
+        {"algorithm": str, "n_clusters": np.int64, "on_sample": bool}
+        | {c: float for c in LEADERBOARD_COLUMNS[2:-1]}
+    )
+    recommendation = recommend(leaderboard, knee=knee, min_share=min_share)
+    return SelectionResult(
+        leaderboard=leaderboard, elbow=elbow, knee=knee, recommendation=recommendation
+    )
+
+
+def _measure(
+    name: str,
+    k: int | None,
+    data: np.ndarray,
+    *,
+    seed: int,
+    resamples: list[tuple[np.ndarray, int]],
+    silhouette_sample: int,
+    n_distinct: int,
+) -> dict[str, Any]:
+    """Fit one configuration on ``data`` and measure it."""
+    spec = ALGORITHMS[name]
+    started = time.perf_counter()
+    estimator = make_estimator(name, n_clusters=k, random_state=seed).fit(data)
+    fit_seconds = time.perf_counter() - started
+    labels = np.asarray(estimator.labels_)
+    n = labels.size
+
+    assigned = labels >= 0
+    found = np.unique(labels[assigned])
+    n_found = found.size
+    if k is not None:
+        counts = np.bincount(labels[assigned], minlength=k)
+        n_clusters = k
+    else:
+        counts = np.unique(labels[assigned], return_counts=True)[1]
+        n_clusters = n_found
+    min_share = float(counts.min() / n) if counts.size else math.nan
+
+    silhouette = davies_bouldin = calinski_harabasz = math.nan
+    n_assigned = int(assigned.sum())
+    if 2 <= n_found <= n_assigned - 1:
+        points, kept = data[assigned], labels[assigned]
+        davies_bouldin = float(davies_bouldin_score(points, kept))
+        calinski_harabasz = float(calinski_harabasz_score(points, kept))
+        try:
+            silhouette = float(
+                silhouette_score(
+                    points,
+                    kept,
+                    sample_size=silhouette_sample if n_assigned > silhouette_sample else None,
+                    random_state=seed,
+                )
+            )
+        except ValueError:  # the silhouette sample happened to hold a single segment
+            silhouette = math.nan
+
+    inertia = math.nan
+    if spec.has_inertia and getattr(estimator, "inertia_", None) is not None:
+        inertia = float(estimator.inertia_)
+    bic = aic = math.nan
+    # Likelihood-based models expose bic/aic, either themselves or on the wrapped mixture.
+    for model in (estimator, getattr(estimator, "mixture_", None)):
+        if callable(getattr(model, "bic", None)) and callable(getattr(model, "aic", None)):
+            bic, aic = float(model.bic(data)), float(model.aic(data))
+            break
+
+    agreements = []
+    for rows, refit_seed in resamples:
+        # A subsample must keep more than k rows and at least k distinct ones; dropping m rows
+        # removes at most m distinct rows, so the costly count runs only when it might fail.
+        if k is not None and rows.size <= k:
+            continue
+        if k is not None and n_distinct - (n - rows.size) < k:
+            if np.unique(data[rows], axis=0).shape[0] < k:
+                continue
+        refit = make_estimator(name, n_clusters=k, random_state=refit_seed).fit(data[rows])
+        agreements.append(adjusted_rand_score(labels[rows], np.asarray(refit.labels_)))
+    stability = float(np.mean(agreements)) if agreements else math.nan
+
+    return {
+        "algorithm": name,
+        "n_clusters": n_clusters,
+        "inertia": inertia,
+        "silhouette": silhouette,
+        "davies_bouldin": davies_bouldin,
+        "calinski_harabasz": calinski_harabasz,
+        "bic": bic,
+        "aic": aic,
+        "stability": stability,
+        "min_share": min_share,
+        "noise_share": float((~assigned).mean()),
+        "fit_seconds": fit_seconds,
+    }
+
+
+def _resamples(n: int, n_bootstrap: int, seed: int) -> list[tuple[np.ndarray, int]]:
+    """Seeded subsamples (row indices, refit seed), shared by every configuration so that
+    stabilities are comparable across algorithms and k."""
+    rng = np.random.default_rng([seed, 1])
+    size = max(2, int(round(_RESAMPLE_FRACTION * n)))
+    out = []
+    for _ in range(n_bootstrap):
+        rows = np.sort(rng.choice(n, size=size, replace=False))
+        out.append((rows, int(rng.integers(0, 2**31 - 1))))
+    return out
+
+
+def _find_knee(elbow: pd.DataFrame) -> int | None:
+    """Kneedle knee of a decreasing convex inertia curve, or None."""
+    inertia = elbow["inertia"].to_numpy()
+    if len(inertia) < 3 or not np.all(np.isfinite(inertia)) or inertia[0] <= inertia[-1]:
+        return None
+    with warnings.catch_warnings():
+        # kneed warns when the curve has no knee; None already says so.
+        warnings.simplefilter("ignore")
+        locator = KneeLocator(
+            elbow["k"].to_numpy(), inertia, curve="convex", direction="decreasing"
+        )
+    return None if locator.knee is None else int(locator.knee)
+
+
+# ---------------------------------------------------------------------------------------------
+# recommend
+# ---------------------------------------------------------------------------------------------
+
+
+def recommend(
+    leaderboard: pd.DataFrame,
+    *,
+    knee: int | None,
+    algorithm: str | None = None,
+    n_clusters: int | None = None,
+    min_share: float = 0.02,
+) -> Recommendation:
+    """Pick an algorithm and k from a leaderboard, or explain the user's own pick.
+
+    ``leaderboard`` is :attr:`SelectionResult.leaderboard` (columns
+    :data:`LEADERBOARD_COLUMNS`) and ``knee`` the elbow's knee (``None`` if there is none).
+    Without ``algorithm``/``n_clusters`` it applies the rule in this module's docstring.
+    With ``algorithm`` only, it applies the rule to that algorithm's rows; with
+    ``n_clusters`` only, it takes the best silhouette at that k; with both, it takes that row
+    as is.  A forced choice is said to be the user's in the reasons, with its metrics and the
+    automatic pick for comparison.
+
+    Raises :class:`~custseg.errors.ConfigError` when the forced choice is not in the
+    leaderboard and :class:`~custseg.errors.DataError` when no row has two or more segments
+    with a defined silhouette.
+
+    Example
+    -------
+    >>> board = pd.DataFrame({"algorithm": ["kmeans", "kmeans"], "n_clusters": [3, 4],
+    ...     "silhouette": [0.52, 0.40], "stability": [0.95, 0.71], "min_share": [0.2, 0.1],
+    ...     "noise_share": [0.0, 0.0], "on_sample": [False, False]})
+    >>> recommend(board, knee=3).text
+    'K-Means with 3 segments: knee of the elbow at 3, silhouette 0.52 (best among stable k with every segment ≥ 2% of customers), stable across resamples (ARI 0.95)'
+    """
+    missing = [
+        c
+        for c in ("algorithm", "n_clusters", "silhouette", "stability", "min_share")
+        if c not in leaderboard.columns
+    ]
+    if missing:
+        raise SchemaError(
+            f"leaderboard lacks column(s) {', '.join(map(repr, missing))}; "
+            "pass SelectionResult.leaderboard from compare()"
+        )
+    min_share = _check_min_share(min_share)
+    if knee is not None and (isinstance(knee, bool) or not isinstance(knee, (int, np.integer))):
+        raise ConfigError(f"knee must be an integer or None, got {knee!r}; pass result.knee")
+    board = leaderboard.reset_index(drop=True)
+    candidates = board[(board["n_clusters"] >= 2) & board["silhouette"].notna()]
+
+    if algorithm is None and n_clusters is None:
+        if candidates.empty:
+            raise DataError(
+                f"no configuration among {len(board)} leaderboard row(s) found 2 or more "
+                "segments with a defined silhouette; try other algorithms or parameters"
+            )
+        index, headline, extra = _auto_choice(candidates, knee, min_share)
+        return _build(board.loc[index], headline, extra, min_share)
+
+    if algorithm is not None and algorithm not in set(board["algorithm"]):
+        raise ConfigError(
+            f"algorithm {algorithm!r} is not in the leaderboard, which has "
+            f"{_names(board['algorithm'].unique())}; choose one of them or rerun compare "
+            f"with algorithms including {algorithm!r}"
+        )
+    if n_clusters is not None:
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
+            raise ConfigError(
+                f"n_clusters must be an integer, got {n_clusters!r}; pass e.g. n_clusters=4"
+            )
+        pool = board if algorithm is None else board[board["algorithm"] == algorithm]
+        if not (pool["n_clusters"] == n_clusters).any():
+            where = "" if algorithm is None else f" for {algorithm!r}"
+            available = ", ".join(str(k) for k in sorted(set(pool["n_clusters"])))
+            raise ConfigError(
+                f"n_clusters={n_clusters} is not in the leaderboard{where}, which has k "
+                f"{available}; choose one of them or rerun compare with k_values including "
+                f"{n_clusters}"
+            )
+
+    if algorithm is not None and n_clusters is not None:
+        rows = board[(board["algorithm"] == algorithm) & (board["n_clusters"] == n_clusters)]
+        index = rows.index[0]
+        headline = ["algorithm and number of segments chosen by the user"]
+        headline += _metric_reasons(board.loc[index], min_share)
+    else:
+        if algorithm is not None:
+            pool = candidates[candidates["algorithm"] == algorithm]
+            said, forced = "algorithm chosen by the user", f"algorithm {algorithm!r}"
+        else:
+            pool = candidates[candidates["n_clusters"] == n_clusters]
+            said, forced = "number of segments chosen by the user", f"n_clusters={n_clusters}"
+        if pool.empty:
+            raise DataError(
+                f"no leaderboard row for {forced} has 2 or more segments with a defined "
+                "silhouette; force both algorithm and n_clusters, or choose another"
+            )
+        if algorithm is not None:
+            index, rule_headline, _ = _auto_choice(pool, knee, min_share)
+        else:
+            index = _ranked(pool).index[0]
+            rule_headline = _metric_reasons(pool.loc[index], min_share)
+        headline = [said, *rule_headline]
+
+    extra = []
+    if not candidates.empty:
+        auto_index, _, _ = _auto_choice(candidates, knee, min_share)
+        auto = board.loc[auto_index]
+        if auto_index != index:
+            extra.append(
+                f"the automatic rule would pick {_label(auto['algorithm'])} with "
+                f"{int(auto['n_clusters'])} segments (silhouette {auto['silhouette']:.2f})"
+            )
+    return _build(board.loc[index], headline, extra, min_share)
+
+
+def _auto_choice(
+    rows: pd.DataFrame, knee: int | None, min_share: float
+) -> tuple[Any, list[str], list[str]]:
+    """Apply the documented rule; return (row index, headline reasons, further reasons)."""
+    share_ok = rows["min_share"] >= min_share - 1e-12
+    stable_ok = rows["stability"].isna() | (rows["stability"] >= _MIN_STABILITY)
+    extra: list[str] = []
+    share_text = f"with every segment ≥ {_pct(min_share)} of customers"
+    stable_text = f"stability (ARI) ≥ {_MIN_STABILITY:g}"
+    if (share_ok & stable_ok).any():
+        kept, among = rows[share_ok & stable_ok], "stable {} " + share_text
+    elif share_ok.any():
+        kept, among = rows[share_ok], "{} " + share_text
+        extra.append(f"no configuration {share_text} reached {stable_text}")
+    elif stable_ok.any():
+        kept, among = rows[stable_ok], "stable {}"
+        extra.append(f"no configuration had every segment ≥ {_pct(min_share)} of customers")
+    else:
+        kept, among = rows, "all {}"
+        extra.append(
+            f"no configuration had every segment ≥ {_pct(min_share)} of customers "
+            f"and {stable_text}"
+        )
+    among = among.format("k" if kept["algorithm"].nunique() == 1 else "configurations")
+
+    ranked = _ranked(kept)
+    best = ranked.index[0]
+    best_sil = float(kept.loc[best, "silhouette"])
+    chosen = best
+    headline: list[str] = []
+    if knee is not None:
+        at_knee = ranked[(ranked["n_clusters"] == knee) & ranked["algorithm"].map(_takes_k)]
+        if not at_knee.empty:
+            knee_index = at_knee.index[0]
+            knee_sil = float(kept.loc[knee_index, "silhouette"])
+            if knee_sil >= best_sil - _SILHOUETTE_TOLERANCE or knee_sil >= _STRUCTURE_SILHOUETTE:
+                chosen = knee_index
+                headline.append(f"knee of the elbow at {knee}")
+            else:
+                extra.append(
+                    f"the elbow's knee at {knee} was not chosen: its silhouette "
+                    f"{knee_sil:.2f} is more than {_SILHOUETTE_TOLERANCE:g} below the best "
+                    f"{best_sil:.2f} and below {_STRUCTURE_SILHOUETTE:g}"
+                )
+        else:
+            extra.append(f"no configuration at the elbow's knee ({knee}) passed the checks")
+    else:
+        extra.append("the elbow curve has no clear knee")
+
+    row = kept.loc[chosen]
+    sil = float(row["silhouette"])
+    if round(sil, 2) == round(best_sil, 2):
+        headline.append(f"silhouette {sil:.2f} (best among {among})")
+    elif sil < best_sil - _SILHOUETTE_TOLERANCE:
+        best_row = kept.loc[best]
+        headline.append(
+            f"silhouette {sil:.2f} (≥ {_STRUCTURE_SILHOUETTE:g}, a real structure; the best, "
+            f"{best_sil:.2f}, splits into only {int(best_row['n_clusters'])} segments)"
+            if int(best_row["n_clusters"]) < int(row["n_clusters"]) else
+            f"silhouette {sil:.2f} (≥ {_STRUCTURE_SILHOUETTE:g}, a real structure; best {best_sil:.2f} with "
+            f"{_label(best_row['algorithm'])}, {int(best_row['n_clusters'])} segments)"
+        )
+    else:
+        best_row = kept.loc[best]
+        headline.append(
+            f"silhouette {sil:.2f}, within {_SILHOUETTE_TOLERANCE:g} of the best {best_sil:.2f} "
+            f"({_label(best_row['algorithm'])}, {int(best_row['n_clusters'])} segments)"
+        )
+    headline.append(_stability_reason(row["stability"]))
+    return chosen, headline, extra
+
+
+def _ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows best first: silhouette, then stability (both as printed, two decimals), then
+    fewer segments, then leaderboard order."""
+    key = pd.DataFrame(
+        {
+            "sil": rows["silhouette"].round(2),
+            "stab": rows["stability"].round(2).fillna(-np.inf),
+            "k": rows["n_clusters"],
+        },
+        index=rows.index,
+    )
+    order = key.sort_values(["sil", "stab", "k"], ascending=[False, False, True], kind="stable")
+    return rows.loc[order.index]
+
+
+def _metric_reasons(row: pd.Series, min_share: float) -> list[str]:
+    sil = row["silhouette"]
+    reasons = [
+        f"silhouette {sil:.2f}" if pd.notna(sil) else "silhouette not defined (fewer than 2 segments)",
+        _stability_reason(row["stability"]),
+    ]
+    share = _share_reason(row, min_share)
+    if share is not None and "below" in share:
+        reasons.append(share)
+    return reasons
+
+
+def _share_reason(row: pd.Series, min_share: float) -> str | None:
+    share = row["min_share"]
+    if pd.isna(share):
+        return None
+    if share < min_share - 1e-12:
+        return f"smallest segment {_pct(share)} of customers, below the {_pct(min_share)} minimum"
+    return f"smallest segment {_pct(share)} of customers"
+
+
+def _context_reasons(row: pd.Series, min_share: float, said: list[str]) -> list[str]:
+    reasons = []
+    if not _takes_k(row["algorithm"]):
+        reasons.append(f"number of segments found by {_label(row['algorithm'])}")
+    share = _share_reason(row, min_share)
+    if share is not None and share not in said:
+        reasons.append(share)
+    if "noise_share" in row.index and pd.notna(row["noise_share"]) and row["noise_share"] > 0:
+        reasons.append(f"{_pct(row['noise_share'])} of customers left unassigned as noise")
+    if "on_sample" in row.index and bool(row["on_sample"]):
+        reasons.append("metrics measured on a seeded random sample of the customers")
+    return reasons
+
+
+def _build(row: pd.Series, headline: list[str], extra: list[str], min_share: float) -> Recommendation:
+    name, k = str(row["algorithm"]), int(row["n_clusters"])
+    reasons = [*headline, *_context_reasons(row, min_share, headline), *extra]
+    text = f"{_label(name)} with {k} segments: {', '.join(headline)}"
+    return Recommendation(algorithm=name, n_clusters=k, reasons=reasons, text=text)
+
+
+def _stability_reason(stability: float) -> str:
+    if pd.isna(stability):
+        return "stability not measured"
+    if stability >= _MIN_STABILITY:
+        return f"stable across resamples (ARI {stability:.2f})"
+    return f"unstable across resamples (ARI {stability:.2f})"
+
+
+def _label(name: str) -> str:
+    spec = ALGORITHMS.get(name)
+    return spec.label if spec is not None else str(name)
+
+
+def _takes_k(name: str) -> bool:
+    spec = ALGORITHMS.get(name)
+    return True if spec is None else bool(spec.takes_k)
+
+
+def _pct(share: float) -> str:
+    text = f"{share * 100:.1f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def _names(values: Iterable[object]) -> str:
+    return ", ".join(repr(str(v)) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_matrix(X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """Return ``X`` as a new float64 matrix, or raise DataError saying what is wrong."""
+    if isinstance(X, pd.DataFrame):
+        bad = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+        if bad:
+            raise DataError(
+                f"X has non-numeric column(s) {', '.join(map(repr, bad))}; encode or drop "
+                "them (custseg.preprocessing) before compare"
+            )
+        columns = [str(c) for c in X.columns]
+        data = X.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    else:
+        array = np.asarray(X)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise DataError(
+                f"X must be numeric, got an array of dtype {array.dtype}; encode it "
+                "(custseg.preprocessing) before compare"
+            )
+        columns = [str(i) for i in range(array.shape[1])] if array.ndim == 2 else []
+        data = np.array(array, dtype=np.float64, copy=True)
+    if data.ndim != 2:
+        raise DataError(
+            f"X must be 2-D (customers x features), got shape {data.shape}; "
+            "reshape a single feature with X.reshape(-1, 1)"
+        )
+    n_rows, n_columns = data.shape
+    if n_columns == 0:
+        raise DataError(f"X has {n_rows} rows but no columns; pass at least one feature")
+    if n_rows < 3:
+        raise DataError(
+            f"X has {n_rows} row(s); comparing segmentations needs at least 3 customers"
+        )
+    bad_cells = ~np.isfinite(data)
+    if bad_cells.any():
+        row, column = np.argwhere(bad_cells)[0]
+        raise DataError(
+            f"X has {int(bad_cells.sum())} missing or infinite value(s), first in column "
+            f"{columns[column]!r} row {row}; impute or drop them before compare"
+        )
+    if np.all(np.ptp(data, axis=0) == 0):
+        raise DataError(
+            f"all {n_rows} rows of X are identical, so there is nothing to segment; "
+            "check that preprocessing kept the columns that differ between customers"
+        )
+    return data
+
+
+def _check_k_fits(k_max: int, n_fit: int, n_distinct: int, *, on_sample: bool) -> None:
+    """Every k must leave more than k rows and at least k distinct rows to cluster."""
+    where = f"the sample of {n_fit} rows (sample_size={n_fit}) of X" if on_sample else "X"
+    if on_sample:
+        fix = "raise sample_size or lower k_values"
+    else:
+        top = max(3, min(n_fit, n_distinct + 1))
+        fix = f"lower k_values (e.g. range(2, {top})) or pass more customers"
+    if k_max > n_fit - 1:
+        raise DataError(
+            f"k_values go up to {k_max} but {where} has only {n_fit} rows; k segments need "
+            f"more than k customers: {fix}"
+        )
+    if k_max > n_distinct:
+        raise DataError(
+            f"k_values go up to {k_max} but {where} has only {n_distinct} distinct rows; "
+            f"{fix}"
+        )
+
+
+def _check_algorithms(algorithms: Sequence[str]) -> list[str]:
+    if isinstance(algorithms, str):
+        algorithms = (algorithms,)
+    names = list(dict.fromkeys(algorithms))
+    if not names:
+        raise ConfigError(
+            f"algorithms is empty; pass at least one of {_names(ALGORITHMS)}"
+        )
+    unknown = [n for n in names if n not in ALGORITHMS]
+    if unknown:
+        raise ConfigError(
+            f"unknown algorithm(s) {_names(unknown)}; choose from {_names(ALGORITHMS)}"
+        )
+    # K-Prototypes wants raw categoricals and RFM rules the raw feature table: neither runs on
+    # the preprocessed matrix the sweep measures.
+    not_matrix = [
+        n
+        for n in names
+        if ALGORITHMS[n].needs_categorical or getattr(ALGORITHMS[n], "input", "matrix") != "matrix"
+    ]
+    if not_matrix:
+        raise ConfigError(
+            f"algorithm(s) {_names(not_matrix)} do not take the preprocessed numeric matrix "
+            "and cannot be compared here; drop them from algorithms"
+        )
+    return names
+
+
+def _check_k_values(k_values: Iterable[int]) -> list[int]:
+    try:
+        values = list(k_values)
+    except TypeError:
+        raise ConfigError(
+            f"k_values must be an iterable of integers, got {k_values!r}; pass e.g. range(2, 11)"
+        ) from None
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2]
+    if bad or not values:
+        got = f"{bad[0]!r}" if bad else "nothing"
+        raise ConfigError(
+            f"k_values must be integers >= 2, got {got}; pass e.g. range(2, 11)"
+        )
+    return sorted({int(v) for v in values})
+
+
+def _check_sample_size(sample_size: int | None) -> int | None:
+    if sample_size is None:
+        return None
+    return _check_count("sample_size", sample_size, 3)
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}; pass e.g. {max(minimum, 5)}")
+    return int(value)
+
+
+def _check_min_share(min_share: float) -> float:
+    if (
+        isinstance(min_share, bool)
+        or not isinstance(min_share, (int, float, np.floating))
+        or not 0 <= min_share < 1
+    ):
+        raise ConfigError(
+            f"min_share must be a fraction in [0, 1), got {min_share!r}; pass e.g. 0.02 for 2%"
+        )
+    return float(min_share)
+
+
+def _base_seed(random_state: int | np.random.RandomState | None) -> int:
+    """One integer seed from which every random draw of the sweep derives."""
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ConfigError(
+                f"random_state must be a non-negative integer or None, got {random_state}; "
+                "pass e.g. 0"
+            )
+        return int(random_state)
+    try:
+        return int(check_random_state(random_state).randint(0, 2**31 - 1))
+    except ValueError:
+        raise ConfigError(
+            f"random_state must be a non-negative integer or None, got {random_state!r}; "
+            "pass e.g. 0"
+        ) from None

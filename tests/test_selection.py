@@ -1,0 +1,362 @@
+"""Tests for custseg.selection: the sweep, the elbow, the recommendation rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from custseg.cluster import make_estimator
+from custseg.datasets import make_customers
+from custseg.errors import ConfigError, DataError, SchemaError
+from custseg.selection import (
+    LEADERBOARD_COLUMNS,
+    Recommendation,
+    SelectionResult,
+    compare,
+    recommend,
+)
+
+K_VALUES = range(2, 9)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    """These fits are tiny: OpenMP threads cost more than they save (far more on a busy host)."""
+    with threadpool_limits(1):
+        yield
+
+
+def _matrix(customers: pd.DataFrame) -> pd.DataFrame:
+    features = customers.drop(columns="customer_id")
+    scaled = StandardScaler().fit_transform(np.log1p(features))
+    return pd.DataFrame(scaled, columns=features.columns)
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[pd.DataFrame, np.ndarray]:
+    customers, labels = make_customers(1200, n_segments=4, random_state=0)
+    return _matrix(customers), labels
+
+
+@pytest.fixture(scope="module")
+def result(planted) -> SelectionResult:
+    X, _ = planted
+    return compare(X, algorithms=("kmeans",), k_values=K_VALUES, n_bootstrap=3)
+
+
+def _row(board: pd.DataFrame, algorithm: str, k: int) -> pd.Series:
+    rows = board[(board["algorithm"] == algorithm) & (board["n_clusters"] == k)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+# --- compare on planted segments --------------------------------------------------------------
+
+
+def test_recommends_the_planted_k_and_recovers_the_segments(planted, result):
+    X, truth = planted
+    assert isinstance(result.recommendation, Recommendation)
+    assert (result.recommendation.algorithm, result.recommendation.n_clusters) == ("kmeans", 4)
+    fitted = make_estimator("kmeans", n_clusters=4, random_state=0).fit(X)
+    assert adjusted_rand_score(truth, fitted.labels_) >= 0.9
+
+
+def test_leaderboard_has_one_row_per_k_with_the_documented_columns(result):
+    board = result.leaderboard
+    assert tuple(board.columns) == LEADERBOARD_COLUMNS
+    assert list(board["algorithm"]) == ["kmeans"] * len(K_VALUES)
+    assert list(board["n_clusters"]) == list(K_VALUES)
+    assert not board["on_sample"].any()
+    assert board["bic"].isna().all() and board["aic"].isna().all()  # K-Means has no likelihood
+    assert (board["noise_share"] == 0).all()
+    assert (np.diff(board["inertia"]) < 0).all()
+    assert board["silhouette"].between(-1, 1).all()
+    assert board["stability"].between(-1, 1).all()
+    assert (board["min_share"] > 0).all() and (board["min_share"] <= 1 / board["n_clusters"]).all()
+    assert (board["davies_bouldin"] > 0).all() and (board["calinski_harabasz"] > 0).all()
+    assert (board["fit_seconds"] >= 0).all()
+    best = board.loc[board["silhouette"].idxmax()]
+    assert best["n_clusters"] == 4
+
+
+def test_elbow_starts_at_k1_and_reports_the_knee(planted, result):
+    X, _ = planted
+    elbow = result.elbow
+    assert list(elbow.columns) == ["k", "inertia"]
+    assert list(elbow["k"]) == list(range(1, 16))
+    # k = 1 is the total sum of squares around the mean: n * n_features for scaled data.
+    assert elbow["inertia"].iloc[0] == pytest.approx(X.shape[0] * X.shape[1])
+    # The swept k reuse the same fits as the leaderboard.
+    swept = elbow.set_index("k").loc[list(K_VALUES), "inertia"].to_numpy()
+    np.testing.assert_array_equal(swept, result.leaderboard["inertia"].to_numpy())
+    assert result.knee == 4
+    assert "knee of the elbow at 4" in result.recommendation.reasons
+
+
+def test_text_quotes_the_measured_numbers(result):
+    rec = result.recommendation
+    row = _row(result.leaderboard, rec.algorithm, rec.n_clusters)
+    assert rec.text.startswith("K-Means with 4 segments: ")
+    assert f"silhouette {row['silhouette']:.2f}" in rec.text
+    assert f"ARI {row['stability']:.2f}" in rec.text
+    assert any(r.startswith("smallest segment ") for r in rec.reasons)
+
+
+def test_same_seed_gives_the_same_leaderboard(planted):
+    X, _ = planted
+    runs = [
+        compare(X, algorithms=("kmeans",), k_values=range(3, 6), n_bootstrap=2, random_state=7)
+        for _ in range(2)
+    ]
+    pd.testing.assert_frame_equal(
+        runs[0].leaderboard.drop(columns="fit_seconds"),
+        runs[1].leaderboard.drop(columns="fit_seconds"),
+    )
+    pd.testing.assert_frame_equal(runs[0].elbow, runs[1].elbow)
+    assert runs[0].recommendation == runs[1].recommendation
+
+
+def test_does_not_modify_the_input(planted):
+    X, _ = planted
+    before = X.copy()
+    compare(X, algorithms=("kmeans",), k_values=range(2, 4), n_bootstrap=1)
+    pd.testing.assert_frame_equal(X, before)
+
+
+def test_gaussian_mixture_rows_carry_bic_and_aic(planted):
+    X, _ = planted
+    res = compare(X, algorithms=("kmeans", "gmm"), k_values=range(3, 6), n_bootstrap=0)
+    board = res.leaderboard
+    assert list(zip(board["algorithm"], board["n_clusters"])) == [
+        ("kmeans", 3), ("kmeans", 4), ("kmeans", 5), ("gmm", 3), ("gmm", 4), ("gmm", 5),
+    ]
+    gmm = board[board["algorithm"] == "gmm"]
+    assert np.isfinite(gmm["bic"]).all() and np.isfinite(gmm["aic"]).all()
+    assert gmm["inertia"].isna().all()
+    assert board["stability"].isna().all()
+    assert "stability not measured" in res.recommendation.reasons
+
+
+def test_big_input_is_swept_on_a_sample_and_says_so():
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(centre, 0.4, (400, 2)) for centre in (0, 5, 10)])
+    res = compare(X, algorithms=("kmeans",), k_values=range(2, 5), sample_size=300, n_bootstrap=1)
+    assert res.leaderboard["on_sample"].all()
+    assert res.recommendation.n_clusters == 3
+    assert "metrics measured on a seeded random sample of the customers" in (
+        res.recommendation.reasons
+    )
+    # k = 1 inertia is over the 300 sampled rows, not all 1200.
+    assert res.elbow["inertia"].iloc[0] < ((X - X.mean(axis=0)) ** 2).sum() / 2
+
+
+def test_progress_is_called_up_to_the_total(planted):
+    X, _ = planted
+    calls: list[tuple[str, int, int]] = []
+    compare(
+        X,
+        algorithms=("kmeans",),
+        k_values=range(2, 4),
+        n_bootstrap=1,
+        progress=lambda step, done, total: calls.append((step, done, total)),
+    )
+    # 2 swept k + the elbow's k = 4..15 not covered by the sweep.
+    assert [done for _, done, _ in calls] == list(range(0, 15))
+    assert {total for _, _, total in calls} == {14}
+    assert [step for step, _, _ in calls[:4]] == ["start", "kmeans k=2", "kmeans k=3", "elbow k=4"]
+    assert calls[-1][0] == "elbow k=15"
+
+
+def test_algorithm_without_k_reports_segments_found_and_noise():
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(centre, 0.15, (150, 2)) for centre in (0, 3, 6)])
+    res = compare(X, algorithms=("dbscan",), n_bootstrap=2)
+    board = res.leaderboard
+    assert len(board) == 1 and board["algorithm"].iloc[0] == "dbscan"
+    assert board["n_clusters"].iloc[0] == 3
+    assert 0 <= board["noise_share"].iloc[0] < 0.1
+    assert res.recommendation.n_clusters == 3
+    assert "number of segments found by DBSCAN" in res.recommendation.reasons
+
+
+# --- user override --------------------------------------------------------------------------
+
+
+def test_forced_k_is_honoured_and_said(result):
+    rec = recommend(result.leaderboard, knee=result.knee, n_clusters=6)
+    row = _row(result.leaderboard, "kmeans", 6)
+    assert (rec.algorithm, rec.n_clusters) == ("kmeans", 6)
+    assert rec.reasons[0] == "number of segments chosen by the user"
+    assert f"silhouette {row['silhouette']:.2f}" in rec.text
+    assert any("automatic rule would pick K-Means with 4 segments" in r for r in rec.reasons)
+
+
+def test_forced_algorithm_and_k_are_honoured_and_said(result):
+    rec = recommend(result.leaderboard, knee=result.knee, algorithm="kmeans", n_clusters=2)
+    assert (rec.algorithm, rec.n_clusters) == ("kmeans", 2)
+    assert rec.reasons[0] == "algorithm and number of segments chosen by the user"
+    assert rec.text.startswith("K-Means with 2 segments: algorithm and number of segments")
+
+
+def test_forced_algorithm_alone_applies_the_rule_within_it(result):
+    rec = recommend(result.leaderboard, knee=result.knee, algorithm="kmeans")
+    assert (rec.algorithm, rec.n_clusters) == ("kmeans", 4)
+    assert rec.reasons[0] == "algorithm chosen by the user"
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"n_clusters": 12}, r"n_clusters=12 is not in the leaderboard, which has k 2, 3"),
+        ({"algorithm": "gmm"}, r"algorithm 'gmm' is not in the leaderboard"),
+        ({"algorithm": "kmeans", "n_clusters": 1}, r"n_clusters=1 is not in the leaderboard"),
+    ],
+)
+def test_forced_choice_missing_from_the_leaderboard_is_a_config_error(result, options, match):
+    with pytest.raises(ConfigError, match=match):
+        recommend(result.leaderboard, knee=result.knee, **options)
+
+
+# --- the rule on hand-made leaderboards -------------------------------------------------------
+
+
+def _board(rows: list[tuple[int, float, float, float]], algorithm: str = "kmeans") -> pd.DataFrame:
+    """(k, silhouette, stability, min_share) rows of one algorithm."""
+    k, sil, stab, share = zip(*rows)
+    return pd.DataFrame(
+        {
+            "algorithm": algorithm,
+            "n_clusters": k,
+            "silhouette": sil,
+            "stability": stab,
+            "min_share": share,
+            "noise_share": 0.0,
+            "on_sample": False,
+        }
+    )
+
+
+def test_knee_within_tolerance_beats_the_best_silhouette():
+    board = _board([(3, 0.45, 0.9, 0.2), (4, 0.44, 0.9, 0.1), (5, 0.40, 0.9, 0.1)])
+    rec = recommend(board, knee=4)
+    assert rec.n_clusters == 4
+    assert rec.text == (
+        "K-Means with 4 segments: knee of the elbow at 4, silhouette 0.44, within 0.02 of the "
+        "best 0.45 (K-Means, 3 segments), stable across resamples (ARI 0.90)"
+    )
+
+
+def test_knee_far_below_the_best_silhouette_loses():
+    board = _board([(3, 0.50, 0.9, 0.2), (4, 0.22, 0.9, 0.1)])
+    rec = recommend(board, knee=4)
+    assert rec.n_clusters == 3
+    assert any(r.startswith("the elbow's knee at 4 was not chosen") for r in rec.reasons)
+
+
+def test_knee_with_a_real_structure_beats_a_two_segment_split():
+    board = _board([(2, 0.32, 0.98, 0.37), (3, 0.30, 0.98, 0.3), (4, 0.26, 0.79, 0.18)])
+    rec = recommend(board, knee=4)
+    assert rec.n_clusters == 4
+    assert rec.text == (
+        "K-Means with 4 segments: knee of the elbow at 4, silhouette 0.26 (≥ 0.25, a real "
+        "structure; the best, 0.32, splits into only 2 segments), stable across resamples (ARI 0.79)"
+    )
+
+
+def test_small_segments_and_unstable_rows_are_set_aside():
+    board = _board([(3, 0.30, 0.9, 0.2), (4, 0.60, 0.9, 0.01), (5, 0.55, 0.3, 0.1)])
+    rec = recommend(board, knee=None, min_share=0.02)
+    assert rec.n_clusters == 3
+    assert "silhouette 0.30 (best among stable k with every segment ≥ 2% of customers)" in (
+        rec.reasons
+    )
+    assert "the elbow curve has no clear knee" in rec.reasons
+    # Without the size floor the 1% segment is acceptable.
+    assert recommend(board, knee=None, min_share=0.0).n_clusters == 4
+
+
+def test_best_available_when_nothing_passes_and_it_is_said():
+    board = _board([(3, 0.30, 0.4, 0.01), (4, 0.50, 0.5, 0.01)])
+    rec = recommend(board, knee=None)
+    assert rec.n_clusters == 4
+    assert any(r.startswith("no configuration had every segment ≥ 2%") for r in rec.reasons)
+    assert "unstable across resamples (ARI 0.50)" in rec.reasons
+
+
+def test_equal_printed_silhouettes_go_to_the_more_stable_row():
+    board = _board([(3, 0.412, 0.70, 0.2), (4, 0.408, 0.95, 0.1)])
+    assert recommend(board, knee=None).n_clusters == 4
+
+
+def test_no_usable_row_is_a_data_error():
+    board = _board([(1, math.nan, 1.0, 1.0)], algorithm="dbscan")
+    with pytest.raises(DataError, match="no configuration among 1 leaderboard row"):
+        recommend(board, knee=None)
+
+
+def test_leaderboard_without_the_columns_is_a_schema_error():
+    with pytest.raises(SchemaError, match="leaderboard lacks column"):
+        recommend(pd.DataFrame({"algorithm": ["kmeans"]}), knee=None)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("X", "options", "match"),
+    [
+        (np.arange(20.0).reshape(10, 2), {}, r"k_values go up to 15 but X has only 10 rows"),
+        (np.ones((50, 3)), {}, r"all 50 rows of X are identical"),
+        (
+            np.repeat([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], 10, axis=0),
+            {"k_values": range(2, 6)},
+            r"k_values go up to 5 but X has only 3 distinct rows",
+        ),
+        (np.array([[1.0, 2.0], [3.0, np.nan], [0.0, 1.0]]), {"k_values": [2]},
+         r"1 missing or infinite value\(s\), first in column '1' row 1"),
+        (np.arange(5.0), {}, r"X must be 2-D"),
+        (np.ones((2, 2)), {}, r"X has 2 row\(s\)"),
+        (pd.DataFrame({"a": [1.0, 2.0, 3.0], "country": ["x", "y", "z"]}), {},
+         r"non-numeric column\(s\) 'country'"),
+    ],
+)
+def test_degenerate_input_is_a_data_error(X, options, match):
+    with pytest.raises(DataError, match=match):
+        compare(X, algorithms=("kmeans",), **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"algorithms": ("kmeans", "nope")}, r"unknown algorithm\(s\) 'nope'; choose from"),
+        ({"algorithms": ()}, r"algorithms is empty"),
+        ({"k_values": [1, 2]}, r"k_values must be integers >= 2, got 1"),
+        ({"k_values": []}, r"k_values must be integers >= 2, got nothing"),
+        ({"min_share": 1.5}, r"min_share must be a fraction in \[0, 1\), got 1.5"),
+        ({"n_bootstrap": -1}, r"n_bootstrap must be an integer >= 0, got -1"),
+        ({"sample_size": 2}, r"sample_size must be an integer >= 3, got 2"),
+        ({"progress": "bar"}, r"progress must be a callable"),
+    ],
+)
+def test_bad_options_are_config_errors(options, match):
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(ConfigError, match=match):
+        compare(X, **{"algorithms": ("kmeans",), "k_values": [2, 3], **options})
+
+
+def test_forced_algorithm_without_usable_rows_is_a_data_error():
+    board = pd.concat(
+        [_board([(3, 0.5, 0.9, 0.2)]), _board([(1, math.nan, 1.0, 1.0)], algorithm="dbscan")],
+        ignore_index=True,
+    )
+    with pytest.raises(DataError, match=r"no leaderboard row for algorithm 'dbscan' has 2 or more"):
+        recommend(board, knee=None, algorithm="dbscan")
+    rec = recommend(board, knee=None, algorithm="dbscan", n_clusters=1)
+    assert (rec.algorithm, rec.n_clusters) == ("dbscan", 1)
+    assert "silhouette not defined (fewer than 2 segments)" in rec.reasons
