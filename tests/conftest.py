@@ -30,3 +30,31 @@ def marketing_campaign() -> Path:
 @pytest.fixture(scope="session")
 def mall_customers() -> Path:
     return _dataset("mall_customers/Mall_Customers.csv")
+
+
+@pytest.fixture(scope="session")
+def retail_head(online_retail):
+    """The first 5,000 rows of Online Retail as a DataFrame (copy it before changing it)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(online_retail).slice(0, 5_000).to_pandas()
+
+
+#: The PostgreSQL server of this machine and CI (trust auth); tests marked ``postgres`` use it.
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The URL of the test database; fails (never skips) when the server does not answer."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} does not answer ({exc.orig}); start it, these tests need it")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL

@@ -310,7 +310,22 @@ def _date_expression(table: Table, column: str, kind: str, date_format: str | No
         ) + " FROM (SELECT * FROM source LIMIT 200000)"
     ).fetchall()[0]
     best = min(range(len(candidates)), key=lambda i: (counts[i], i))
+    if best > 0:
+        fmt = _DATE_FORMATS[best - 1]
+        swapped = _swap_day_month(fmt)
+        if swapped in _DATE_FORMATS and counts[_DATE_FORMATS.index(swapped) + 1] == counts[best]:
+            example = table.con.execute(
+                f"SELECT {text} FROM source WHERE {text} IS NOT NULL LIMIT 1"
+            ).fetchall()[0][0]
+            raise DataError(
+                f"{table.label}: column '{column}' has dates like '{example}' that read both as "
+                f"day/month and month/day; pass --date-format '{fmt}' or --date-format '{swapped}'"
+            )
     return candidates[best]
+
+
+def _swap_day_month(fmt: str) -> str:
+    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
 
 
 def _number_expression(table: Table, column: str) -> str:

@@ -81,8 +81,16 @@ def _as_of(value: str | None) -> datetime | None:
         raise ConfigError(f"--as-of must be a date like 2011-12-10, got '{value}'") from None
 
 
-def _check_out(path: Path) -> None:
-    outputs._check_target(path)  # fail before the work, not after it
+def _check_out(path: Path, option: str = "--out") -> None:
+    outputs.check_target(path, option=option)  # fail before the work, not after it
+
+
+def _check_rejects(path: Path | None, kind: str) -> None:
+    if path is None:
+        return
+    if kind != "transactions":
+        raise ConfigError("--rejects applies to transaction logs; customer tables report their drops only")
+    _check_out(path, "--rejects")
 
 
 def _print_report(report: cleaning.CleaningReport) -> None:
@@ -99,11 +107,8 @@ def _print_report(report: cleaning.CleaningReport) -> None:
 
 
 def _write_rejects(made: pipeline.CustomerTable, path: Path | None) -> None:
-    if path is None:
+    if path is None or made.clean is None:
         return
-    if made.clean is None:
-        raise ConfigError("--rejects applies to transaction logs; customer tables report their drops only")
-    _check_out(path)
     outputs.write_table(made.clean.rejects().df(), path)
     out.print(f"rejected rows → {path}")
 
@@ -148,6 +153,7 @@ def features_cmd(
     """Write one row of features per customer (RFM, tenure, order value, ...) to --out."""
     _check_out(out_)
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    _check_rejects(rejects, loaded.kind)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
     outputs.write_table(made.features, out_)
@@ -168,6 +174,7 @@ def rfm_cmd(
     _check_out(out_)
     mapping = rfm.load_segment_map(segment_map) if segment_map else rfm.DEFAULT_SEGMENT_MAP
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    _check_rejects(rejects, loaded.kind)
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
     )
@@ -354,14 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("custseg: interrupted", markup=False)
         return 130
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            if debug:
-                raise
-            err.print(f"custseg: error: {exc.format_message()} (see custseg --help)", markup=False, soft_wrap=True)
-            return 2
+    except typer.TyperException as exc:  # usage errors: missing or unknown options
+        if debug:
+            raise
+        err.print(f"custseg: error: {exc.format_message()} (see custseg --help)", markup=False, soft_wrap=True)
+        return 2
+    except Exception as exc:  # anything unexpected: one line, the traceback with --debug
         if debug:
             raise
         err.print(

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from custseg.errors import ModelError
+from custseg.outputs import publish_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "Alignment", "align", "load"]
 
@@ -164,7 +165,7 @@ class SegmentationModel:
         os.close(fd)
         try:
             sio.dump(payload, tmp)
-            os.replace(tmp, path)
+            publish_file(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -21,15 +21,25 @@ OUTPUT_FORMATS = (".csv", ".parquet", ".xlsx")
 _EXCEL_MAX_ROWS = 1_048_575
 
 
-def _check_target(path: Path) -> None:
+def check_target(path: Path, *, option: str = "--out") -> None:
+    """Refuse an output path before any work is done: bad extension, a folder, no parent folder."""
+    path = Path(path)
     if path.suffix.lower() not in OUTPUT_FORMATS:
         raise ConfigError(
-            f"--out {path}: the extension must be one of {', '.join(OUTPUT_FORMATS)}, got '{path.suffix or '(none)'}'"
+            f"{option} {path}: the extension must be one of {', '.join(OUTPUT_FORMATS)}, got '{path.suffix or '(none)'}'"
         )
     if path.is_dir():
-        raise ConfigError(f"--out {path}: is a directory; give a file name such as {path / 'out.csv'}")
+        raise ConfigError(f"{option} {path}: is a directory; give a file name such as {path / 'out.csv'}")
     if not path.parent.exists():
-        raise ConfigError(f"--out {path}: folder '{path.parent}' does not exist; create it first")
+        raise ConfigError(f"{option} {path}: folder '{path.parent}' does not exist; create it first")
+
+
+def publish_file(tmp: str, path: Path) -> None:
+    """Give the finished temporary file the usual permissions (umask) and move it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -40,7 +50,7 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str]) -> Path:
     """Write one table (CSV/Parquet) or several sheets (XLSX) to ``path``, atomically."""
     path = Path(path)
-    _check_target(path)
+    check_target(path)
     suffix = path.suffix.lower()
     if suffix != ".xlsx" and len(sheets) != 1:
         raise ConfigError(f"--out {path}: several tables need an .xlsx file")
@@ -60,7 +70,7 @@ def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str
                             f"(max {_EXCEL_MAX_ROWS:,}); write .csv or .parquet instead"
                         )
                     _excel_ready(frame).to_excel(writer, sheet_name=name[:31], index=False)
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     except OSError as exc:
         raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
     finally:
@@ -76,7 +86,7 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -348,28 +348,68 @@ def _version() -> str:
 
 
 def write_run(result: SegmentationResult, folder) -> list:
-    """Write a run's tables and model into ``folder`` (created if needed); return the paths.
+    """Write a run into ``folder`` (created if needed); return the paths written.
 
-    ``assignments.csv`` (customer_id, segment, segment_name[, probability]), ``profiles.csv``
-    (one row per segment), ``segment_means.csv`` (segment × feature means), ``leaderboard.csv``
-    (algorithm × k metrics), ``elbow.csv``, ``features.parquet``, ``cleaning.csv`` and
-    ``model.skops``.
+    Everything the report and the exports need is in the folder, so they can be rebuilt from
+    it alone (``custseg report RUN_DIR``):
+
+    ====================  ===================================================================
+    assignments.csv       customer_id, segment, segment_name[, probability]
+    profiles.csv          one row per segment: name, customers, share, value_share, rule, …
+    segment_means.csv     segment × numeric feature means (unscaled)
+    segment_lifts.csv     segment × numeric feature lift (segment mean / overall mean)
+    leaderboard.csv       algorithm × k metrics of the sweep
+    elbow.csv             k, inertia (K-Means, k = 1..15)
+    features.parquet      the customer feature table that was segmented
+    rfm.csv               RFM scores and segments (when recency, frequency, monetary exist)
+    cohorts.csv           retention matrix (transaction logs only)
+    cleaning.csv          rows per cleaning rule
+    run.json              recommendation and reasons, knee, config, preprocessing decisions,
+                          cleaning notes, best/worst segment, the run record
+    model.skops           the saved model (custseg assign --model)
+    ====================  ===================================================================
     """
+    import json
     from pathlib import Path
 
     from custseg import outputs
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    means = result.profiles.means.reset_index()
+    profiles = result.profiles
     written = [
         outputs.write_table(result.assignments, folder / "assignments.csv"),
-        outputs.write_table(result.profiles.table, folder / "profiles.csv"),
-        outputs.write_table(means, folder / "segment_means.csv"),
+        outputs.write_table(profiles.table, folder / "profiles.csv"),
+        outputs.write_table(profiles.means.reset_index(), folder / "segment_means.csv"),
+        outputs.write_table(profiles.lifts.reset_index(), folder / "segment_lifts.csv"),
         outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv"),
         outputs.write_table(result.selection.elbow, folder / "elbow.csv"),
         outputs.write_table(result.customers.features, folder / "features.parquet"),
         outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv"),
-        result.model.save(folder / "model.skops"),
     ]
+    if result.rfm is not None:
+        written.append(outputs.write_table(result.rfm, folder / "rfm.csv"))
+    if result.customers.clean is not None:
+        matrix = cohorts.retention(result.customers.clean).matrix
+        written.append(outputs.write_table(matrix, folder / "cohorts.csv"))
+    recommendation = result.selection.recommendation
+    summary = {
+        "algorithm": result.algorithm,
+        "n_clusters": result.n_clusters,
+        "recommendation": {"algorithm": recommendation.algorithm, "n_clusters": recommendation.n_clusters,
+                           "text": recommendation.text, "reasons": list(recommendation.reasons)},
+        "knee": result.selection.knee,
+        "feature_columns": result.feature_columns,
+        "preprocessing": result.preprocessing,
+        "cleaning": {"source": result.customers.report.source, "rows_in": result.customers.report.rows_in,
+                     "rows_out": result.customers.report.rows_out, "notes": list(result.customers.report.notes)},
+        "value_column": profiles.value_column,
+        "best_segment": profiles.best,
+        "worst_segment": profiles.worst,
+        "kind": result.customers.kind,
+        "as_of": result.customers.as_of.isoformat(),
+        "run": result.model.run,
+    }
+    written.append(outputs.write_text(json.dumps(summary, indent=2, default=str), folder / "run.json"))
+    written.append(result.model.save(folder / "model.skops"))
     return written

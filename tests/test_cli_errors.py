@@ -1,0 +1,426 @@
+"""Bad input on the command line: one clean line, exit code 2, no output file.
+
+Every case builds one bad input in a fresh folder and runs ``custseg features`` on it.  The
+message must name the file (or the option) and where it applies the column and row, and say
+how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from custseg.cli import main
+from custseg.errors import DataError
+
+CUSTSEG = Path(sys.executable).with_name("custseg")
+
+
+@pytest.fixture(scope="module")
+def orders(online_retail) -> pd.DataFrame:
+    """300 Online Retail rows spread over the whole year, dates as dd/mm/yyyy HH:MM text.
+
+    Days run past 12, so the day-first format is the only one that reads every date.
+    """
+    import pyarrow.parquet as pq
+
+    spread = pq.read_table(online_retail).take(list(range(0, 540_000, 1_800))).to_pandas()
+    spread["InvoiceDate"] = spread["InvoiceDate"].dt.strftime("%d/%m/%Y %H:%M")
+    spread["Description"] = spread["Description"].str.replace(r"[,;]", " ", regex=True)
+    return spread
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+# Each builder gets (folder, orders) and returns (arguments before --out, expected message).
+
+def empty_file(d, o):
+    (d / "orders.csv").touch()
+    return [str(d / "orders.csv")], r"orders\.csv: the file is empty \(0 bytes\); export the data again"
+
+
+def header_only(d, o):
+    (d / "orders.csv").write_text(",".join(o.columns) + "\n", encoding="utf-8")
+    return [str(d / "orders.csv")], r"orders\.csv: has a header but no data rows; export the data again"
+
+
+def blank_lines(d, o):
+    (d / "orders.csv").write_text("\n \n\n", encoding="utf-8")
+    return [str(d / "orders.csv")], r"orders\.csv: has only blank lines, no header and no data; export"
+
+
+def wrong_delimiter(d, o):
+    path = write_csv(o, d / "orders.csv")
+    return [str(path), "--delimiter", ";"], (
+        r"orders\.csv: --delimiter ';' does not occur in the header, which seems to use ','; "
+        r"pass --delimiter ',' or leave the option out"
+    )
+
+
+def mixed_delimiter(d, o):
+    path = write_csv(o, d / "orders.csv")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[51] = lines[51].replace(",", ";")  # line 52 of the file, data row 51
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [str(path)], (
+        r"orders\.csv: line 52 \(data row 51\) is separated by ';' while the header uses ','; "
+        r"the delimiter is mixed — re-export the file with one delimiter"
+    )
+
+
+def extra_field(d, o):
+    path = write_csv(o, d / "orders.csv")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[40] += ",oops"  # an unquoted comma in the last value of line 41
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [str(path)], (
+        r"orders\.csv: line 41 \(data row 40\) has 9 fields but the header has 8 \(delimiter ','\); "
+        r".*fix that line \(quote such values\) or pass --delimiter"
+    )
+
+
+def binary_junk(d, o):
+    rng = random.Random(7)
+    (d / "orders.csv").write_bytes(bytes(rng.randrange(1, 256) for _ in range(4_000)))
+    return [str(d / "orders.csv")], (
+        r"orders\.csv: holds binary data \(.* control bytes in the first 4,000\), so it is not a "
+        r"text file; export it as CSV \(UTF-8\)"
+    )
+
+
+def nul_bytes(d, o):
+    path = write_csv(o, d / "orders.csv")
+    data = path.read_bytes()
+    path.write_bytes(data[:1_000] + b"\x00\x00\x00\x00" + data[1_000:])
+    return [str(path)], r"orders\.csv: contains NUL bytes, so it is not a text file; export it as CSV \(UTF-8\)"
+
+
+def not_utf8(d, o):
+    people = pd.DataFrame({"CustomerID": [1, 2], "Name": ["Ana", "José"], "InvoiceDate": ["2011-01-01"] * 2, "Amount": [1, 2]})
+    people.to_csv(d / "orders.csv", index=False, encoding="latin-1")
+    return [str(d / "orders.csv"), "--encoding", "utf-8"], (
+        r"orders\.csv: bytes that are not valid UTF-8 on line 3; re-save it as UTF-8 or pass --encoding latin-1"
+    )
+
+
+def unknown_encoding(d, o):
+    path = write_csv(o, d / "orders.csv")
+    return [str(path), "--encoding", "klingon"], (
+        r"orders\.csv: --encoding 'klingon' is not an encoding Python knows; use utf-8, latin-1"
+    )
+
+
+def unparseable_dates(d, o):
+    bad = o.copy()
+    bad.loc[16, "InvoiceDate"] = "31/02/2011"
+    bad.loc[40, "InvoiceDate"] = "not a date"
+    bad.loc[100, "InvoiceDate"] = "31/02/2011"
+    path = write_csv(bad, d / "orders.csv")
+    return [str(path)], (
+        r"orders\.csv: column 'InvoiceDate' has 3 unparseable dates, e\.g\. '31/02/2011' on data row 17; "
+        r"fix them, pass --date-format, or drop them with --bad-values drop"
+    )
+
+
+def non_numeric_amounts(d, o):
+    bad = o.copy()
+    bad["UnitPrice"] = bad["UnitPrice"].astype(str)
+    bad.loc[9, "UnitPrice"] = "abc"
+    path = write_csv(bad, d / "orders.csv")
+    return [str(path)], (
+        r"orders\.csv: column 'UnitPrice' has 1 non-numeric value, e\.g\. 'abc' on data row 10; "
+        r"fix them or drop them with --bad-values drop"
+    )
+
+
+def no_customer_id(d, o):
+    path = write_csv(o.rename(columns={"CustomerID": "Who"}), d / "orders.csv")
+    return [str(path)], (
+        r"orders\.csv: no customer id column found among InvoiceNo, .*Who.*; "
+        r"name it with --map customer_id=COLUMN"
+    )
+
+
+def no_order_date(d, o):
+    path = write_csv(o.drop(columns=["InvoiceDate"]), d / "orders.csv")
+    return [str(path)], (
+        r"orders\.csv: no column plays the role 'ordered_at'; name one with --map ordered_at=COLUMN"
+    )
+
+
+def duplicate_columns(d, o):
+    path = write_csv(o.rename(columns={"Description": "Quantity"}), d / "orders.csv")
+    return [str(path)], r"orders\.csv: duplicate column names \['Quantity'\] .*rename them so each is unique"
+
+
+def duplicate_columns_by_case(d, o):
+    path = write_csv(o.rename(columns={"Description": "customerid"}), d / "orders.csv")
+    return [str(path)], (
+        r"orders\.csv: duplicate column names \['CustomerID', 'customerid'\] .*ignoring case.*rename them"
+    )
+
+
+def a_directory(d, o):
+    (d / "exports").mkdir()
+    return [str(d / "exports")], r"exports: is a directory, not a file; give the path of a data file"
+
+
+def missing_path(d, o):
+    return [str(d / "nope.csv")], r"nope\.csv: no such file; check the path"
+
+
+def xlsx_that_is_csv(d, o):
+    path = write_csv(o, d / "orders.xlsx")
+    return [str(path)], (
+        r"orders\.xlsx: has an Excel extension but is not an Excel workbook \(it looks like CSV text\); "
+        r"rename it to \.csv"
+    )
+
+
+def csv_that_is_xlsx(d, o):
+    o.head(20).to_excel(d / "orders.csv", index=False, engine="openpyxl")
+    return [str(d / "orders.csv")], (
+        r"orders\.csv: is an Excel workbook or a zip archive, not CSV text; give a workbook the extension \.xlsx"
+    )
+
+
+def unknown_sheet(d, o):
+    o.head(20).to_excel(d / "orders.xlsx", index=False, sheet_name="Orders", engine="openpyxl")
+    return [str(d / "orders.xlsx"), "--sheet", "Nope"], r"orders\.xlsx: no sheet 'Nope'; sheets are Orders"
+
+
+def sql_does_not_connect(d, o):
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
+    return [url, "--table", "orders"], (
+        r"postgresql\+psycopg://postgres@127\.0\.0\.1:1/nope: cannot connect: .*; "
+        r"check host, port, database and user in the URL"
+    )
+
+
+def _sqlite(d, o) -> str:
+    with sqlite3.connect(d / "shop.db") as connection:
+        o.to_sql("orders", connection, index=False)
+    connection.close()
+    return f"sqlite:///{d / 'shop.db'}"
+
+
+def sql_query_fails(d, o):
+    return [_sqlite(d, o), "--query", "SELEC * FROM orders"], (
+        r"sqlite:///.*shop\.db: the query failed: near \"SELEC\": syntax error; fix --query/--table"
+    )
+
+
+def sql_missing_table(d, o):
+    return [_sqlite(d, o), "--table", "nope"], r"sqlite:///.*shop\.db: no table 'nope'; check --table \(tables: orders\)"
+
+
+def sqlite_missing_file(d, o):
+    return [f"sqlite:///{d / 'nope.db'}", "--table", "orders"], (
+        r"sqlite:///.*nope\.db: no SQLite database file '.*nope\.db'; check the path"
+    )
+
+
+def bad_map_role(d, o):
+    path = write_csv(o, d / "orders.csv")
+    return [str(path), "--map", "customer=CustomerID"], (
+        r"--map customer=CustomerID: unknown role 'customer' \(did you mean 'customer_id'\?\); "
+        r"the role must be one of customer_id, order_id"
+    )
+
+
+def bad_map_column(d, o):
+    path = write_csv(o, d / "orders.csv")
+    return [str(path), "--map", "customer_id=Client"], (
+        r"--map customer_id=Client: .*orders\.csv has no column 'Client'; columns are InvoiceNo"
+    )
+
+
+CASES = [
+    empty_file, header_only, blank_lines, wrong_delimiter, mixed_delimiter, extra_field,
+    binary_junk, nul_bytes, not_utf8, unknown_encoding, unparseable_dates, non_numeric_amounts,
+    no_customer_id, no_order_date, duplicate_columns, duplicate_columns_by_case, a_directory,
+    missing_path, xlsx_that_is_csv, csv_that_is_xlsx, unknown_sheet, sql_does_not_connect,
+    sql_query_fails, sql_missing_table, sqlite_missing_file, bad_map_role, bad_map_column,
+]
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error_line(err: str, pattern: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("custseg: error: ")
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), f"{pattern!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.fixture
+def folders(tmp_path):
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    out.mkdir()
+    return source, out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_input_is_one_clean_line(case, folders, orders, capsys):
+    source, out = folders
+    args, pattern = case(source, orders)
+    created = sorted(p.name for p in source.iterdir())
+    code, _, err = run(["features", *args, "--out", str(out / "features.csv")], capsys)
+    assert code == 2, err
+    assert_one_error_line(err, pattern)
+    assert list(out.iterdir()) == []  # no output and no half-written temporary file
+    assert sorted(p.name for p in source.iterdir()) == created  # the source folder is left alone
+
+
+@pytest.mark.parametrize(
+    "out_name, pattern",
+    [
+        ("features.txt", r"--out .*features\.txt: the extension must be one of \.csv, \.parquet, \.xlsx, got '\.txt'"),
+        ("missing/features.csv", r"--out .*features\.csv: folder '.*missing' does not exist; create it first"),
+    ],
+    ids=["unsupported-extension", "missing-folder"],
+)
+def test_bad_out_is_refused_before_reading(out_name, pattern, folders, orders, capsys):
+    source, out = folders
+    path = write_csv(orders, source / "orders.csv")
+    code, _, err = run(["features", str(path), "--out", str(out / out_name)], capsys)
+    assert code == 2
+    assert_one_error_line(err, pattern)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["rfm", "cohorts"])
+def test_other_commands_report_bad_input_the_same_way(command, folders, orders, capsys):
+    source, out = folders
+    args, pattern = unparseable_dates(source, orders)
+    code, _, err = run([command, *args, "--out", str(out / "result.csv")], capsys)
+    assert code == 2
+    assert_one_error_line(err, pattern)
+    assert list(out.iterdir()) == []
+
+
+def test_bad_values_drop_keeps_going_and_lists_the_rows(folders, orders, capsys):
+    source, out = folders
+    args, _ = unparseable_dates(source, orders)
+    features, rejects = out / "features.csv", out / "rejects.csv"
+    code, printed, err = run(
+        ["features", *args, "--bad-values", "drop", "--out", str(features), "--rejects", str(rejects)], capsys
+    )
+    assert code == 0, err
+    assert "unparseable_date" in printed
+    dropped = pd.read_csv(rejects)
+    bad = dropped[dropped["rejected_by"] == "unparseable_date"]
+    assert bad["row"].tolist() == [17, 41, 101]
+    assert bad["InvoiceDate"].tolist() == ["31/02/2011", "not a date", "31/02/2011"]
+    table = pd.read_csv(features)
+    assert table["customer_id"].is_unique and len(table) > 0
+
+
+def test_debug_shows_the_traceback_in_process(folders, orders):
+    source, out = folders
+    args, pattern = unparseable_dates(source, orders)
+    with pytest.raises(DataError, match=pattern):
+        main(["--debug", "features", *args, "--out", str(out / "features.csv")])
+    assert list(out.iterdir()) == []
+
+
+def custseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CUSTSEG), *args], capture_output=True, text=True, cwd=cwd, timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.mark.parametrize("case", [unparseable_dates, sql_query_fails], ids=lambda c: c.__name__)
+def test_installed_command_exits_2_without_traceback(case, folders, orders):
+    source, out = folders
+    args, pattern = case(source, orders)
+    done = custseg("features", *args, "--out", str(out / "features.csv"), cwd=out)
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, pattern)
+    assert done.stdout == ""
+    assert list(out.iterdir()) == []
+
+
+def test_installed_command_with_debug_prints_the_traceback(folders, orders):
+    source, out = folders
+    args, _ = unparseable_dates(source, orders)
+    done = custseg("--debug", "features", *args, "--out", str(out / "features.csv"), cwd=out)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "custseg.errors.DataError: " in done.stderr and "'InvoiceDate' has 3 unparseable dates" in done.stderr
+    assert list(out.iterdir()) == []
+
+
+# --- bugs outside sources.py / schema.py ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [([], r"Missing option '--out'.*see custseg --help"), (["--out", "x.csv", "--bogus"], r"No such option: --bogus")],
+    ids=["missing-out", "unknown-option"],
+)
+def test_usage_error_is_one_clean_line(extra, pattern, folders, orders, capsys):
+    source, _ = folders
+    path = write_csv(orders, source / "orders.csv")
+    code, _, err = run(["features", str(path), *extra], capsys)
+    assert code == 2
+    assert_one_error_line(err, pattern)
+
+
+@pytest.mark.parametrize("case", ["rejects-in-missing-folder", "rejects-on-customer-table"])
+def test_bad_rejects_leaves_no_output(case, folders, orders, mall_customers, capsys):
+    source, out = folders
+    if case == "rejects-in-missing-folder":
+        args, _ = unparseable_dates(source, orders)
+        args += ["--bad-values", "drop", "--rejects", str(out / "missing" / "rejects.csv")]
+        pattern = r"--rejects .*rejects\.csv: folder '.*missing' does not exist"
+    else:
+        args = [str(mall_customers), "--rejects", str(out / "rejects.csv")]
+        pattern = r"--rejects applies to transaction logs"
+    code, _, err = run(["features", *args, "--out", str(out / "features.csv")], capsys)
+    assert code == 2
+    assert_one_error_line(err, pattern)
+    assert list(out.iterdir()) == []
+
+
+def test_output_file_has_the_usual_permissions(folders, orders, capsys):
+    source, out = folders
+    path = write_csv(orders, source / "orders.csv")
+    umask = os.umask(0o022)
+    try:
+        assert main(["features", str(path), "--out", str(out / "features.csv")]) == 0
+    finally:
+        os.umask(umask)
+    capsys.readouterr()
+    assert stat.S_IMODE((out / "features.csv").stat().st_mode) == 0o644
+
+
+def test_ambiguous_day_month_order_is_not_guessed_silently(folders, retail_head, capsys):
+    source, out = folders
+    first_days = retail_head.copy()  # 1 and 2 December 2010 only: '01/12/2010' fits both orders
+    first_days["InvoiceDate"] = first_days["InvoiceDate"].dt.strftime("%d/%m/%Y %H:%M")
+    path = write_csv(first_days, source / "orders.csv")
+    code, printed, err = run(["features", str(path), "--out", str(out / "features.csv")], capsys)
+    stopped = code == 2 and "--date-format" in err and "InvoiceDate" in err
+    warned = code == 0 and "ambiguous" in printed.replace(str(out), "").lower()  # the path says it too
+    assert stopped or warned, (code, err, printed[-400:])
+
