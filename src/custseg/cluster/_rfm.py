@@ -13,43 +13,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from custseg.cluster._base import NOISE, count_clusters
 from custseg.errors import ConfigError, SchemaError
+from custseg.rfm import DEFAULT_SEGMENT_MAP, quintile_scores
 
 #: Columns the RFM segmenter reads, in this order when ``X`` is an array.
 RFM_COLUMNS = ("recency_days", "frequency", "monetary")
 
-#: Named segments from the recency (R) and frequency (F) scores: the first pattern that
-#: matches the two-digit "RF" string wins.  Every one of the 25 combinations is covered.
-DEFAULT_SEGMENT_MAP: tuple[tuple[str, str], ...] = (
-    ("11", "Lost"),
-    ("[1-2][1-2]", "Hibernating"),
-    ("[1-2][3-4]", "At Risk"),
-    ("[1-2]5", "Can't Lose Them"),
-    ("3[1-2]", "About to Sleep"),
-    ("33", "Need Attention"),
-    ("[3-4][4-5]", "Loyal"),
-    ("41", "Promising"),
-    ("51", "New"),
-    ("[4-5][2-3]", "Potential Loyalist"),
-    ("5[4-5]", "Champions"),
-)
-
-
 def _quintile_bins(values: np.ndarray, *, by_rank: bool) -> np.ndarray:
-    """Quintile (1..5, ascending values) of each value, as in ``pd.qcut(values, 5)``.
-
-    With ``by_rank`` (or when ties make quantile edges coincide) the values are first
-    ranked with ties broken by row order (``rank(method="first")``), which always gives
-    five distinct edges.  A single value gets the middle bin, 3.
-    """
-    if values.size == 1:
-        return np.array([3], dtype=np.intp)
-    if not by_rank:
-        try:
-            return pd.qcut(values, 5, labels=False).astype(np.intp) + 1
-        except ValueError:  # duplicate edges: fall back to ranks
-            pass
-    ranks = pd.Series(values).rank(method="first").to_numpy()
-    return pd.qcut(ranks, 5, labels=False).astype(np.intp) + 1
+    """Quintile (1..5, ascending values) of each value: :func:`custseg.rfm.quintile_scores`."""
+    return quintile_scores(pd.Series(values), rank_first=by_rank).to_numpy().astype(np.intp)
 
 
 def _upper_edges(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
