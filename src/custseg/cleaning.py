@@ -369,6 +369,7 @@ class CleanCustomers:
     dropped_columns: dict[str, str]
     imputed: pd.DataFrame
     as_of: datetime
+    contacts: pd.DataFrame | None = None  # customer_id, email: for exports, never a feature
 
 
 def clean_customers(
@@ -410,10 +411,17 @@ def clean_customers(
         as_of_ts = pd.Timestamp(as_of)
     joined = column_map.get("joined_at")
     birth = column_map.get("birth_year")
+    email = column_map.get("email")
+    contacts = None
+    if email is not None:
+        contacts = pd.DataFrame({"customer_id": out["customer_id"], "email": frame[email].astype("string").str.strip()})
     for column in frame.columns:
         if column == id_col:
             continue
         values = frame[column]
+        if column == email:
+            dropped_columns[column] = "a contact detail, kept for exports only"
+            continue
         if values.nunique(dropna=True) <= 1:
             dropped_columns[column] = "has a single value"
             continue
@@ -428,6 +436,9 @@ def clean_customers(
             continue
         if _is_id_like(column, values):
             dropped_columns[column] = "an identifier, not a feature"
+            continue
+        if _is_free_text(values):
+            dropped_columns[column] = "text that differs for almost every customer (names, notes), not a feature"
             continue
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
             out[column] = values.astype("Float64") if not pd.api.types.is_bool_dtype(values) else values.astype("Int64")
@@ -459,13 +470,21 @@ def clean_customers(
     )
     report = CleaningReport(table.label, rows_in, len(out), dropped, tuple(notes))
     imputed = pd.DataFrame(imputed_rows, columns=["column", "missing", "method", "value"])
-    return CleanCustomers(out, report, dropped_columns, imputed, as_of_ts.to_pydatetime())
+    return CleanCustomers(out, report, dropped_columns, imputed, as_of_ts.to_pydatetime(), contacts)
 
 
 def _id_strings(values: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
         values = values.astype("Int64")
     return values.astype("string").str.strip()
+
+
+def _is_free_text(values: pd.Series) -> bool:
+    """A text column with more than 50 values, nearly all different: not a category."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    distinct = values.nunique(dropna=True)
+    return distinct > 50 and distinct >= 0.9 * values.notna().sum()
 
 
 def _is_id_like(name: str, values: pd.Series) -> bool:

@@ -1,4 +1,4 @@
-"""Command line: ``custseg inspect | features | rfm | cohorts | segment | assign | demo``.
+"""Command line: ``custseg inspect | features | rfm | cohorts | segment | assign | export | demo``.
 
 Thin: parse options, call :mod:`custseg.pipeline`, print and write what it returns.  Errors a
 user can cause print one line ``custseg: error: …`` and exit with code 2; ``--debug`` shows the
@@ -321,6 +321,24 @@ def assign(
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by custseg segment.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", help="csv, xlsx (one workbook, a sheet per segment) or parquet.")] = "csv",
+    columns: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns to add to each list (default: recency_days, frequency, monetary when present).")] = None,
+    out_: Annotated[Optional[Path], typer.Option("--out", help="Folder for the files (default: RUN_DIR/exports).")] = None,
+) -> None:
+    """Write one customer list per segment, a summary, and a CRM import file (crm_import.csv)."""
+    from custseg import exports
+
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    written = exports.export_run(run_dir, format=_choice(format, exports.EXPORT_FORMATS, "--format"),
+                                 columns=chosen, out=out_)
+    out.print(f"{len(written)} files → {written[0].parent}/", highlight=False)
+    for path in written:
+        out.print(f"  {path.name}", highlight=False)
+
+
+@app.command()
 def demo(
     out_: Annotated[Path, typer.Option("--out", help="Folder for the demo outputs.")] = Path("demo-output"),
 ) -> None:
@@ -335,6 +353,7 @@ def demo(
     rfm_cmd(sample, out_ / "rfm.csv")
     cohorts_cmd(sample, out_ / "cohorts.csv")
     segment(sample, out_ / "segments")
+    export(out_ / "segments", format="xlsx")
     out.print(f"\nDone: see {out_}/")
 
 

@@ -54,6 +54,7 @@ class CustomerTable:
     as_of: datetime
     kind: Kind
     clean: cleaning.CleanTransactions | None = None
+    contacts: pd.DataFrame | None = None  # customer_id, email (customer tables with an email column)
 
 
 def load(spec: SourceSpec) -> Loaded:
@@ -109,7 +110,7 @@ def customer_table(
     """Customer features from either kind of source."""
     if loaded.kind == "customers":
         made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
-        return CustomerTable(made.features, made.report, made.as_of, "customers")
+        return CustomerTable(made.features, made.report, made.as_of, "customers", contacts=made.contacts)
     cleaned = clean(loaded, policy=policy)
     computed = features.customer_features(cleaned, as_of=as_of)
     return CustomerTable(computed.table, computed.report, computed.as_of, "transactions", cleaned)
@@ -363,6 +364,7 @@ def write_run(result: SegmentationResult, folder) -> list:
     features.parquet      the customer feature table that was segmented
     rfm.csv               RFM scores and segments (when recency, frequency, monetary exist)
     cohorts.csv           retention matrix (transaction logs only)
+    contacts.parquet      customer_id, email (when the source has an email column)
     cleaning.csv          rows per cleaning rule
     run.json              recommendation and reasons, knee, config, preprocessing decisions,
                           cleaning notes, best/worst segment, the run record
@@ -389,6 +391,8 @@ def write_run(result: SegmentationResult, folder) -> list:
     ]
     if result.rfm is not None:
         written.append(outputs.write_table(result.rfm, folder / "rfm.csv"))
+    if result.customers.contacts is not None:
+        written.append(outputs.write_table(result.customers.contacts, folder / "contacts.parquet"))
     if result.customers.clean is not None:
         matrix = cohorts.retention(result.customers.clean).matrix
         written.append(outputs.write_table(matrix, folder / "cohorts.csv"))

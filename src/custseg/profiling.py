@@ -242,6 +242,13 @@ def _num(x: float) -> str:
 
 # --- names ---------------------------------------------------------------------------------
 
+# Canonical features in a marketer's words (for names; tables keep the column names).
+_WORDS = {
+    "recency_days": "recency", "frequency": "order count", "monetary": "spend",
+    "tenure_days": "tenure", "avg_order_value": "order value",
+    "avg_days_between_orders": "time between orders", "n_products": "product range",
+}
+
 def _score_against(population: pd.Series, value: float) -> int:
     """Where ``value`` falls among all customers, as a quintile score 1..5."""
     below = float((population < value).mean())
@@ -282,7 +289,7 @@ def _name(profiles: list[dict], features, labels, medians, means, z) -> None:
         for p in group:
             feature = next((f for f, _ in p["distinguishing"] if f not in _RFM[:2]), p["distinguishing"][0][0])
             word = "high" if z.loc[p["segment"], feature] > 0 else "low"
-            p["name"] = f"{name} ({word} {feature})"
+            p["name"] = f"{name} ({word} {_WORDS.get(feature, feature)})"
     final: dict[str, int] = {}
     for p in profiles:  # still equal (same top feature): number them
         final[p["name"]] = final.get(p["name"], 0) + 1
