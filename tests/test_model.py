@@ -160,3 +160,38 @@ def test_align_keeps_ids_and_reports_new_and_gone():
     assert got.mapping[0] == 1 and got.mapping[1] == 0
     assert got.mapping[2] == 3 and got.new == (3,)
     assert got.gone == (2,)
+
+
+def test_retraining_keeps_segment_ids(tmp_path):
+    customers, _ = make_customers(900, n_segments=3, random_state=11)
+    first = run_on(customers, tmp_path, pipeline.SegmentConfig(algorithm="kmeans", n_clusters=3), name="one.parquet")
+    # The same customers in another order, with another seed: labels come out permuted.
+    shuffled = customers.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    path = tmp_path / "two.parquet"
+    shuffled.to_parquet(path, index=False)
+    second = pipeline.run_segmentation(
+        pipeline.load(pipeline.SourceSpec(str(path))),
+        config=pipeline.SegmentConfig(algorithm="kmeans", n_clusters=3, random_state=5),
+        previous=first.model,
+    )
+    before = first.assignments.set_index("customer_id")["segment"]
+    after = second.assignments.set_index("customer_id")["segment"].loc[before.index]
+    assert (before == after).mean() >= 0.98
+    assert second.alignment.new == () and second.alignment.gone == ()
+    assert sorted(old for _, old, _ in second.alignment.matched) == [0, 1, 2]
+    # The saved model applies the same ids to new data.
+    saved = model_io.load(second.model.save(tmp_path / "two.skops"))
+    assert (saved.assign(customers)["segment"].to_numpy() == before.to_numpy()).mean() >= 0.98
+
+
+def test_retraining_reports_new_and_gone_segments(tmp_path):
+    customers, _ = make_customers(900, n_segments=3, random_state=11)
+    first = run_on(customers, tmp_path, pipeline.SegmentConfig(algorithm="kmeans", n_clusters=2), name="one.parquet")
+    second = run_on(customers, tmp_path, pipeline.SegmentConfig(algorithm="kmeans", n_clusters=4), name="two.parquet")
+    path = tmp_path / "two.parquet"
+    again = pipeline.run_segmentation(
+        pipeline.load(pipeline.SourceSpec(str(path))),
+        config=pipeline.SegmentConfig(algorithm="kmeans", n_clusters=4), previous=first.model,
+    )
+    assert len(again.alignment.new) >= 2 and set(again.alignment.new) >= {2, 3}
+    assert len(second.profiles.table) == 4

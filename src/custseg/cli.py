@@ -236,6 +236,7 @@ def segment(
     k: Annotated[str, typer.Option("--k", help="Number of segments: auto (chosen with evidence) or a number.")] = "auto",
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: RFM + tenure + order value for transaction logs, every usable column for customer tables).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same segments.")] = 0,
+    previous: Annotated[Optional[Path], typer.Option(help="The model of an earlier run: matching segments keep its ids; new and gone segments are reported.")] = None,
     sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
@@ -255,6 +256,9 @@ def segment(
         features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
         random_state=seed,
     )
+    from custseg import model as model_io
+
+    earlier = model_io.load(previous) if previous is not None else None
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
@@ -268,7 +272,7 @@ def segment(
 
         result = pipeline.run_segmentation(
             loaded, config=config, policy=_policy(returns, bad_values, date_format),
-            as_of=_as_of(as_of), progress=progress,
+            as_of=_as_of(as_of), progress=progress, previous=earlier,
         )
     written = pipeline.write_run(result, out_)
     _print_report(result.customers.report)
@@ -289,6 +293,11 @@ def segment(
     if best is not None and best != worst:
         out.print(f"Best segment by value per customer: {result.profiles.name_of(best)}; "
                   f"worst: {result.profiles.name_of(worst)}.", highlight=False)
+    if result.alignment is not None:
+        kept = ", ".join(str(old) for _, old, _ in result.alignment.matched) or "none"
+        out.print(f"Compared with {previous}: ids kept for segments {kept}; "
+                  f"new: {', '.join(map(str, result.alignment.new)) or 'none'}; "
+                  f"gone: {', '.join(map(str, result.alignment.gone)) or 'none'}.", highlight=False)
     noise = int((result.labels == NOISE).sum())
     if noise:
         out.print(f"{noise:,} customers fit no segment (label -1).")

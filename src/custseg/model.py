@@ -60,6 +60,7 @@ class SegmentationModel:
     outlier_distance: float
     reference_means: dict[int, dict[str, float]] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
+    label_map: dict[int, int] = field(default_factory=dict)  # estimator label → stable segment id
 
     # --- building -----------------------------------------------------------------------
 
@@ -76,8 +77,13 @@ class SegmentationModel:
         feature_columns: list[str],
         segment_names: dict[int, str],
         run: dict[str, Any] | None = None,
+        label_map: dict[int, int] | None = None,
     ) -> SegmentationModel:
-        """Build a model from a finished fit (``matrix`` = ``preprocessor`` applied to ``features``)."""
+        """Build a model from a finished fit (``matrix`` = ``preprocessor`` applied to ``features``).
+
+        ``labels`` are the stable segment ids; ``label_map`` turns the estimator's own labels
+        into them (identity when not given).
+        """
         X = np.asarray(matrix, dtype="float64")
         labels = np.asarray(labels)
         ids = sorted(int(s) for s in set(labels.tolist()) if s != NOISE)
@@ -95,7 +101,7 @@ class SegmentationModel:
         }
         return cls(preprocessor, estimator, algorithm, list(feature_columns), categories, ids,
                    {int(k): v for k, v in segment_names.items()}, centers, threshold, reference,
-                   dict(run or {}))
+                   dict(run or {}), {int(k): int(v) for k, v in (label_map or {}).items()})
 
     # --- assigning ----------------------------------------------------------------------
 
@@ -119,6 +125,8 @@ class SegmentationModel:
         X = np.asarray(numeric, dtype="float64")
         segment = self.estimator.predict(frame if self.algorithm == "rfm" else transformed)
         segment = np.asarray(segment).astype("int64")
+        if self.label_map:
+            segment = pd.Series(segment).map(lambda s: self.label_map.get(int(s), int(s))).to_numpy(dtype="int64")
         if len(self.centers) and self.algorithm != "rfm":
             distance = _nearest(X, self.centers)[1]
             far = (distance > self.outlier_distance) & (reasons == "").to_numpy()
@@ -159,6 +167,7 @@ class SegmentationModel:
                 "outlier_distance": self.outlier_distance,
                 "reference_means": {str(k): v for k, v in self.reference_means.items()},
                 "run": self.run,
+                "label_map": {str(k): v for k, v in self.label_map.items()},
             }, default=str),
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -215,6 +224,7 @@ def load(path: str | os.PathLike[str]) -> SegmentationModel:
         outlier_distance=float(meta["outlier_distance"]),
         reference_means={int(k): v for k, v in meta["reference_means"].items()},
         run=meta["run"],
+        label_map={int(k): int(v) for k, v in meta.get("label_map", {}).items()},
     )
 
 

@@ -225,6 +225,7 @@ class SegmentationResult:
     model: object  # custseg.model.SegmentationModel
     rfm: pd.DataFrame | None
     matrix: pd.DataFrame
+    alignment: object = None  # custseg.model.Alignment when retrained against a previous model
 
 
 def run_segmentation(
@@ -234,8 +235,13 @@ def run_segmentation(
     policy: cleaning.Policy = cleaning.Policy(),
     as_of: date | datetime | None = None,
     progress=None,
+    previous=None,
 ) -> SegmentationResult:
-    """Source → customer features → matrix → sweep → final fit → profiles → model."""
+    """Source → customer features → matrix → sweep → final fit → profiles → model.
+
+    With ``previous`` (a :class:`custseg.model.SegmentationModel`), segments keep the ids of
+    the previous model's segments they match (see :func:`custseg.model.align`).
+    """
     import platform
     import time
 
@@ -294,6 +300,18 @@ def run_segmentation(
     labels = np.asarray(estimator.labels_).astype("int64")
     if progress:
         progress("final fit", 1, 1)
+    label_map, alignment = None, None
+    if previous is not None:
+        from custseg.model import align
+
+        shared = [c for c in features.columns if any(c in m for m in previous.reference_means.values())
+                  and pd.api.types.is_numeric_dtype(features[c])]
+        new_means = {int(s): {c: float(features.loc[labels == s, c].mean()) for c in shared}
+                     for s in sorted(set(labels.tolist())) if s != -1}
+        alignment = align(new_means, previous.reference_means,
+                          scale={c: float(features[c].std()) or 1.0 for c in shared})
+        label_map = dict(alignment.mapping)
+        labels = np.array([label_map.get(int(s), int(s)) for s in labels], dtype="int64")
 
     scored = rfm.score(features) if all(c in features for c in ("recency_days", "frequency", "monetary")) else None
     profiles = profiling.profile(
@@ -317,7 +335,7 @@ def run_segmentation(
     model = SegmentationModel.from_fit(
         features=features, matrix=numeric_matrix if spec.input != "rfm" else features[used],
         labels=labels, preprocessor=prep.transformer, estimator=estimator, algorithm=algorithm,
-        feature_columns=used, segment_names=names, run=run,
+        feature_columns=used, segment_names=names, run=run, label_map=label_map,
     )
     assignments = pd.DataFrame({
         "customer_id": features["customer_id"].to_numpy(),
@@ -328,7 +346,7 @@ def run_segmentation(
         assignments["probability"] = np.asarray(estimator.predict_proba(matrix)).max(axis=1)
     return SegmentationResult(
         config, made, used, list(prep.report), result, algorithm, int(len(names) - (1 if -1 in names else 0)),
-        labels, assignments, profiles, model, scored, matrix,
+        labels, assignments, profiles, model, scored, matrix, alignment,
     )
 
 
@@ -413,6 +431,11 @@ def write_run(result: SegmentationResult, folder) -> list:
         "kind": result.customers.kind,
         "as_of": result.customers.as_of.isoformat(),
         "run": result.model.run,
+        "alignment": None if result.alignment is None else {
+            "matched": [{"segment": old, "was_label": new, "distance": round(d, 3)}
+                        for new, old, d in result.alignment.matched],
+            "new": list(result.alignment.new), "gone": list(result.alignment.gone),
+        },
     }
     written.append(outputs.write_text(json.dumps(summary, indent=2, default=str), folder / "run.json"))
     written.append(result.model.save(folder / "model.skops"))
