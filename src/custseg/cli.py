@@ -94,6 +94,11 @@ def _check_rejects(path: Path | None, kind: str) -> None:
 
 
 def _print_report(report: cleaning.CleaningReport) -> None:
+    if not report.rows_dropped:
+        out.print(f"Cleaning: {report.rows_in:,} rows in, all kept")
+        for note in report.notes:
+            out.print(f"  {note}")
+        return
     table = RichTable(title=f"Cleaning: {report.rows_in:,} rows in, {report.rows_out:,} kept", title_justify="left")
     table.add_column("rule")
     table.add_column("rows", justify="right")

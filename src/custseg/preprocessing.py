@@ -124,11 +124,13 @@ def _scaler(scaler: str):
     return StandardScaler() if scaler == "standard" else RobustScaler()
 
 
-def _numeric_pipeline(transform: Literal["log1p", "yeo_johnson", "none"], scaler: str) -> Pipeline:
+def _numeric_pipeline(transform: Literal["log1p", "yeo_johnson", "none", "flag"], scaler: str) -> Pipeline:
     steps: list[tuple[str, Any]] = [
         ("to_float", FunctionTransformer(_to_float, feature_names_out="one-to-one")),
-        ("impute", SimpleImputer(strategy="median")),
+        ("impute", SimpleImputer(strategy="most_frequent" if transform == "flag" else "median")),
     ]
+    if transform == "flag":
+        return Pipeline(steps)
     if transform == "log1p":
         steps.append(("log1p", FunctionTransformer(np.log1p, inverse_func=np.expm1, feature_names_out="one-to-one")))
     elif transform == "yeo_johnson":
@@ -170,7 +172,7 @@ class Preprocessor:
     records : list of dict
         The same decisions, structured: ``column`` (None for table-wide decisions),
         ``action`` (``exclude``, ``drop_constant``, ``drop_correlated``, ``impute``,
-        ``log1p``, ``yeo_johnson``, ``one_hot``, ``keep_categorical``, ``scale``),
+        ``log1p``, ``yeo_johnson``, ``keep_flag``, ``one_hot``, ``keep_categorical``, ``scale``),
         ``reason`` (short text) and ``details`` (numbers behind it).
     """
 
@@ -331,7 +333,8 @@ def build_preprocessor(
     4. Missing values: median (numeric) or most frequent value (categorical).
     5. Numeric columns with ``|skew| > skew_threshold`` (and more than two distinct values:
        0/1 flags stay as they are) are transformed: ``log1p`` when all values are >= 0,
-       Yeo-Johnson otherwise; then all numeric columns are scaled.
+       Yeo-Johnson otherwise; then all numeric columns are scaled, except 0/1 flags, which
+       stay 0/1 like one-hot columns.
     6. Categorical columns are one-hot encoded (unseen categories at transform time give
        all zeros), or kept as imputed text when ``one_hot=False`` (for K-Prototypes).
 
@@ -499,14 +502,30 @@ def build_preprocessor(
                 "and it has negative values.",
                 skew=skew,
             )
-    if numeric:
+    # 0/1 flags stay 0/1, like one-hot columns: scaled to unit variance, a rare flag (7% of
+    # customers) would reach 3.6 and outweigh every continuous feature in the distances.
+    flags = [
+        column for column in numeric
+        if set(features[column].dropna().astype("float64").unique()) <= {0.0, 1.0}
+    ]
+    for column in flags:
+        transform_of[column] = "flag"
+        log.add(
+            column,
+            "keep_flag",
+            "0/1 flag",
+            f"Kept {column!r} as a 0/1 flag, unscaled like a one-hot column, so a rare flag "
+            "does not outweigh the other features.",
+        )
+    scaled = [column for column in numeric if column not in flags]
+    if scaled:
         log.add(
             None,
             "scale",
             _SCALERS[scaler],
-            f"Scaled {len(numeric)} numeric column(s) with {_SCALERS[scaler]}.",
+            f"Scaled {len(scaled)} numeric column(s) with {_SCALERS[scaler]}.",
             scaler=scaler,
-            columns=list(numeric),
+            columns=list(scaled),
         )
 
     # 6. categoricals
@@ -530,7 +549,7 @@ def build_preprocessor(
             )
 
     transformers = []
-    for group in ("log1p", "yeo_johnson", "none"):
+    for group in ("log1p", "yeo_johnson", "none", "flag"):
         group_columns = [column for column in numeric if transform_of[column] == group]
         if group_columns:
             name = "numeric" if group == "none" else group

@@ -6,7 +6,7 @@ and one segment label per row (``-1`` = noise / unassigned).  Output: :class:`Pr
 * **lift** of a feature in a segment = segment mean / mean of all customers.
 * **distinguishing features**: largest ``|segment mean − overall mean| / overall std``.
 * **rule**: a shallow decision tree (one segment against the rest) on the unscaled features;
-  the rule is the path to its purest leaf for the segment, with its precision and recall
+  the rule is the path to the leaf that describes the segment best (highest F1), with its precision and recall
   measured on every customer (its *fidelity*).
 * **name**: with recency, frequency and monetary columns, the segment's median customer is
   scored against all customers like an RFM code and named by the RFM segment map (e.g.
@@ -186,23 +186,30 @@ def _rule(frame: pd.DataFrame, member: np.ndarray, *, max_depth: int, random_sta
     ).fit(frame.iloc[index].to_numpy(), member[index])
     inner = tree.tree_
     names = list(frame.columns)
-    best: tuple[float, list[tuple[int, bool, float]]] | None = None
+    # The rule is the path to the leaf that best describes the segment on its own: the
+    # highest F1 (precision and recall together) among the fit rows.
+    leaves = tree.apply(frame.iloc[index].to_numpy())
+    inside = member[index]
+    best_leaf, best_f1 = None, -1.0
+    for leaf in np.unique(leaves):
+        hits = inside[leaves == leaf]
+        precision = hits.mean()
+        recall = hits.sum() / max(inside.sum(), 1)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        if f1 > best_f1:
+            best_leaf, best_f1 = leaf, f1
+    paths: dict[int, list[tuple[int, bool, float]]] = {}
 
-    def walk(node: int, path: list[tuple[int, bool, float]]):
-        nonlocal best
+    def walk(node: int, path: list[tuple[int, bool, float]]) -> None:
         if inner.children_left[node] == -1:
-            counts = inner.value[node][0]
-            positive = counts[list(tree.classes_).index(True)] if True in tree.classes_ else 0.0
-            purity = positive / counts.sum() if counts.sum() else 0.0
-            if best is None or purity > best[0]:
-                best = (purity, list(path))
+            paths[node] = path
             return
         feature, threshold = inner.feature[node], inner.threshold[node]
         walk(inner.children_left[node], path + [(feature, True, threshold)])
         walk(inner.children_right[node], path + [(feature, False, threshold)])
 
     walk(0, [])
-    assert best is not None
+    best = (best_f1, paths[int(best_leaf)])
     conditions = best[1]
     mask = np.ones(len(frame), dtype=bool)
     values = frame.to_numpy()
