@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/custseg demo --out demo-output
 
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``custseg inspect | features | rfm | cohorts | segment | assign | export | demo``.
+"""Command line: ``custseg inspect | features | rfm | cohorts | segment | assign | report | export | demo``.
 
 Thin: parse options, call :mod:`custseg.pipeline`, print and write what it returns.  Errors a
 user can cause print one line ``custseg: error: …`` and exit with code 2; ``--debug`` shows the
@@ -242,6 +242,7 @@ def segment(
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: RFM + tenure + order value for transaction logs, every usable column for customer tables).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same segments.")] = 0,
     previous: Annotated[Optional[Path], typer.Option(help="The model of an earlier run: matching segments keep its ids; new and gone segments are reported.")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report (RUN_DIR/report.html).")] = False,
     sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
@@ -280,6 +281,10 @@ def segment(
             as_of=_as_of(as_of), progress=progress, previous=earlier,
         )
     written = pipeline.write_run(result, out_)
+    if not no_report:
+        from custseg.report import build_report
+
+        written.append(build_report(out_, random_state=seed))
     _print_report(result.customers.report)
     out.print(f"\n[bold]Recommendation[/bold]: {result.selection.recommendation.text}", highlight=False)
     if config.algorithm != "auto" or config.n_clusters is not None:
@@ -332,6 +337,20 @@ def assign(
     out.print(f"{len(assigned):,} customers assigned → {out_}")
     for name, n in counts.items():
         out.print(f"  {name}: {n:,}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by custseg segment --out RUN_DIR.", show_default=False)],
+    out_: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write (default: RUN_DIR/report.html).")] = None,
+    max_points: Annotated[int, typer.Option(help="Most customers drawn in each scatter plot (a seeded random sample).")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed of that sample and of t-SNE.")] = 0,
+) -> None:
+    """Write a self-contained HTML report (charts, segment cards) of a run folder; it works offline."""
+    from custseg.report import build_report
+
+    path = build_report(run_dir, out=out_, max_points=max_points, random_state=seed)
+    out.print(f"report → {path}", highlight=False)
 
 
 @app.command()

@@ -39,6 +39,7 @@ computed on at most ``silhouette_sample`` of those rows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -56,6 +57,7 @@ from sklearn.metrics import (
     silhouette_score,
 )
 from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 
 from custseg.cluster import ALGORITHMS, make_estimator
 from custseg.errors import ConfigError, DataError, SchemaError
@@ -93,6 +95,13 @@ _ELBOW_K_MAX = 15
 # Stability refits use 80% of the rows drawn without replacement: a with-replacement
 # bootstrap duplicates rows, which inflates density and distorts DBSCAN/HDBSCAN/MeanShift.
 _RESAMPLE_FRACTION = 0.8
+# Up to this many rows the sweep's fits run on one BLAS/OpenMP thread: they are many and small,
+# and threads that spin-wait for each other (or for a core another process holds) cost more
+# than they share.  Measured on 2 cores, 16 features, two fits (k = 4, 8), one thread vs two:
+# K-Means 0.04 s vs 0.8-1.3 s at 10k rows and 0.6 s vs 2.0-2.2 s at 200k with another process
+# busy, equal at 50k on an idle machine; Gaussian mixture 0.3 s vs 2.5 s (10k), 2-3 s vs 7-8 s
+# (50k), 13-14 s vs 112-146 s (200k).
+_ONE_THREAD_MAX_ROWS = 200_000
 
 Progress = Callable[[str, int, int], Any]
 
@@ -219,33 +228,34 @@ def compare(
 
     records: list[dict[str, Any]] = []
     kmeans_inertia: dict[int, float] = {}
-    for name, k in configs:
-        record = _measure(
-            name,
-            k,
-            data,
-            seed=base_seed,
-            resamples=resamples,
-            silhouette_sample=silhouette_sample,
-            n_distinct=n_distinct,
-        )
-        record["on_sample"] = on_sample
-        records.append(record)
-        if name == "kmeans" and k is not None:
-            kmeans_inertia[k] = record["inertia"]
-        done += 1
-        if progress is not None:
-            progress(name if k is None else f"{name} k={k}", done, total)
-
-    elbow_inertia = [float(((data - data.mean(axis=0)) ** 2).sum())]
-    for k in elbow_ks:
-        if k not in kmeans_inertia:
-            estimator = make_estimator("kmeans", n_clusters=k, random_state=base_seed)
-            kmeans_inertia[k] = float(estimator.fit(data).inertia_)
+    with _fit_threads(n_fit):
+        for name, k in configs:
+            record = _measure(
+                name,
+                k,
+                data,
+                seed=base_seed,
+                resamples=resamples,
+                silhouette_sample=silhouette_sample,
+                n_distinct=n_distinct,
+            )
+            record["on_sample"] = on_sample
+            records.append(record)
+            if name == "kmeans" and k is not None:
+                kmeans_inertia[k] = record["inertia"]
             done += 1
             if progress is not None:
-                progress(f"elbow k={k}", done, total)
-        elbow_inertia.append(kmeans_inertia[k])
+                progress(name if k is None else f"{name} k={k}", done, total)
+
+        elbow_inertia = [float(((data - data.mean(axis=0)) ** 2).sum())]
+        for k in elbow_ks:
+            if k not in kmeans_inertia:
+                estimator = make_estimator("kmeans", n_clusters=k, random_state=base_seed)
+                kmeans_inertia[k] = float(estimator.fit(data).inertia_)
+                done += 1
+                if progress is not None:
+                    progress(f"elbow k={k}", done, total)
+            elbow_inertia.append(kmeans_inertia[k])
     elbow = pd.DataFrame(
         {"k": np.arange(1, len(elbow_inertia) + 1, dtype=np.int64), "inertia": elbow_inertia}
     )
@@ -346,6 +356,13 @@ def _measure(
         "noise_share": float((~assigned).mean()),
         "fit_seconds": fit_seconds,
     }
+
+
+def _fit_threads(n_rows: int) -> contextlib.AbstractContextManager[Any]:
+    """One BLAS/OpenMP thread for the sweep's fits when they are small (see _ONE_THREAD_MAX_ROWS)."""
+    if n_rows > _ONE_THREAD_MAX_ROWS:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
 
 
 def _resamples(n: int, n_bootstrap: int, seed: int) -> list[tuple[np.ndarray, int]]:

@@ -1,0 +1,977 @@
+"""Assemble the report: one section per question, each with a sentence computed from the numbers."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+
+from custseg.errors import ConfigError, InputError
+from custseg.report import _figures as figs
+from custseg.report._figures import fmt, pct
+from custseg.report._run import RunFolder, read_run
+
+#: t-SNE perplexity (scikit-learn's default); lowered for tiny samples.
+_PERPLEXITY = 30.0
+#: t-SNE iterations.  500 settles the layout of a few thousand customers; the default 1,000
+#: doubles the time for no visible change.
+_TSNE_ITERATIONS = 500
+#: Features drawn as small histograms / bars at most.
+_MAX_DISTRIBUTIONS = 40
+#: Key numbers on a segment card.
+_CARD_NUMBERS = 6
+
+_UNITS: dict[str, str] = {
+    "recency_days": "days", "tenure_days": "days", "avg_days_between_orders": "days", "recency": "days",
+    "frequency": "orders", "monetary": "currency", "avg_order_value": "currency per order",
+    "n_products": "products", "age": "years", "income": "currency per year", "kidhome": "children",
+    "teenhome": "teenagers", "numwebvisitsmonth": "visits per month",
+}
+
+
+@dataclass(frozen=True)
+class Chart:
+    id: str
+    json: str
+    alt: str
+    caption: str = ""
+    height: int = 400
+
+
+@dataclass(frozen=True)
+class Table:
+    caption: str
+    columns: list[tuple[str, bool]]  # (label, numeric → right-aligned)
+    rows: list[list[str]]
+    highlight: frozenset[int] = frozenset()
+    nowrap: bool = False
+
+
+@dataclass(frozen=True)
+class Card:
+    segment: int
+    name: str
+    color: str
+    facts: list[str]
+    description: str
+    rule: str
+    precision: str
+    recall: str
+    numbers: list[tuple[str, str, str]]  # (feature (unit), segment median, all customers median)
+    distinguishing: str
+    badge: str = ""
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    lead: str
+    charts: list[Chart] = field(default_factory=list)
+    grid: list[Chart] = field(default_factory=list)
+    grid_caption: str = ""
+    tables: list[Table] = field(default_factory=list)
+    lists: list[tuple[str, list[str]]] = field(default_factory=list)
+    cards: list[Card] = field(default_factory=list)
+    legend: list[tuple[str, str]] = field(default_factory=list)
+    note: str = ""
+
+
+def unit_of(column: str) -> str | None:
+    """Unit of a feature for axis labels, from its canonical or usual name."""
+    name = column.lower()
+    if name in _UNITS:
+        return _UNITS[name]
+    if name.endswith("_days") or name.endswith("days"):
+        return "days"
+    if name.startswith("mnt") or any(w in name for w in ("spend", "amount", "revenue", "sales", "price", "income")):
+        return "currency"
+    if name.startswith("num") and name.endswith("purchases"):
+        return "purchases"
+    if name.startswith("accepted") or name in ("response", "complain"):
+        return "1 = yes, 0 = no"
+    return None
+
+
+def axis_title(column: str) -> str:
+    unit = unit_of(column)
+    return f"{column} ({unit})" if unit else column
+
+
+def _with_unit(value: float, column: str) -> str:
+    unit = unit_of(column)
+    if unit in ("days", "orders", "products", "purchases", "years"):
+        return f"{fmt(value)} {unit if value != 1 else unit.rstrip('s')}"
+    return fmt(value)
+
+
+class _Charts:
+    """Turns figures into :class:`Chart` records with unique ids."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def __call__(self, name: str, figure, *, alt: str, caption: str = "") -> Chart:
+        base, n = f"fig-{name}", 2
+        chart_id = base
+        while chart_id in self.ids:
+            chart_id, n = f"{base}-{n}", n + 1
+        self.ids.add(chart_id)
+        height = int(figure.layout.height or 400)
+        return Chart(chart_id, pio.to_json(figure, remove_uids=True), alt, caption, height)
+
+
+# --- the context ---------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    """What every section needs, computed once."""
+
+    folder: RunFolder
+    segments: list[int]
+    names: dict[int, str]
+    colors: dict[int, str]
+    value_term: str | None
+    algorithm_label: str
+    labels_by_algorithm: dict[str, str]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.folder.summary
+
+
+def _algorithm_labels() -> dict[str, str]:
+    from custseg.cluster import ALGORITHMS
+
+    return {name: spec.label for name, spec in ALGORITHMS.items()}
+
+
+def _prepare(folder: RunFolder) -> _Run:
+    profiles = folder.profiles
+    segments = [int(s) for s in profiles["segment"]]
+    names = {int(s): str(n) for s, n in zip(profiles["segment"], profiles["name"])}
+    for s in set(folder.labels.tolist()) - set(names):
+        names[int(s)] = "Unassigned" if s == -1 else f"segment {s}"
+        segments.append(int(s))
+    value_column = folder.summary.get("value_column")
+    value_term = None if not value_column else "revenue" if value_column == "monetary" else "spend"
+    labels = _algorithm_labels()
+    algorithm = str(folder.summary.get("algorithm"))
+    return _Run(folder, segments, names, figs.segment_colors(segments), value_term,
+                labels.get(algorithm, algorithm), labels)
+
+
+def source_name(summary: dict[str, Any], *, full: bool = False) -> str:
+    """The source's file name (``full``: its path), or its URL without credentials."""
+    source = str(summary.get("cleaning", {}).get("source") or summary.get("run", {}).get("source") or "the source")
+    if "://" in source:
+        return re.sub(r"//[^/@\s]*@", "//", source)
+    return source if full else Path(source).name
+
+
+def _who(name: str) -> str:
+    """'Champions are' reads well; a descriptive name reads better as 'segment “…”'."""
+    from custseg import rfm
+
+    plural = any(name == s or name.startswith(s + " ") for s in rfm.SEGMENTS)
+    return name if plural else f"segment “{name}”"
+
+
+def _share_sentence(run: _Run, segment: int) -> str:
+    row = run.folder.profiles.set_index("segment").loc[segment]
+    name = run.names[segment]
+    plural = _who(name) == name
+    text = f"{_who(name)} {'are' if plural else 'is'} {pct(row['share'])} of customers"
+    if run.value_term and pd.notna(row["value_share"]):
+        text += f" and {'bring' if plural else 'brings'} {pct(row['value_share'])} of {run.value_term}"
+    return text
+
+
+# --- sections ------------------------------------------------------------------------------
+
+def _overview(run: _Run, chart: _Charts) -> Section:
+    summary = run.summary
+    source = source_name(summary)
+    kind = "a transaction log" if summary.get("kind") == "transactions" else "a customer table"
+    as_of = str(summary.get("as_of", ""))[:10]
+    customers = len(run.folder.features)
+    k = int(summary.get("n_clusters") or len([s for s in run.segments if s != -1]))
+    lead = (f"{customers:,} customers from {source} ({kind}, as of {as_of}) fall into {k} segments "
+            f"found by {run.algorithm_label}.")
+    best = summary.get("best_segment")
+    if best is not None and int(best) in run.names:
+        sentence = _share_sentence(run, int(best))
+        lead += f" {sentence[0].upper()}{sentence[1:]}."
+    noise = int((run.folder.labels == -1).sum())
+    if noise:
+        lead += f" {noise:,} customers ({pct(noise / customers)}) fit no segment ({run.names[-1]})."
+    section = Section("overview", "Overview", lead)
+    profiles = run.folder.profiles
+    alt = "Bar chart of the share of customers" + (f" and of {run.value_term}" if run.value_term else "") + " in each segment"
+    section.charts.append(chart(
+        "size-value", figs.size_and_value(profiles, run.colors, value_term=run.value_term), alt=alt,
+        caption="Blue bars: share of all customers in the segment" + (
+            f"; orange hatched bars: the segment's share of total {run.value_term}." if run.value_term else "."),
+    ))
+    return section
+
+
+def _data(run: _Run, chart: _Charts) -> Section:
+    cleaning = run.folder.cleaning
+    info = run.summary.get("cleaning", {})
+    source = source_name(run.summary)
+    rules = cleaning[cleaning["rule"] != "kept"]
+    rows_in = int(info.get("rows_in") or (cleaning["rows"].sum()))
+    rows_out = int(info.get("rows_out") or cleaning.loc[cleaning["rule"] == "kept", "rows"].sum())
+    dropped = rules[rules["rows"] > 0].sort_values("rows", ascending=False)
+    if dropped.empty:
+        lead = f"All {rows_in:,} rows of {source} were kept: no cleaning rule dropped a row."
+    else:
+        top = dropped.iloc[0]
+        lead = (f"Of {rows_in:,} rows read from {source}, {rows_out:,} ({pct(rows_out / rows_in if rows_in else float('nan'))}) "
+                f"were kept; the biggest drop was {top['rule']}: {int(top['rows']):,} rows "
+                f"({pct(top['rows'] / rows_in if rows_in else float('nan'))}), {top['description']}.")
+    section = Section("data", "Data and cleaning", lead)
+    if not dropped.empty:
+        section.charts.append(chart("cleaning", figs.cleaning_bars(cleaning),
+                                    alt="Bar chart of rows dropped by each cleaning rule and rows kept",
+                                    caption="Each row of the source is dropped by the first rule that applies; "
+                                            "green is what the features were computed from."))
+    section.tables.append(Table(
+        "Rows per cleaning rule",
+        [("rule", False), ("rows", True), ("share of rows", True), ("meaning", False)],
+        [[str(r.rule), f"{int(r.rows):,}", pct(r.rows / rows_in if rows_in else float("nan")), str(r.description)]
+         for r in cleaning.itertuples(index=False)],
+        frozenset(i for i, r in enumerate(cleaning["rule"]) if r == "kept"),
+    ))
+    notes = [str(n) for n in info.get("notes", [])]
+    if notes:
+        section.lists.append(("Cleaning notes", notes))
+    prep = [str(p) for p in run.summary.get("preprocessing", [])]
+    columns = run.summary.get("feature_columns", [])
+    if prep or columns:
+        section.lists.append((
+            f"How the {len(columns)} clustering features were prepared",
+            ([f"Features: {', '.join(columns)}."] if columns else []) + prep,
+        ))
+    return section
+
+
+def _feature_columns(run: _Run) -> tuple[list[str], list[str]]:
+    """Numeric and categorical columns of the feature table, clustering features first."""
+    features = run.folder.features
+    first = [c for c in run.summary.get("feature_columns", []) if c in features.columns]
+    ordered = first + [c for c in features.columns if c not in first]
+    numeric, categorical = [], []
+    for column in ordered:
+        if column == "customer_id":
+            continue
+        series = features[column]
+        if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+            if series.notna().any():
+                numeric.append(column)
+        elif pd.api.types.is_datetime64_any_dtype(series) or isinstance(series.dtype, pd.DatetimeTZDtype):
+            continue
+        elif 1 < series.nunique(dropna=True) <= 200:
+            categorical.append(column)
+    return numeric, categorical
+
+
+def _distributions(run: _Run, chart: _Charts) -> Section:
+    features, labels = run.folder.features, run.folder.labels
+    numeric, categorical = _feature_columns(run)
+    used = set(run.summary.get("feature_columns", []))
+    grid, logged, skews = [], [], []
+    for column in numeric[:_MAX_DISTRIBUTIONS]:
+        values = features[column].astype("float64").to_numpy()
+        missing = int(np.isnan(values).sum())
+        notes = (["clustering feature"] if column in used else []) + ([f"{missing:,} without a value"] if missing else [])
+        fig, log = figs.feature_histogram(
+            values, labels, segments=run.segments, names=run.names, colors=run.colors,
+            title=column, axis_title=axis_title(column), notes=notes,
+        )
+        grid.append(chart(f"dist-{_slug(column)}", fig, alt=f"Histogram of {column} stacked by segment"
+                          + (", log scale" if log else "")))
+        if log:
+            finite = values[np.isfinite(values)]
+            logged.append(column)
+            median, mean = float(np.median(finite)), float(finite.mean())
+            skews.append((mean / median if median > 0 else math.inf, column, median, mean))
+    for column in categorical[: max(0, _MAX_DISTRIBUTIONS - len(grid))]:
+        fig = figs.category_bars(features[column], labels, segments=run.segments, names=run.names, colors=run.colors,
+                                 title=column, notes=["clustering feature"] if column in used else [])
+        grid.append(chart(f"dist-{_slug(column)}", fig, alt=f"Bar chart of customers per {column} stacked by segment"))
+    if skews:
+        ratio, column, median, mean = max(skews)
+        lead = (f"{column} has the longest tail: the median customer has {_with_unit(median, column)} but the mean is "
+                f"{_with_unit(mean, column)}" + (f" ({ratio:.1f}×)" if math.isfinite(ratio) else "")
+                + f", pulled up by a few large customers; {len(logged)} skewed feature{'s are' if len(logged) > 1 else ' is'} "
+                "drawn on a log scale.")
+    else:
+        lead = "No feature has a long right tail, so every axis is linear; the colours show where each segment sits."
+    section = Section("distributions", "Feature distributions", lead, grid=grid)
+    shown = len(numeric[:_MAX_DISTRIBUTIONS]) + len(categorical[: max(0, _MAX_DISTRIBUTIONS - len(grid))])
+    section.grid_caption = (
+        f"Customers per value of each feature, stacked by segment (all {len(features):,} customers). "
+        "Log-scale axes space 0, 1, 10, 100, … evenly (log(1 + x)). "
+        + ("" if shown >= len(numeric) + len(categorical) else f"The first {shown} features are shown.")
+    ).strip()
+    section.legend = [(run.names[s], run.colors[s]) for s in run.segments]
+    return section
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "x"
+
+
+def _correlations(run: _Run, chart: _Charts) -> Section | None:
+    numeric, _ = _feature_columns(run)
+    frame = run.folder.features[numeric].astype("float64")
+    frame = frame.loc[:, frame.nunique() > 1]
+    if frame.shape[1] < 2:
+        return None
+    corr = frame.corr(method="spearman")
+    upper = corr.where(np.triu(np.ones(corr.shape, dtype=bool), k=1)).stack()
+    upper = upper[np.isfinite(upper)]
+    if upper.empty:
+        return None
+    (a, b), high = upper.idxmax(), upper.max()
+    (c, d), low = upper.idxmin(), upper.min()
+    if max(abs(high), abs(low)) < 0.3:
+        lead = "No two features are strongly related (every |ρ| < 0.3): each carries its own information."
+    else:
+        lead = f"{a} and {b} rise together most (ρ = {high:.2f})"
+        lead += ": they carry overlapping information" if high >= 0.7 else ""
+        lead += f"; {c} and {d} are the most opposed (ρ = {low:.2f})." if low <= -0.3 else "; no pair is strongly opposed."
+    section = Section("correlations", "Correlations", lead)
+    section.charts.append(chart(
+        "correlations", figs.correlation_heatmap(corr),
+        alt=f"Heatmap of Spearman rank correlations between {corr.shape[0]} features",
+        caption="Spearman rank correlation on all customers: 1 = always rise together, −1 = one rises as the other falls, "
+                "0 = unrelated. Red is positive, blue negative.",
+    ))
+    return section
+
+
+def _rfm(run: _Run, chart: _Charts) -> Section | None:
+    scored = run.folder.rfm
+    if scored is None or scored.empty:
+        return None
+    from custseg import rfm
+
+    total = float(scored["monetary"].sum())
+    grouped = scored.groupby("rfm_segment", sort=False)
+    summary = pd.DataFrame({
+        "customers": grouped.size(),
+        "revenue": grouped["monetary"].sum(),
+        "recency": grouped["recency_days"].median() if "recency_days" in scored else np.nan,
+        "frequency": grouped["frequency"].median() if "frequency" in scored else np.nan,
+        "monetary": grouped["monetary"].median(),
+    }).reset_index()
+    summary["share"] = summary["customers"] / len(scored)
+    summary["revenue_share"] = summary["revenue"] / total if total else np.nan
+    order = {name: i for i, name in enumerate(rfm.SEGMENTS)}
+    summary = summary.sort_values("rfm_segment", key=lambda s: s.map(lambda v: order.get(v, len(order)))).reset_index(drop=True)
+    top = summary.loc[summary["revenue_share"].idxmax()]
+    largest = summary.loc[summary["customers"].idxmax()]
+    lead = (f"{top['rfm_segment']} are {pct(top['share'])} of customers and bring {pct(top['revenue_share'])} of revenue")
+    if largest["rfm_segment"] != top["rfm_segment"]:
+        lead += (f"; the largest group, {largest['rfm_segment']} ({pct(largest['share'])} of customers), "
+                 f"brings {pct(largest['revenue_share'])}")
+    lead += "."
+    section = Section("rfm", "RFM segments", lead)
+    section.charts.append(chart(
+        "rfm-treemap", figs.rfm_treemap(summary),
+        alt="Treemap of RFM segments sized by customers and coloured by share of revenue",
+        caption="RFM scores rank every customer 1–5 on recency, frequency and monetary value (5 = best); "
+                "the named segments come from the recency and frequency scores.",
+    ))
+    ids = run.folder.features["customer_id"].to_numpy()
+    by_id = scored.set_index(scored["customer_id"].astype("string"))["rfm_segment"]
+    if by_id.index.is_unique:
+        rfm_of = by_id.reindex(ids).to_numpy()
+        present = [s for s in summary["rfm_segment"]]
+        mix = pd.crosstab(pd.Series([run.names[int(s)] for s in run.folder.labels], name="segment"),
+                          pd.Series(rfm_of, name="rfm_segment"), normalize="index")
+        mix = mix.reindex(index=[run.names[s] for s in run.segments], columns=present).fillna(0.0)
+        section.charts.append(chart(
+            "rfm-mix", figs.rfm_crosstab(mix),
+            alt="Heatmap of the share of each segment's customers in each RFM segment",
+            caption="Read across a row: which RFM segments the customers of that segment belong to.",
+        ))
+    section.tables.append(Table(
+        "RFM segments, best first",
+        [("RFM segment", False), ("customers", True), ("share", True), ("share of revenue", True),
+         ("median recency (days)", True), ("median orders", True), ("median spend (currency)", True)],
+        [[str(r.rfm_segment), f"{int(r.customers):,}", pct(r.share), pct(r.revenue_share), fmt(r.recency),
+          fmt(r.frequency), fmt(r.monetary)] for r in summary.itertuples(index=False)],
+    ))
+    return section
+
+
+def _cohorts(run: _Run, chart: _Charts) -> Section | None:
+    matrix = run.folder.cohorts
+    if matrix is None or matrix.empty:
+        return None
+    months = [c for c in matrix.columns if c.startswith("month_")]
+    later = [c for c in months if c != "month_0"]
+    if not later:
+        return None
+    keys = [c for c in matrix.columns if c not in months and c != "customers"]
+    row_labels = [" · ".join(str(getattr(r, k)) for k in keys) + f" · {int(r.customers):,}"
+                  for r in matrix.itertuples(index=False)]
+    sizes = matrix["customers"].astype("float64")
+
+    def weighted(column: str) -> float:
+        values = matrix[column].astype("float64")
+        known = values.notna()
+        return float((values[known] * sizes[known]).sum() / sizes[known].sum()) if known.any() else float("nan")
+
+    lead = f"On average {pct(weighted('month_1'))} of a cohort's customers order again in the month after their first order"
+    if "month_3" in matrix:
+        lead += f" and {pct(weighted('month_3'))} three months later"
+    big = matrix[(sizes >= sizes.median() / 2) & matrix["month_1"].notna()]
+    if len(big) > 1:
+        best = big.loc[big["month_1"].astype("float64").idxmax()]
+        lead += (f"; the {' · '.join(str(best[k]) for k in keys)} cohort ({int(best['customers']):,} customers) "
+                 f"came back most: {pct(best['month_1'])} after one month")
+    lead += " (cohort averages weighted by size)."
+    section = Section("cohorts", "Cohort retention", lead)
+    section.charts.append(chart(
+        "cohorts", figs.cohort_heatmap(matrix[later], row_labels),
+        alt="Heatmap of the share of each monthly acquisition cohort that ordered again in each later month",
+        caption="Rows: customers grouped by the month of their first order (with their number). Columns: months "
+                "after it (month 0, always 100%, is left out). Empty cells are after the data ends.",
+    ))
+    return section
+
+
+def _chosen(run: _Run) -> tuple[str, int] | None:
+    algorithm, k = run.summary.get("algorithm"), run.summary.get("n_clusters")
+    return (str(algorithm), int(k)) if algorithm and k else None
+
+
+def _selection(run: _Run, chart: _Charts) -> Section:
+    elbow, board = run.folder.elbow, run.folder.leaderboard
+    knee = run.summary.get("knee")
+    knee = int(knee) if knee is not None else None
+    chosen = _chosen(run)
+    lead = (f"Inertia falls steeply up to k = {knee}, the knee of the elbow, and slowly after it."
+            if knee is not None else "The elbow curve has no clear knee.")
+    row = None
+    if chosen is not None:
+        match = board[(board["algorithm"] == chosen[0]) & (board["n_clusters"] == chosen[1])]
+        row = match.iloc[0] if len(match) else None
+    if row is not None:
+        s = float(row["silhouette"])
+        quality = ("a strong structure" if s >= 0.5 else "a real structure" if s >= 0.25
+                   else "weak structure: segments overlap")
+        lead += (f" The chosen {run.algorithm_label} with {chosen[1]} segments scores silhouette {s:.2f} ({quality}), "
+                 f"Davies–Bouldin {float(row['davies_bouldin']):.2f} and Calinski–Harabasz "
+                 f"{fmt(float(row['calinski_harabasz']))}.")
+    elif chosen is not None:
+        lead += f" The final {run.algorithm_label} fit is not one of the compared rows."
+    section = Section("selection", "Choosing the number of segments", lead)
+    if len(elbow) >= 2:
+        section.charts.append(chart(
+            "elbow", figs.elbow_curve(elbow, knee=knee, chosen=chosen[1] if chosen else None),
+            alt="Line chart of K-Means inertia against the number of segments with the knee marked",
+            caption="Inertia always falls as k grows; the knee is where adding a segment stops paying off.",
+        ))
+    if not board.empty:
+        for metric in ("silhouette", "davies_bouldin", "calinski_harabasz"):
+            if board[metric].notna().any():
+                section.grid.append(chart(
+                    metric.replace("_", "-"), figs.metric_curve(board, metric, labels=run.labels_by_algorithm, chosen=chosen),
+                    alt=f"Line chart of the {metric.replace('_', ' ')} index against the number of segments per algorithm",
+                ))
+        section.grid_caption = ("Silhouette: how much closer customers are to their own segment than to the next "
+                                "(−1 to 1, higher is better). Davies–Bouldin: average similarity of each segment to "
+                                "its closest one (lower is better). Calinski–Harabasz: spread between segments over "
+                                "spread within them (higher is better). The star is the fit used.")
+    return section
+
+
+def _leaderboard(run: _Run) -> Section:
+    recommendation = run.summary.get("recommendation", {}) or {}
+    text = str(recommendation.get("text") or "no recommendation recorded")
+    section = Section("leaderboard", "Leaderboard and recommendation", f"Recommendation: {text.rstrip('.')}.")
+    reasons = [str(r) for r in recommendation.get("reasons", [])]
+    if reasons:
+        section.lists.append(("Why", reasons))
+    chosen = _chosen(run)
+    if chosen and (recommendation.get("algorithm"), recommendation.get("n_clusters")) != chosen:
+        section.note = f"Used: {run.algorithm_label} with {chosen[1]} segments, as asked."
+    board = run.folder.leaderboard
+    spec = [
+        ("algorithm", "algorithm", False, lambda v: run.labels_by_algorithm.get(str(v), str(v))),
+        ("n_clusters", "k", True, lambda v: fmt(v)),
+        ("silhouette", "silhouette ↑", True, lambda v: f"{v:.3f}" if pd.notna(v) else "—"),
+        ("davies_bouldin", "Davies–Bouldin ↓", True, lambda v: f"{v:.2f}" if pd.notna(v) else "—"),
+        ("calinski_harabasz", "Calinski–Harabasz ↑", True, lambda v: f"{v:,.0f}" if pd.notna(v) else "—"),
+        ("inertia", "inertia", True, lambda v: f"{v:,.0f}" if pd.notna(v) else "—"),
+        ("bic", "BIC ↓", True, lambda v: f"{v:,.0f}" if pd.notna(v) else "—"),
+        ("stability", "stability (ARI) ↑", True, lambda v: f"{v:.2f}" if pd.notna(v) else "—"),
+        ("min_share", "smallest segment", True, lambda v: pct(v) if pd.notna(v) else "—"),
+        ("noise_share", "noise", True, lambda v: pct(v) if pd.notna(v) else "—"),
+        ("fit_seconds", "fit (s)", True, lambda v: f"{v:.2f}" if pd.notna(v) else "—"),
+    ]
+    spec = [s for s in spec if s[0] in board.columns and (s[0] in ("algorithm", "n_clusters") or board[s[0]].notna().any())]
+    if "noise_share" in board and not (board["noise_share"].fillna(0) > 0).any():
+        spec = [s for s in spec if s[0] != "noise_share"]
+    rows = [[f(r[c]) for c, _, _, f in spec] for _, r in board.iterrows()]
+    highlight = frozenset(
+        i for i, (_, r) in enumerate(board.iterrows())
+        if chosen and r["algorithm"] == chosen[0] and int(r["n_clusters"]) == chosen[1]
+    )
+    section.tables.append(Table(
+        f"Every fit compared ({len(board)} rows; the highlighted row is the one used; ↑ higher is better, ↓ lower is better)",
+        [(label, numeric) for _, label, numeric, _ in spec], rows, highlight, nowrap=True,
+    ))
+    return section
+
+
+def _matrix(run: _Run) -> pd.DataFrame:
+    model = run.folder.model
+    transformed = model.preprocessor.transform(run.folder.features[model.feature_columns])
+    frame = transformed if isinstance(transformed, pd.DataFrame) else pd.DataFrame(np.asarray(transformed))
+    frame = frame.select_dtypes("number").astype("float64")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _maps(run: _Run, chart: _Charts, *, max_points: int, random_state: int) -> Section:
+    from sklearn.decomposition import PCA
+
+    features, labels = run.folder.features, run.folder.labels
+    try:
+        matrix = _matrix(run)
+    except Exception as exc:  # the saved preprocessor does not fit this table
+        return Section("maps", "Maps of customers",
+                       f"The saved model could not transform the feature table ({type(exc).__name__}), so no maps are drawn.")
+    finite = np.isfinite(matrix.to_numpy()).all(axis=1)
+    X = matrix.to_numpy()[finite]
+    if X.shape[0] < 3 or X.shape[1] < 2:
+        return Section("maps", "Maps of customers", "Too few customers or clustering columns to draw a map.")
+    ids_all = features["customer_id"].astype("string").to_numpy()[finite]
+    labels_all = labels[finite]
+    n = X.shape[0]
+    rng = np.random.default_rng(random_state)
+    sample = np.sort(rng.choice(n, size=max_points, replace=False)) if n > max_points else np.arange(n)
+    m = len(sample)
+    drawn = (f"A random sample of {m:,} of the {n:,} customers is drawn (seed {random_state}, at most {max_points:,} points)"
+             if m < n else f"All {n:,} customers are drawn")
+
+    components = min(3, X.shape[1])
+    pca = PCA(n_components=components, random_state=random_state).fit(X)
+    projected = pca.transform(X)
+    ratio = pca.explained_variance_ratio_
+    titles = [f"PC{i + 1} ({pct(r, 0)} of variance)" for i, r in enumerate(ratio)]
+    loadings = pd.Series(pca.components_[0], index=matrix.columns)
+    top = loadings.abs().sort_values(ascending=False).index[:2]
+    signs = ["rises" if loadings[c] > 0 else "falls" for c in top]
+    drivers = (f"{signs[0]} with {' and '.join(top)}" if len(set(signs)) == 1
+               else " and ".join(f"{sign} with {c}" for sign, c in zip(signs, top)))
+    lead = (f"The first two principal components keep {pct(ratio[:2].sum())} of the variation in the "
+            f"{X.shape[1]} columns of the clustering matrix")
+    centres = pd.Series(projected[:, 0]).groupby(labels_all).mean().drop(index=-1, errors="ignore")
+    if len(centres) >= 2:
+        low, high = run.names[int(centres.idxmin())], run.names[int(centres.idxmax())]
+        lead += f"; {low} and {high} lie at opposite ends of PC1, which {drivers}."
+    else:
+        lead += "."
+    section = Section("maps", "Maps of customers", lead)
+    pts, lab, ids = projected[sample], labels_all[sample], ids_all[sample]
+    section.charts.append(chart(
+        "pca-2d", figs.scatter_2d(pts[:, :2], lab, ids, segments=run.segments, names=run.names, colors=run.colors,
+                                  title="Customers on the first two principal components", x_title=titles[0],
+                                  y_title=titles[1]),
+        alt="Scatter plot of customers on the first two principal components, coloured by segment",
+        caption=f"{drawn}; each dot is a customer. The components were computed on all customers from the "
+                f"clustering matrix (standardized features); PC1 {drivers}.",
+    ))
+
+    tsne_points = _tsne(X[sample], random_state=random_state)
+    if tsne_points is not None:
+        perplexity = min(_PERPLEXITY, (m - 1) / 3)
+        section.charts.append(chart(
+            "tsne", figs.scatter_2d(tsne_points, lab, ids, segments=run.segments, names=run.names, colors=run.colors,
+                                    title="t-SNE map of customers", x_title="t-SNE 1 (no unit)", y_title="t-SNE 2 (no unit)"),
+            alt="t-SNE scatter plot of customers coloured by segment",
+            caption=f"{drawn}. t-SNE (perplexity {perplexity:.0f}) keeps customers who are alike close together; "
+                    "distances between groups and the size of a group mean little.",
+        ))
+    if components >= 3:
+        section.charts.append(chart(
+            "pca-3d", figs.scatter_3d(pts, lab, ids, segments=run.segments, names=run.names, colors=run.colors,
+                                      title="Customers on the first three principal components",
+                                      axis_titles=[f"PC{i + 1}" for i in range(3)]),
+            alt="Three-dimensional scatter plot of customers on the first three principal components, coloured by segment",
+            caption=f"{drawn}. PC1, PC2 and PC3 keep {', '.join(pct(r, 0) for r in ratio)} of the variation "
+                    f"({pct(ratio.sum())} together). "
+                    "Drag to turn, scroll to zoom.",
+        ))
+    return section
+
+
+def _tsne(X: np.ndarray, *, random_state: int) -> np.ndarray | None:
+    """Two-dimensional t-SNE of ``X`` (None for fewer than 10 rows).
+
+    Runs with one OpenMP thread: on a busy 2-core machine the threads of scikit-learn's
+    Barnes-Hut step spin-wait on each other, and 4,338 customers took 28 s of CPU with two
+    threads against 10 s with one.
+    """
+    if len(X) < 10:
+        return None
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    perplexity = min(_PERPLEXITY, (len(X) - 1) / 3)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                    max_iter=_TSNE_ITERATIONS, random_state=random_state).fit_transform(X)
+
+
+def _ordered_lifts(run: _Run) -> pd.DataFrame:
+    lifts = run.folder.lifts
+    first = [c for c in run.summary.get("feature_columns", []) if c in lifts.columns]
+    lifts = lifts[first + [c for c in lifts.columns if c not in first]]
+    lifts = lifts.loc[:, lifts.notna().any()]
+    return lifts.reindex([s for s in run.segments if s in lifts.index])
+
+
+def _profiles(run: _Run, chart: _Charts) -> Section | None:
+    lifts = _ordered_lifts(run)
+    if lifts.empty:
+        return None
+    with np.errstate(divide="ignore"):
+        strength = np.abs(np.log2(lifts.astype("float64").clip(lower=1e-3)))
+    picks: list[tuple[float, int, str]] = []
+    for segment in lifts.index:
+        row = strength.loc[segment].dropna()
+        if not row.empty:
+            picks.append((float(row.max()), int(segment), str(row.idxmax())))
+    picks.sort(reverse=True)
+    parts = [f"{run.names[s]} has {float(lifts.loc[s, f]):.2f}× the average {f}" for _, s, f in picks[:2] if s != -1]
+    lead = ("The sharpest contrasts: " + "; ".join(parts) + ". Red cells are above the average customer, "
+            "blue below." if parts else "No segment differs much from the average customer.")
+    section = Section("profiles", "Segment profiles", lead)
+    section.charts.append(chart(
+        "lifts", figs.lift_heatmap(lifts, [run.names[int(s)] for s in lifts.index]),
+        alt="Heatmap of each segment's mean of each feature divided by the mean of all customers",
+        caption="Lift = segment mean ÷ mean of all customers; ×1 is average, ×2 twice the average, ×½ half. "
+                "The colour scale is logarithmic and stops at ×4 and ×¼.",
+    ))
+    return section
+
+
+def _segments(run: _Run) -> Section:
+    profiles = run.folder.profiles
+    features, labels = run.folder.features, run.folder.labels
+    numeric, _ = _feature_columns(run)
+    key: list[str] = [c for c in ("recency_days", "frequency", "monetary", "tenure_days") if c in numeric]
+    cards = []
+    best, worst = run.summary.get("best_segment"), run.summary.get("worst_segment")
+    for row in profiles.itertuples(index=False):
+        segment = int(row.segment)
+        distinguishing = [part.split(" ×")[0].strip() for part in str(row.distinguishing or "").split(",") if part.strip()]
+        chosen = list(dict.fromkeys(key + [c for c in distinguishing if c in numeric]))[:_CARD_NUMBERS]
+        if len(chosen) < _CARD_NUMBERS:
+            chosen += [c for c in numeric if c not in chosen][: _CARD_NUMBERS - len(chosen)]
+        member = labels == segment
+        numbers = [_key_number(features[column], member, column) for column in chosen]
+        facts = [f"{int(row.customers):,} customers ({pct(row.share)})"]
+        if run.value_term and pd.notna(row.value_share):
+            facts.append(f"{pct(row.value_share)} of {run.value_term}")
+            facts.append(f"{fmt(row.mean_value)} {run.value_term} per customer (mean)")
+        badge = "best" if best is not None and segment == int(best) else "worst" if worst is not None and segment == int(worst) and best != worst else ""
+        cards.append(Card(
+            segment, run.names[segment], run.colors[segment], facts, str(row.description), str(row.rule),
+            pct(row.rule_precision, 0), pct(row.rule_recall, 0), numbers, str(row.distinguishing or ""), badge,
+        ))
+    counted = profiles[profiles["segment"] != -1] if (profiles["segment"] != -1).any() else profiles
+    largest = counted.loc[counted["customers"].idxmax()]
+    lead = f"The largest segment is {largest['name']} with {pct(largest['share'])} of customers"
+    if run.value_term and pd.notna(largest["value_share"]):
+        lead += f" and {pct(largest['value_share'])} of {run.value_term}"
+    lead += (f". Each card has a rule that picks the segment out of all customers; the rules are "
+             f"{_span(profiles['rule_precision'])} precise and find {_span(profiles['rule_recall'])} of their segment.")
+    section = Section("segments", "The segments", lead, cards=cards)
+    section.note = ("Precision: of the customers the rule picks, the share in the segment. Recall: of the segment, the "
+                    "share the rule picks. Key numbers are medians (for yes/no features the share with 1), with the "
+                    "value for all customers beside them.")
+    return section
+
+
+def _key_number(series: pd.Series, member: np.ndarray, column: str) -> tuple[str, str, str]:
+    """(label, value in the segment, value for all customers): the median, or for a yes/no
+    (0/1) feature the share of 1s, whose median would only say 0 or 1."""
+    values = series.astype("float64")
+    if values.dropna().isin([0.0, 1.0]).all():
+        return f"{column} (share with 1)", pct(values[member].mean(), 0), pct(values.mean(), 0)
+    return axis_title(column), fmt(values[member].median()), fmt(values.median())
+
+
+def _span(values: pd.Series) -> str:
+    """'77%–96%' (or '100%' when all equal)."""
+    low, high = pct(float(values.min()), 0), pct(float(values.max()), 0)
+    return low if low == high else f"{low}–{high}"
+
+
+def _dendrogram(run: _Run, chart: _Charts) -> Section | None:
+    estimator = run.folder.model.estimator
+    Z = getattr(estimator, "linkage_", None)
+    if run.summary.get("algorithm") != "agglomerative" or Z is None or len(Z) < 2:
+        return None
+    from scipy.cluster.hierarchy import dendrogram, fcluster
+
+    Z = np.asarray(Z, dtype="float64")
+    n_leaves = len(Z) + 1
+    k = int(getattr(estimator, "n_clusters_", None) or run.summary.get("n_clusters") or 2)
+    k = max(1, min(k, n_leaves))
+    heights = Z[:, 2]
+    below = heights[-k] if k <= len(Z) else 0.0
+    above = heights[-k + 1] if k >= 2 else heights[-1] * 1.05
+    cut = (below + above) / 2
+    clusters = fcluster(Z, t=k, criterion="maxclust")
+    fitted = np.asarray(estimator.labels_)
+    rows = getattr(estimator, "fit_indices_", None)
+    fit_labels = fitted[np.asarray(rows)] if rows is not None else fitted[:n_leaves]
+    segment_of_cluster = {
+        int(c): int(pd.Series(fit_labels[clusters == c]).mode().iloc[0]) for c in np.unique(clusters)
+    }
+    leaf = np.zeros(n_leaves + len(Z), dtype="int64")
+    leaf[:n_leaves] = np.arange(n_leaves)
+    for i, (left, _right, _h, _n) in enumerate(Z):
+        leaf[n_leaves + i] = leaf[int(left)]
+
+    def color(node: int) -> str:
+        if node >= n_leaves and Z[node - n_leaves, 2] >= cut:
+            return "#555555"
+        segment = segment_of_cluster[int(clusters[leaf[node]])]
+        return run.colors.get(segment, "#555555")
+
+    tree = dendrogram(Z, truncate_mode="lastp", p=max(30, 2 * k), no_plot=True, link_color_func=color)
+    leaf_labels = [label if label.startswith("(") else "(1)" for label in tree["ivl"]]
+    ratio = above / below if below > 0 else math.inf
+    lead = (f"Ward's method merges the two closest groups step by step; cutting the tree at height {fmt(cut)} leaves "
+            f"{k} segments. The next merge would happen at {fmt(above)}, {ratio:.1f}× the last merge below the cut"
+            + (" — a big jump, so the segments are well apart." if ratio >= 1.5 else " — a small jump, so the segments are close to each other."))
+    caption = "Only the last merges are drawn; a leaf in brackets is a group of that many customers. Links below the cut have their segment's colour."
+    if getattr(estimator, "sampled_", False):
+        caption += (f" The tree was built on a random sample of {int(estimator.n_fit_samples_):,} customers; "
+                    "the others joined the segment with the nearest centre.")
+    section = Section("dendrogram", "Dendrogram", lead)
+    section.charts.append(chart(
+        "dendrogram", figs.dendrogram(tree["icoord"], tree["dcoord"], tree["color_list"], leaf_labels, cut=cut, n_clusters=k),
+        alt=f"Dendrogram of the Ward tree with a cut into {k} segments", caption=caption,
+    ))
+    return section
+
+
+def _uncertainty(run: _Run, chart: _Charts) -> Section | None:
+    probability = run.folder.probability
+    if probability is None or not np.isfinite(probability).any():
+        return None
+    labels = run.folder.labels
+    segments = [s for s in run.segments if s != -1 and (labels == s).any()]
+    certain = float(np.nanmean(probability >= 0.9))
+    doubt = {s: float(np.nanmean(probability[labels == s] < 0.9)) for s in segments}
+    worst = max(doubt, key=doubt.get)
+    lead = (("Every customer belongs" if certain == 1 else f"{pct(certain)} of customers belong")
+            + " to their segment with probability 0.9 or more")
+    if doubt[worst] > 0.01:
+        lead += (f"; the least certain segment is {run.names[worst]}, where {pct(doubt[worst])} are below 0.9 "
+                 f"(median {float(np.nanmedian(probability[labels == worst])):.2f}).")
+    else:
+        lead += ": membership is hardly ever in doubt."
+    section = Section("uncertainty", "Membership uncertainty", lead)
+    section.charts.append(chart(
+        "uncertainty", figs.probability_histograms(probability, labels, segments=segments, names=run.names, colors=run.colors),
+        alt="Histograms of each customer's probability of belonging to its segment, one per segment",
+        caption="The mixture model gives every customer a probability for each segment; drawn here is the probability "
+                "of the segment it was put in. Customers near 1 are typical; customers near 0.5 sit between segments.",
+    ))
+    return section
+
+
+def _best_worst(run: _Run, chart: _Charts) -> Section:
+    best, worst = run.summary.get("best_segment"), run.summary.get("worst_segment")
+    value_column = run.summary.get("value_column")
+    if best is None or worst is None or not value_column:
+        return Section("best-worst", "Best and worst segments",
+                       "The data has no value column (monetary, or spend columns such as Mnt…), so the segments are not ranked by value.")
+    best, worst = int(best), int(worst)
+    profiles = run.folder.profiles.set_index("segment")
+    b, w = profiles.loc[best], profiles.loc[worst]
+    ratio = float(b["mean_value"]) / float(w["mean_value"]) if float(w["mean_value"]) > 0 else math.inf
+    lead = (f"{run.names[best]} is the best segment with {fmt(b['mean_value'])} of {run.value_term} per customer"
+            + (f", {ratio:.1f}× the {fmt(w['mean_value'])} of {run.names[worst]}, the worst" if best != worst else "")
+            + f"; {_share_sentence(run, best)}.")
+    section = Section("best-worst", "Best and worst segments", lead)
+    value_label = "monetary" if value_column == "monetary" else "spend"
+    section.charts.append(chart(
+        "value", figs.value_per_customer(run.folder.profiles.dropna(subset=["mean_value"]), run.colors, best=best,
+                                         worst=worst, value_label=value_label),
+        alt=f"Bar chart of mean {run.value_term} per customer in each segment, best first",
+        caption=f"Value per customer = {value_column}, averaged over the segment's customers.",
+    ))
+    if best != worst:
+        numeric, _ = _feature_columns(run)
+        features, labels = run.folder.features, run.folder.labels
+        rows = []
+        for column in numeric:
+            label, in_best, everyone = _key_number(features[column], labels == best, column)
+            rows.append([label, in_best, _key_number(features[column], labels == worst, column)[1], everyone])
+        section.tables.append(Table(
+            f"Medians (share for yes/no features): best ({run.names[best]}) against worst ({run.names[worst]})",
+            [("feature", False), (run.names[best], True), (run.names[worst], True), ("all customers", True)], rows,
+        ))
+    return section
+
+
+def _run_record(run: _Run) -> Section:
+    summary = run.summary
+    record = summary.get("run", {}) or {}
+    versions = record.get("versions", {}) or {}
+    rows = [
+        ["source", source_name(summary, full=True)],
+        ["kind", str(summary.get("kind", ""))],
+        ["customers", f"{int(record.get('customers', len(run.folder.features))):,}"],
+        ["as of", str(summary.get("as_of", ""))],
+        ["algorithm", f"{run.algorithm_label} ({summary.get('algorithm')}), {summary.get('n_clusters')} segments"],
+        ["features", ", ".join(summary.get("feature_columns", []))],
+        ["random seed", str((record.get("config") or {}).get("random_state", ""))],
+        ["data fingerprint", str(record.get("fingerprint", ""))],
+        ["trained at", str(record.get("trained_at", ""))],
+        ["run time", f"{record['seconds']} s" if "seconds" in record else ""],
+        ["versions", ", ".join(f"{k} {v}" for k, v in versions.items())],
+        ["run folder", str(run.folder.path)],
+    ]
+    section = Section("run", "Run record", "How this run was made, to reproduce it or compare it with a later one.")
+    section.tables.append(Table("Run record", [("item", False), ("value", False)], [r for r in rows if r[1]]))
+    return section
+
+
+# --- building --------------------------------------------------------------------------------
+
+def _sections(folder: RunFolder, *, max_points: int, random_state: int) -> list[Section]:
+    run = _prepare(folder)
+    chart = _Charts()
+    sections = [
+        _overview(run, chart),
+        _data(run, chart),
+        _distributions(run, chart),
+        _correlations(run, chart),
+        _rfm(run, chart),
+        _cohorts(run, chart),
+        _selection(run, chart),
+        _leaderboard(run),
+        _maps(run, chart, max_points=max_points, random_state=random_state),
+        _profiles(run, chart),
+        _segments(run),
+        _dendrogram(run, chart),
+        _uncertainty(run, chart),
+        _best_worst(run, chart),
+        _run_record(run),
+    ]
+    return [s for s in sections if s is not None]
+
+
+def _render(folder: RunFolder, sections: Sequence[Section]) -> str:
+    import jinja2
+    from plotly.offline import get_plotlyjs
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("custseg.report", "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+    summary = folder.summary
+    source = source_name(summary)
+    labels = _algorithm_labels()
+    algorithm = str(summary.get("algorithm"))
+    subtitle = " · ".join(part for part in (
+        f"{len(folder.features):,} customers",
+        f"{summary.get('n_clusters')} segments by {labels.get(algorithm, algorithm)}",
+        f"as of {str(summary.get('as_of', ''))[:10]}" if summary.get("as_of") else "",
+    ) if part)
+    return env.get_template("report.html").render(
+        title=f"Customer segments — {source}",
+        subtitle=subtitle,
+        built=datetime.now().isoformat(timespec="seconds"),
+        version=_version(),
+        run_dir=str(folder.path),
+        sections=sections,
+        plotly_js=get_plotlyjs(),
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("custseg")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+def build_report(
+    run_dir: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    max_points: int = 5000,
+    random_state: int = 0,
+) -> Path:
+    """Write a self-contained HTML report of the run folder ``run_dir``; return its path.
+
+    Reads only the files ``custseg segment --out RUN_DIR`` wrote there (assignments.csv,
+    profiles.csv, segment_lifts.csv, leaderboard.csv, elbow.csv, features.parquet,
+    cleaning.csv, run.json, model.skops, and rfm.csv / cohorts.csv when present) and writes
+    ``RUN_DIR/report.html`` (or ``out``) atomically: one HTML file with plotly.js embedded
+    once, which opens offline in any browser.  Scatter plots draw a random sample of at most
+    ``max_points`` customers, seeded by ``random_state``.
+
+    >>> build_report("segments")  # doctest: +SKIP
+    PosixPath('segments/report.html')
+    """
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 10:
+        raise ConfigError(f"max_points must be an integer >= 10, got {max_points!r}; pass e.g. max_points=5000")
+    if isinstance(random_state, bool) or not isinstance(random_state, int) or random_state < 0:
+        raise ConfigError(f"random_state must be an integer >= 0, got {random_state!r}; pass e.g. random_state=0")
+    folder = read_run(run_dir)
+    target = Path(out) if out is not None else folder.path / "report.html"
+    if target.is_dir():
+        raise ConfigError(f"--out {target}: is a folder; give a file name such as {target / 'report.html'}")
+    if not target.parent.exists():
+        raise ConfigError(f"--out {target}: folder '{target.parent}' does not exist; create it first")
+    html = _render(folder, _sections(folder, max_points=max_points, random_state=random_state))
+    _write_atomically(html, target)
+    return target
+
+
+def _write_atomically(text: str, path: Path) -> None:
+    from custseg.outputs import publish_file
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        publish_file(tmp, path)
+    except OSError as exc:
+        raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

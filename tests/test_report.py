@@ -1,0 +1,314 @@
+"""The HTML report: built only from a run folder, self-contained, rendered by a real browser.
+
+Browser tests drive Debian's Chromium (/usr/bin/chromium, installed by
+scripts/install_browser.sh) with Playwright; they fail, never skip, when either is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from custseg import datasets, pipeline
+from custseg.errors import ConfigError, InputError
+from custseg.report import REQUIRED_FILES, build_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ALWAYS = {"overview", "data", "distributions", "correlations", "selection", "leaderboard", "maps", "profiles",
+          "segments", "best-worst", "run"}
+
+
+def _run_folder(tmp_path_factory, source, name, **config) -> Path:
+    loaded = pipeline.load(pipeline.SourceSpec(str(source)))
+    result = pipeline.run_segmentation(loaded, config=pipeline.SegmentConfig(**config))
+    folder = tmp_path_factory.mktemp(name)
+    pipeline.write_run(result, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> Path:
+    """K-Means swept over k = 2..6 on the bundled Online Retail sample (a transaction log)."""
+    return _run_folder(tmp_path_factory, datasets.sample_path(), "sample", algorithm="kmeans", k_values=(2, 3, 4, 5, 6))
+
+
+@pytest.fixture(scope="session")
+def gmm_run(tmp_path_factory) -> Path:
+    return _run_folder(tmp_path_factory, datasets.sample_path(), "gmm", algorithm="gmm", n_clusters=3)
+
+
+@pytest.fixture(scope="session")
+def ward_run(tmp_path_factory) -> Path:
+    return _run_folder(tmp_path_factory, datasets.sample_path(), "ward", algorithm="agglomerative", n_clusters=3)
+
+
+@pytest.fixture(scope="session")
+def noise_run(tmp_path_factory) -> Path:
+    """DBSCAN: many segments and customers in none (label -1)."""
+    return _run_folder(tmp_path_factory, datasets.sample_path(), "dbscan", algorithm="dbscan")
+
+
+@pytest.fixture(scope="session")
+def campaign_run(tmp_path_factory, marketing_campaign) -> Path:
+    """A customer table (no RFM, no cohorts)."""
+    return _run_folder(tmp_path_factory, marketing_campaign, "campaign", algorithm="kmeans", n_clusters=3)
+
+
+@pytest.fixture(scope="session")
+def reports(sample_run, gmm_run, ward_run, noise_run, campaign_run) -> dict[str, Path]:
+    """One report per run folder: the sample's draws every customer, the others a sample of 500."""
+    return {
+        "sample": build_report(sample_run),
+        **{name: build_report(folder, max_points=500)
+           for name, folder in {"gmm": gmm_run, "ward": ward_run, "noise": noise_run, "campaign": campaign_run}.items()},
+    }
+
+
+EXPECTED = {
+    "sample": ALWAYS | {"rfm", "cohorts"},
+    "gmm": ALWAYS | {"rfm", "cohorts", "uncertainty"},
+    "ward": ALWAYS | {"rfm", "cohorts", "dendrogram"},
+    "noise": ALWAYS | {"rfm", "cohorts"},
+    "campaign": ALWAYS,
+}
+
+
+def _section_ids(html: str) -> set[str]:
+    return set(re.findall(r'<section id="([^"]+)"', html))
+
+
+def _figures(html: str) -> dict[str, dict]:
+    return {
+        target: json.loads(body)
+        for target, body in re.findall(r'<script type="application/json" class="plot-data" data-target="([^"]+)">(.*?)</script>',
+                                       html, flags=re.S)
+    }
+
+
+def _points(array) -> int:
+    """Length of a plotly array (a list, or a base64 typed array {dtype, bdata})."""
+    if isinstance(array, dict):
+        return len(base64.b64decode(array["bdata"])) // np.dtype(array["dtype"]).itemsize
+    return len(array)
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_report_is_one_self_contained_file_with_every_section(reports, name):
+    from plotly.offline import get_plotlyjs
+
+    path = reports[name]
+    assert path.name == "report.html"
+    html = path.read_text(encoding="utf-8")
+    assert html.count(get_plotlyjs()) == 1  # plotly.js embedded exactly once
+    assert html.count("plotly.js v") == 1
+    ours = html.replace(get_plotlyjs(), "")  # the page without the library's own code
+    assert ours.count("<script") == len(_figures(html)) + 2  # plotly.js, one JSON block per chart, the loader
+    assert not re.search(r"""<(script|link|img|iframe|source)\b[^>]*\b(src|href)\s*=""", ours, flags=re.I)
+    assert not re.search(r"""url\(\s*['"]?(https?:)?//|@import|https?://""", ours, flags=re.I)
+    assert _section_ids(html) == EXPECTED[name]
+    toc = set(re.findall(r'<li><a href="#([^"]+)">', html))
+    assert toc == EXPECTED[name]
+    figures = _figures(html)
+    assert figures and all(f'id="{target}"' in html for target in figures)
+    assert len(re.findall(r'<div class="plot" id="[^"]+" role="img" aria-label="[^"]{10,}"', html)) == len(figures)
+
+
+def test_report_size_stays_small(reports):
+    from plotly.offline import get_plotlyjs
+
+    for path in reports.values():
+        assert path.stat().st_size - len(get_plotlyjs()) < 1_500_000
+
+
+def test_sentences_are_computed_from_the_run(sample_run, reports):
+    html = reports["sample"].read_text(encoding="utf-8")
+    profiles = pd.read_csv(sample_run / "profiles.csv")
+    summary = json.loads((sample_run / "run.json").read_text())
+    best = profiles.set_index("segment").loc[summary["best_segment"]]
+    assert f"{best['name']} are {best['share']:.1%} of customers and bring {best['value_share']:.1%} of revenue" in html
+    cleaning = pd.read_csv(sample_run / "cleaning.csv").set_index("rule")["rows"]
+    assert f"Of {summary['cleaning']['rows_in']:,} rows" in html
+    assert f"{cleaning['kept']:,}" in html
+    assert f"Inertia falls steeply up to k = {summary['knee']}" in html
+    assert summary["recommendation"]["text"] in html
+
+
+def test_customer_table_report_names_spend_not_revenue(campaign_run, reports):
+    html = reports["campaign"].read_text(encoding="utf-8")
+    assert "of spend" in html and "of revenue" not in html
+    assert "All 2,240 rows of marketing_campaign.csv were kept" in html
+
+
+def test_scatter_plots_draw_a_seeded_sample_and_say_so(sample_run, tmp_path):
+    out = build_report(sample_run, out=tmp_path / "r.html", max_points=200, random_state=3)
+    html = out.read_text(encoding="utf-8")
+    customers = len(pd.read_csv(sample_run / "assignments.csv"))
+    assert html.count(f"A random sample of 200 of the {customers:,} customers is drawn (seed 3") == 3
+    figures = _figures(html)
+    for target in ("fig-pca-2d", "fig-tsne", "fig-pca-3d"):
+        assert sum(_points(trace["x"]) for trace in figures[target]["data"]) == 200
+    again = _figures(build_report(sample_run, out=tmp_path / "again.html", max_points=200, random_state=3)
+                     .read_text(encoding="utf-8"))
+    assert again == figures  # same seed, same report
+    other = _figures(build_report(sample_run, out=tmp_path / "other.html", max_points=200, random_state=4)
+                     .read_text(encoding="utf-8"))
+    assert other["fig-pca-2d"] != figures["fig-pca-2d"]
+
+
+def test_captions_say_whether_every_customer_is_drawn(reports, sample_run):
+    customers = len(pd.read_csv(sample_run / "assignments.csv"))
+    sample = reports["sample"].read_text(encoding="utf-8")
+    assert f"All {customers:,} customers are drawn" in sample and "A random sample" not in sample
+    campaign = reports["campaign"].read_text(encoding="utf-8")
+    assert campaign.count("A random sample of 500 of the 2,240 customers is drawn (seed 0, at most 500 points)") == 3
+
+
+def test_dendrogram_and_uncertainty_sections_use_the_model_and_probabilities(reports):
+    ward = _figures(reports["ward"].read_text(encoding="utf-8"))
+    assert "fig-dendrogram" in ward and "fig-uncertainty" not in ward
+    assert "leaves 3 segments" in reports["ward"].read_text(encoding="utf-8")
+    gmm_html = reports["gmm"].read_text(encoding="utf-8")
+    gmm = _figures(gmm_html)
+    assert "fig-uncertainty" in gmm and len(gmm["fig-uncertainty"]["data"]) == 3
+    assert "with probability 0.9 or more" in gmm_html
+
+
+def test_customers_in_no_segment_are_grey_and_not_a_segment(noise_run, reports):
+    html = reports["noise"].read_text(encoding="utf-8")
+    assignments = pd.read_csv(noise_run / "assignments.csv")
+    assert (assignments["segment"] == -1).any()
+    noise_name = assignments.loc[assignments["segment"] == -1, "segment_name"].iloc[0]
+    traces = _figures(html)["fig-pca-2d"]["data"]
+    noise = [t for t in traces if t["name"] == noise_name]
+    assert len(noise) == 1 and noise[0]["marker"]["color"] == "#999999"
+    assert f"The largest segment is {noise_name} " not in html
+
+
+def test_writes_atomically_to_out(sample_run, tmp_path):
+    out = tmp_path / "nested.html"
+    assert build_report(sample_run, out=out, max_points=50) == out
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["nested.html"]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+def test_missing_run_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(InputError, match=r"nowhere: no such run folder; run `custseg segment SOURCE --out .*nowhere` first"):
+        build_report(tmp_path / "nowhere")
+
+
+def test_incomplete_run_folder_names_the_missing_files(sample_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(sample_run, folder)
+    (folder / "model.skops").unlink()
+    (folder / "elbow.csv").unlink()
+    with pytest.raises(InputError, match=r"missing elbow.csv, model.skops; run `custseg segment SOURCE --out"):
+        build_report(folder)
+    assert "model.skops" in REQUIRED_FILES
+
+
+def test_a_file_is_not_a_run_folder(tmp_path):
+    path = tmp_path / "report.csv"
+    path.write_text("a\n1\n")
+    with pytest.raises(InputError, match="is a file, not a run folder"):
+        build_report(path)
+
+
+def test_broken_tables_are_all_reported_at_once(sample_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(sample_run, folder)
+    pd.read_csv(folder / "profiles.csv").drop(columns=["rule"]).to_csv(folder / "profiles.csv", index=False)
+    (folder / "run.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"profiles.csv lacks column rule; run.json cannot be read"):
+        build_report(folder)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_points": 0}, "max_points must be an integer >= 10, got 0"),
+    ({"max_points": 5.5}, "max_points must be an integer >= 10, got 5.5"),
+    ({"random_state": -1}, "random_state must be an integer >= 0, got -1"),
+])
+def test_bad_options(sample_run, kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_report(sample_run, **kwargs)
+
+
+def test_out_in_a_missing_folder(sample_run, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist; create it first"):
+        build_report(sample_run, out=tmp_path / "no" / "report.html")
+
+
+# --- in a browser -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium through Playwright; fails (never skips) when it is missing."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing; install it with scripts/install_browser.sh (the browser tests need it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright is missing; install it with: pip install -e '.[dev]' (or pip install playwright)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_report_renders_offline_in_chromium(browser, reports, name, tmp_path):
+    path = reports[name]
+    url = path.resolve().as_uri()
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(url, wait_until="load")
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('div.plot')).every(d => d.querySelector('.main-svg, canvas'))",
+            timeout=30_000,
+        )
+        charts = page.evaluate("""() => Array.from(document.querySelectorAll('div.plot')).map(d => ({
+            id: d.id, drawn: !!d.querySelector('.main-svg, canvas'), label: d.getAttribute('aria-label'),
+            width: d.getBoundingClientRect().width}))""")
+        sections = page.evaluate("() => Array.from(document.querySelectorAll('main section')).map(s => s.id)")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        shot = tmp_path / f"{name}.png"
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        page.close()
+    assert errors == []
+    assert requests == [url]  # nothing but the file itself
+    assert charts and all(c["drawn"] and c["label"] and c["width"] > 200 for c in charts)
+    assert len(charts) == len(_figures(path.read_text(encoding="utf-8")))
+    assert set(sections) == EXPECTED[name]
+    assert overflow <= 0  # fits the laptop-width window, no sideways scrolling
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_report_fits_a_narrow_window(browser, reports):
+    page = browser.new_page(viewport={"width": 800, "height": 900})
+    try:
+        page.goto(reports["sample"].resolve().as_uri(), wait_until="load")
+        page.wait_for_function("() => document.querySelectorAll('div.plot .main-svg').length > 0", timeout=30_000)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    finally:
+        page.close()
+    assert overflow <= 0
