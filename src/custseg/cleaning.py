@@ -208,8 +208,9 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
     else:
         line_amount = f"({exprs['amount']})"
     return_parts = []
-    if "order_id" in exprs:
-        return_parts.append(f"coalesce(upper({exprs['order_id']}) LIKE 'C%', false)")
+    if "order_id" in exprs and table.types[cmap.column("order_id")].upper() == "VARCHAR":
+        order = exprs["order_id"]
+        return_parts.append(f"coalesce({order} LIKE 'C%' OR {order} LIKE 'c%', false)")
     if "quantity" in exprs:
         return_parts.append(f"coalesce(({exprs['quantity']}) < 0, false)")
     elif "unit_price" not in exprs:
@@ -256,10 +257,13 @@ def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):
         kind = table.types[column].upper()
         col = _q(column)
         if role in ("customer_id", "order_id", "product_id", "country", "channel"):
-            if role == "customer_id" and kind in ("DOUBLE", "FLOAT", "REAL") and _all_integral(table, column):
-                exprs[role] = f"CAST(CAST({col} AS BIGINT) AS VARCHAR)"
+            # Keys keep their source type through the aggregations (a conversion of every row
+            # to text costs more than the deduplication itself); customer ids become text
+            # at the end, once per customer (custseg.features).  A blank text id is no id.
+            if role == "customer_id" and kind == "VARCHAR":
+                exprs[role] = f"NULLIF(trim({col}), '')"
             else:
-                exprs[role] = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+                exprs[role] = col
         elif role == "ordered_at":
             expr = _date_expression(table, column, kind, policy.date_format)
             failed = f"({col} IS NOT NULL AND trim(CAST({col} AS VARCHAR)) <> '' AND {expr} IS NULL)"
@@ -270,7 +274,7 @@ def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):
                 bad.append(("unparseable_date", failed))
         elif role in ("quantity", "unit_price", "amount"):
             if kind in _NUMERIC or kind.startswith("DECIMAL"):
-                exprs[role] = f"CAST({col} AS DOUBLE)"
+                exprs[role] = col if kind in ("DOUBLE", "BIGINT", "INTEGER") else f"CAST({col} AS DOUBLE)"
                 continue
             expr = _number_expression(table, column)
             failed = f"({col} IS NOT NULL AND trim(CAST({col} AS VARCHAR)) <> '' AND {expr} IS NULL)"
@@ -284,14 +288,6 @@ def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):
     for rule, cond in bad:
         merged.setdefault(rule, []).append(cond)
     return exprs, [(rule, " OR ".join(conds)) for rule, conds in merged.items()]
-
-
-def _all_integral(table: Table, column: str) -> bool:
-    col = _q(column)
-    n = table.con.execute(
-        f"SELECT count(*) FROM source WHERE {col} IS NOT NULL AND {col} <> floor({col})"
-    ).fetchall()[0][0]
-    return n == 0
 
 
 def _date_expression(table: Table, column: str, kind: str, date_format: str | None) -> str:

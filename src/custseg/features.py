@@ -54,20 +54,20 @@ class CustomerFeatures:
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
     """Compute one row per customer (see the module docstring) in a single pass over the source.
 
-    The cleaning report comes out of the same pass: every rule's count is summed per customer
-    and then over customers.
+    The deduplicated, classified rows are computed once (a materialized CTE); the features
+    aggregate the kept rows and the cleaning report counts every rule, both from it.
     """
     roles = set(clean.roles)
     kept = "rejected_by IS NULL"
     if as_of is not None:
         # A snapshot at as_of sees only what happened before it.
         kept += f" AND ordered_at < TIMESTAMP '{pd.Timestamp(as_of).isoformat(sep=' ')}'"
-    order = "kept AND NOT is_return"
+    order = "NOT is_return"
     order_key = "order_id" if "order_id" in roles else "ordered_at"
     select = [
         "customer_id",
         f"count(DISTINCT {order_key}) FILTER (WHERE {order})::BIGINT AS frequency",
-        f"sum(line_amount) FILTER (WHERE kept) AS monetary",
+        "sum(line_amount) AS monetary",
         f"min(ordered_at) FILTER (WHERE {order}) AS first_order_at",
         f"max(ordered_at) FILTER (WHERE {order}) AS last_order_at",
     ]
@@ -75,18 +75,19 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
         select.append(f"count(DISTINCT product_id) FILTER (WHERE {order})::BIGINT AS n_products")
     for extra in ("country", "channel"):
         if extra in roles:
-            select.append(f"mode({extra}) FILTER (WHERE kept) AS {extra}")
-    select.append(rule_count_sql(prefix="_"))
+            select.append(f"mode({extra}) AS {extra}")
     sql = (
-        f"SELECT {', '.join(select)} FROM (SELECT *, {kept} AS kept FROM classified) "
-        "GROUP BY customer_id"
+        "WITH rows AS MATERIALIZED (SELECT * FROM classified), "
+        f"per AS (SELECT {', '.join(select)} FROM rows WHERE {kept} GROUP BY customer_id), "
+        f"counts AS (SELECT {rule_count_sql(prefix='_')} FROM rows) "
+        "SELECT * FROM counts LEFT JOIN per ON true"
     )
     per_customer = clean.con.execute(sql).df()
 
-    counts = [per_customer[f"_{name}"].sum() for name in _COUNTED]
+    counts = [per_customer[f"_{name}"].iloc[0] for name in _COUNTED]
     report = report_from_counts(clean.table.label, counts)
     table = per_customer.loc[
-        per_customer["customer_id"].notna() & (per_customer["frequency"] > 0),
+        per_customer["customer_id"].notna() & (per_customer["frequency"].fillna(0) > 0),
         [c for c in per_customer.columns if not c.startswith("_")],
     ].reset_index(drop=True)
     if table.empty:
@@ -107,12 +108,19 @@ def _reference_date(table: pd.DataFrame, as_of: date | datetime | None) -> pd.Ti
     return pd.Timestamp(as_of)
 
 
+def _id_text(ids: pd.Series) -> pd.Series:
+    """Customer ids as text: 17850.0 (a float column with gaps) becomes '17850'."""
+    if pd.api.types.is_float_dtype(ids) and (ids.dropna() % 1 == 0).all():
+        ids = ids.astype("Int64")
+    return ids.astype("string").str.strip()
+
+
 def _derive(table: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     day = pd.Timedelta(days=1)
     frequency = table["frequency"].astype("int64")
     span_days = (table["last_order_at"] - table["first_order_at"]) / day
     derived = pd.DataFrame({
-        "customer_id": table["customer_id"].astype("string"),
+        "customer_id": _id_text(table["customer_id"]),
         "recency_days": ((as_of - table["last_order_at"]) // day).astype("int64"),
         "frequency": frequency,
         "monetary": table["monetary"].astype("float64"),
