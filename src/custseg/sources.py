@@ -77,17 +77,29 @@ class Table:
         return self.con.sql("SELECT * FROM source")
 
 
+#: DuckDB's memory budget unless CUSTSEG_MEMORY_LIMIT says otherwise: what does not fit is
+#: spilled to a temporary folder, so 50M transactions are summarised in about 1.5 GB.
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
 def connect(*, memory_limit: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that spills to a temporary directory instead of running out of memory."""
+    """A DuckDB connection that spills to a temporary directory instead of running out of memory.
+
+    ``memory_limit`` (e.g. ``"4GB"``) defaults to the environment variable
+    ``CUSTSEG_MEMORY_LIMIT``, else :data:`DEFAULT_MEMORY_LIMIT`.
+    """
     config: dict[str, str | int | bool] = {
         "temp_directory": os.path.join(tempfile.gettempdir(), "custseg-duckdb"),
-        "preserve_insertion_order": True,
+        "preserve_insertion_order": True,  # row numbers in messages and rejects follow the file
+        "memory_limit": memory_limit or os.environ.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
     }
-    if memory_limit:
-        config["memory_limit"] = memory_limit
     if threads:
         config["threads"] = threads
-    return duckdb.connect(config=config)
+    try:
+        return duckdb.connect(config=config)
+    except duckdb.Error as exc:
+        raise InputError(f"cannot start DuckDB with memory limit {config['memory_limit']!r}: {exc}; "
+                         "set CUSTSEG_MEMORY_LIMIT to a size like 2GB") from None
 
 
 def is_sql_url(source: str) -> bool:
