@@ -391,21 +391,23 @@ def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None
     options = {"encoding": duck_encoding, "delim": delim}
     opts = ", ".join(f"{k} := {v!r}" for k, v in options.items())
     reader = f"read_csv({_lit(data)}, {opts}, header := true, normalize_names := false"
+    # The text is parsed once, into a DuckDB table (columnar, spilled to disk beyond the
+    # memory budget): every later pass — checks, cleaning, features — reads that, not the text.
+    # Loading converts every value, so a bad late value fails here, not in a later query.
     try:
-        con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {reader}, sample_size := 20480)")
-        _scan_every_value(con)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE source_data AS SELECT * FROM {reader}, sample_size := 20480)")
     except duckdb.ConversionException:
         # A value after the 20,480 rows that chose the column types does not fit its type
         # (e.g. 'not a date' on row 150,000): choose the types from every row and pin them,
         # so the bad value reaches cleaning as text and is reported there with its row.
         try:
             pinned = _pinned_types(con, f"{reader}, sample_size := -1)")
-            con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {reader}, types := {pinned})")
-            _scan_every_value(con)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE source_data AS SELECT * FROM {reader}, types := {pinned})")
         except duckdb.Error as exc:
             raise fail(exc) from None
     except duckdb.Error as exc:
         raise fail(exc) from None
+    con.execute("CREATE OR REPLACE VIEW source AS SELECT * FROM source_data")
     return _encoding_label(codec), delim
 
 
