@@ -79,14 +79,19 @@ def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str
     return path
 
 
-def write_text(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write a text file atomically."""
+def write_text(text: str, path: str | os.PathLike[str], *, option: str = "--out") -> Path:
+    """Write a text file atomically; an unwritable place is an :class:`InputError`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         publish_file(tmp, path)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

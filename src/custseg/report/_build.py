@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.io as pio
 
-from custseg.errors import ConfigError, InputError
+from custseg.errors import ConfigError
 from custseg.report import _figures as figs
 from custseg.report._figures import fmt, pct
 from custseg.report._run import RunFolder, read_run
@@ -960,18 +959,6 @@ def build_report(
 
 
 def _write_atomically(text: str, path: Path) -> None:
-    from custseg.outputs import publish_file
+    from custseg.outputs import write_text
 
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        publish_file(tmp, path)
-    except OSError as exc:
-        raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text(text, path)
