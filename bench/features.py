@@ -714,7 +714,9 @@ def render(result: dict) -> str:
         f"- OS: {m['os']}",
         f"- Python {m['python']}, DuckDB {m['duckdb']}, pandas {m['pandas']}, pyarrow {m['pyarrow']}, "
         f"NumPy {m['numpy']}; custseg {m['custseg']} (source sha256 {m['custseg_source_sha256']})",
-        f"- run {result['started']} → {result.get('finished', '(running)')}",
+        f"- run {result['started']} → {result.get('finished', '(running)')}; "
+        f"runs per method: {result['settings']['repeat']} up to 10M rows, "
+        f"{result['settings'].get('repeat_above_10M', 1)} above",
         "",
         "## Method",
         "",
