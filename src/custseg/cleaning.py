@@ -22,6 +22,7 @@ Customer tables (one row per customer, pandas): :func:`clean_customers`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -30,8 +31,8 @@ import duckdb
 import pandas as pd
 
 from custseg.errors import DataError, SchemaError
-from custseg.schema import ColumnMap
-from custseg.sources import Table
+from custseg.schema import ColumnMap, normalise_name
+from custseg.sources import Table, quote_name, quote_text
 
 __all__ = [
     "RULES",
@@ -236,7 +237,7 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
         f"coalesce({pre_case}, {post_case}) AS rejected_by "
         "FROM (SELECT *, count(*) AS __n FROM source GROUP BY ALL)"
     )
-    original = ", ".join(_q(c) for c in table.columns)
+    original = ", ".join(quote_name(c) for c in table.columns)
     rejects_sql = (
         "WITH numbered AS (SELECT row_number() OVER () AS __row, * FROM source), "
         f"ruled AS (SELECT *, {pre_case} AS __pre, {post_case} AS __post, "
@@ -255,7 +256,7 @@ def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):
     bad: list[tuple[str, str]] = []
     for role, column in cmap.roles.items():
         kind = table.types[column].upper()
-        col = _q(column)
+        col = quote_name(column)
         if role in ("customer_id", "order_id", "product_id", "country", "channel"):
             # Keys keep their source type through the aggregations (a conversion of every row
             # to text costs more than the deduplication itself); customer ids become text
@@ -291,14 +292,14 @@ def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):
 
 
 def _date_expression(table: Table, column: str, kind: str, date_format: str | None) -> str:
-    col = _q(column)
+    col = quote_name(column)
     if kind.startswith("TIMESTAMP") or kind == "DATE":
         return f"CAST({col} AS TIMESTAMP)"
     text = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
     if date_format:
-        return f"try_strptime({text}, {_lit(date_format)})"
+        return f"try_strptime({text}, {quote_text(date_format)})"
     candidates = [f"TRY_CAST({text} AS TIMESTAMP)"] + [
-        f"try_strptime({text}, {_lit(fmt)})" for fmt in _DATE_FORMATS
+        f"try_strptime({text}, {quote_text(fmt)})" for fmt in _DATE_FORMATS
     ]
     counts = table.con.execute(
         "SELECT " + ", ".join(
@@ -325,7 +326,7 @@ def _swap_day_month(fmt: str) -> str:
 
 
 def _number_expression(table: Table, column: str) -> str:
-    text = f"trim(CAST({_q(column)} AS VARCHAR))"
+    text = f"trim(CAST({quote_name(column)} AS VARCHAR))"
     plain = f"TRY_CAST({text} AS DOUBLE)"
     comma = f"TRY_CAST(replace({text}, ',', '.') AS DOUBLE)"
     # A decimal comma ("3,50") is read as such only when no value uses a decimal point.
@@ -339,7 +340,7 @@ def _check_bad(table: Table, column: str, failed: str, policy: Policy, what: str
     if policy.bad_values != "error":
         return
     n, row, value = table.con.execute(
-        f"SELECT count(*), min(__row), arg_min(CAST({_q(column)} AS VARCHAR), __row) FROM "
+        f"SELECT count(*), min(__row), arg_min(CAST({quote_name(column)} AS VARCHAR), __row) FROM "
         f"(SELECT row_number() OVER () AS __row, * FROM source) WHERE {failed}"
     ).fetchall()[0]
     if n:
@@ -484,22 +485,10 @@ def _is_free_text(values: pd.Series) -> bool:
 
 
 def _is_id_like(name: str, values: pd.Series) -> bool:
-    from custseg.schema import normalise_name
-
     norm = normalise_name(name)
     return (norm == "id" or norm.endswith("id")) and values.is_unique
 
 
 def _snake(name: str) -> str:
-    import re
-
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 

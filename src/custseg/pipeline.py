@@ -79,16 +79,12 @@ def _decide_kind(table: sources.Table, cmap: schema.ColumnMap) -> Kind:
         return "transactions"
     has_money = ("quantity" in cmap and "unit_price" in cmap) or "amount" in cmap
     if "ordered_at" in cmap and has_money:
-        column = schema_q(cmap.column("customer_id"))
+        column = sources.quote_name(cmap.column("customer_id"))
         distinct, rows = table.con.execute(
             f"SELECT count(DISTINCT {column}), count({column}) FROM source"
         ).fetchall()[0]
         return "transactions" if distinct < rows else "customers"
     return "customers"
-
-
-def schema_q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def clean(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> cleaning.CleanTransactions:
@@ -156,7 +152,7 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
     role_of = {column: role for role, column in cmap.roles.items()}
     stats = table.con.execute(
         "SELECT " + ", ".join(
-            f"count(*) - count({schema_q(c)}), count(DISTINCT {schema_q(c)})" for c in table.columns
+            f"count(*) - count({sources.quote_name(c)}), count(DISTINCT {sources.quote_name(c)})" for c in table.columns
         ) + ", count(*) FROM source"
     ).fetchall()[0]
     rows = int(stats[-1])
@@ -167,7 +163,7 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
         "nulls": [int(stats[2 * i]) for i in range(len(table.columns))],
         "distinct": [int(stats[2 * i + 1]) for i in range(len(table.columns))],
     })
-    everything = ", ".join(schema_q(c) for c in table.columns)
+    everything = ", ".join(sources.quote_name(c) for c in table.columns)
     distinct_rows = table.con.execute(
         f"SELECT count(*) FROM (SELECT DISTINCT {everything} FROM source)"
     ).fetchall()[0][0]
@@ -176,7 +172,7 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
     if loaded.kind == "transactions":
         if "quantity" in cmap:
             quality["negative quantities"] = table.con.execute(
-                f"SELECT count(*) FROM source WHERE TRY_CAST({schema_q(cmap.column('quantity'))} AS DOUBLE) < 0"
+                f"SELECT count(*) FROM source WHERE TRY_CAST({sources.quote_name(cmap.column('quantity'))} AS DOUBLE) < 0"
             ).fetchall()[0][0]
         cleaned = cleaning.clean_transactions(table, cmap, policy=policy)
         low, high = table.con.execute(

@@ -390,7 +390,7 @@ def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None
         )
     options = {"encoding": duck_encoding, "delim": delim}
     opts = ", ".join(f"{k} := {v!r}" for k, v in options.items())
-    reader = f"read_csv({_lit(data)}, {opts}, header := true, normalize_names := false"
+    reader = f"read_csv({quote_text(data)}, {opts}, header := true, normalize_names := false"
     # The text is parsed once, into a DuckDB table (columnar, spilled to disk beyond the
     # memory budget): every later pass — checks, cleaning, features — reads that, not the text.
     # Loading converts every value, so a bad late value fails here, not in a later query.
@@ -419,7 +419,7 @@ def _scan_every_value(con) -> None:
     """
     described = con.execute("DESCRIBE SELECT * FROM source").fetchall()
     typed = [name for name, kind, *_ in described if kind != "VARCHAR"]
-    counts = ", ".join(f"count({_q(name)})" for name in typed) or "count(*)"
+    counts = ", ".join(f"count({quote_name(name)})" for name in typed) or "count(*)"
     con.execute(f"SELECT {counts}, count(*) FROM source").fetchall()
 
 
@@ -430,7 +430,7 @@ def _pinned_types(con, reader: str) -> str:
     """
     described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     return "{" + ", ".join(
-        f"{_lit(name)}: {_lit('VARCHAR' if kind == 'JSON' else kind)}" for name, kind, *_ in described
+        f"{quote_text(name)}: {quote_text('VARCHAR' if kind == 'JSON' else kind)}" for name, kind, *_ in described
     ) + "}"
 
 
@@ -572,21 +572,21 @@ def _read_parquet(con, path: Path) -> None:
             f"{path}: duplicate column names {dupes} (compared ignoring case); "
             "rename them so each is unique"
         )
-    con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_parquet({_lit(path)})")
+    con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_parquet({quote_text(path)})")
 
 
 def _read_json(con, path: Path) -> None:
     try:
-        con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json_auto({_lit(path)})")
+        con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json_auto({quote_text(path)})")
         try:
             _scan_every_value(con)
         except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
             if "transform error" not in str(exc) and not isinstance(exc, duckdb.ConversionException):
                 raise
             # A late value does not fit the type chosen from the first rows: choose from all.
-            pinned = _pinned_types(con, f"read_json_auto({_lit(path)}, sample_size := -1)")
+            pinned = _pinned_types(con, f"read_json_auto({quote_text(path)}, sample_size := -1)")
             con.execute(
-                f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json({_lit(path)}, columns := {pinned})"
+                f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json({quote_text(path)}, columns := {pinned})"
             )
             _scan_every_value(con)
     except duckdb.Error as exc:
@@ -685,9 +685,11 @@ def _safe_url(url: str) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
-def _q(name: str) -> str:
+def quote_name(name: str) -> str:
+    """A column name as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
-def _lit(path: os.PathLike[str] | str) -> str:
+def quote_text(path: os.PathLike[str] | str) -> str:
+    """A string (or path) as a quoted SQL literal."""
     return "'" + str(path).replace("'", "''") + "'"
