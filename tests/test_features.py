@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from custseg import cleaning, pipeline
+from custseg import cleaning, features, pipeline, sources
 from custseg.pipeline import SourceSpec
 
 
@@ -77,6 +77,31 @@ def test_source_is_not_modified(online_retail):
     assert (online_retail.stat().st_mtime_ns, online_retail.stat().st_size) == before
 
 
+@pytest.mark.parametrize("parts", [2, 5])
+def test_customer_partitions_give_the_same_table_and_report(online_retail, retail, monkeypatch, parts):
+    # A log too large for the memory budget is summarised one partition of customers at a time.
+    monkeypatch.setattr(features, "partitions", lambda rows, columns, budget: parts)
+    made = pipeline.customer_table(pipeline.load(SourceSpec(str(online_retail))))
+    assert made.report == retail.report
+    pd.testing.assert_frame_equal(made.features, retail.features)
+
+
+def test_partitions_follow_rows_columns_and_budget():
+    assert features.partitions(0, 7, 10**9) == 1
+    assert features.partitions(1_000, 7, 10**9) == 1
+    one_budget = 10**9 // (12 * 7 + 16)  # rows of 7 columns that fit in 1 GB
+    assert features.partitions(one_budget, 7, 10**9) == 1
+    assert features.partitions(one_budget + 1, 7, 10**9) == 2
+    assert features.partitions(40_000_000, 7, 10**9) == 4
+    assert features.partitions(40_000_000, 7, 4 * 10**9) == 1
+    assert features.partitions(40_000_000, 14, 10**9) > features.partitions(40_000_000, 7, 10**9)
+
+
+def test_memory_budget_reads_the_connection_limit():
+    assert sources.memory_budget(sources.connect(memory_limit="2GB")) == pytest.approx(2 * 10**9, rel=0.1)
+    assert sources.memory_budget(sources.connect(memory_limit="500MB")) == pytest.approx(500 * 10**6, rel=0.1)
+
+
 # --- exact features on hand-made logs ------------------------------------------------------
 
 def test_features_by_hand(tmp_path):
@@ -103,6 +128,16 @@ def test_features_by_hand(tmp_path):
     two = got.loc["2"]
     assert (two["frequency"], two["recency_days"], two["tenure_days"]) == (1, 11, 11)
     assert pd.isna(two["avg_days_between_orders"])
+
+
+def test_country_ties_go_to_the_first_name(tmp_path):
+    # Two rows in each of two countries: the table must not depend on arrival order.
+    rows = [("1", "A", 1, "2024-01-01 10:00", 1.0, 7, "Spain"), ("2", "A", 1, "2024-01-02 10:00", 1.0, 7, "Belgium"),
+            ("3", "A", 1, "2024-01-03 10:00", 1.0, 7, "Spain"), ("4", "A", 1, "2024-01-04 10:00", 1.0, 7, "Belgium"),
+            ("5", "A", 1, "2024-01-05 10:00", 1.0, 8, "Spain")]
+    for order in (rows, rows[::-1]):
+        got = features_of(log(*order), tmp_path).features.set_index("customer_id")["country"]
+        assert got.to_dict() == {"7": "Belgium", "8": "Spain"}
 
 
 def test_returns_net_reduce_spend_but_are_not_orders(tmp_path):

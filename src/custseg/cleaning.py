@@ -123,16 +123,24 @@ class CleaningReport:
 class CleanTransactions:
     """A cleaned transaction log held as DuckDB views in ``table.con``.
 
-    ``classified``: one row per distinct source row with canonical columns
-    ``customer_id, order_id, ordered_at, product_id, quantity, unit_price, line_amount,
-    is_return, country, channel`` (those the source has), its multiplicity ``__n`` and
-    ``rejected_by`` (NULL when kept).  ``transactions``: the kept rows.
+    ``classified``: one row per distinct source row that has a customer id (and, with
+    ``bad_values="drop"``, readable values), with canonical columns ``customer_id, order_id,
+    ordered_at, product_id, quantity, unit_price, line_amount, is_return, country, channel``
+    (those the source has) and ``rejected_by`` (NULL when kept).  ``transactions``: the kept rows.
+
+    Rows without a customer id never reach the deduplication: they are only counted, in a
+    streaming pass over the source (:meth:`pre_count_sql`).  So the exact-duplicate search —
+    the costliest step — holds only rows that can matter, and the rule counts come from two
+    cheap aggregates instead of a materialized copy of the log.
     """
 
     table: Table
     column_map: ColumnMap
     policy: Policy
     roles: tuple[str, ...]
+    _pre_case: str = field(repr=False)
+    _customer_id: str = field(repr=False)  # SQL expression of the customer id over ``source``
+    _classified_head: str = field(repr=False)  # the query up to its innermost WHERE, left open
     _rejects_sql: str = field(repr=False)
     _report: CleaningReport | None = field(default=None, repr=False)
 
@@ -140,11 +148,27 @@ class CleanTransactions:
     def con(self) -> duckdb.DuckDBPyConnection:
         return self.table.con
 
+    def pre_count_sql(self, prefix: str = "") -> str:
+        """A query over ``source`` counting rows in and rows per rule applied before deduplication."""
+        parts = [f"count(*) AS {prefix}rows_in"]
+        parts += [f"count(*) FILTER (WHERE __pre = '{rule}') AS {prefix}{rule}" for rule in _BEFORE_DEDUP]
+        return f"SELECT {', '.join(parts)} FROM (SELECT {self._pre_case} AS __pre FROM source)"
+
+    def classified_sql(self, part: int = 0, parts: int = 1) -> str:
+        """The query behind the ``classified`` view, limited to customer partition ``part`` of ``parts``.
+
+        Every copy of a row has the same customer id, so partitions by customer can be
+        deduplicated and summarised one at a time, each in a fraction of the memory.
+        """
+        condition = f" AND hash({self._customer_id}) % {parts} = {part}" if parts > 1 else ""
+        return f"{self._classified_head}{condition})"
+
     def report(self) -> CleaningReport:
-        """Count rows per rule (one pass over the source)."""
+        """Count rows per rule (two passes: the source, and its distinct rows with an id)."""
         if self._report is None:
-            totals = self.con.execute(f"SELECT {rule_count_sql()} FROM classified").fetchall()[0]
-            self._report = report_from_counts(self.table.label, totals)
+            sql = (f"SELECT * FROM ({self.pre_count_sql()}), "
+                   f"(SELECT {rule_count_sql()} FROM classified)")
+            self._report = report_from_counts(self.table.label, self.con.execute(sql).fetchall()[0])
         return self._report
 
     def transactions(self) -> duckdb.DuckDBPyRelation:
@@ -158,27 +182,29 @@ class CleanTransactions:
 
 
 def rule_count_sql(prefix: str = "") -> str:
-    """Aggregate expressions over ``classified`` that count rows per rule (for any GROUP BY)."""
-    parts = [f"sum(__n)::BIGINT AS {prefix}rows_in"]
-    for rule in _BEFORE_DEDUP:
-        parts.append(f"coalesce(sum(__n) FILTER (WHERE rejected_by = '{rule}'), 0)::BIGINT AS {prefix}{rule}")
-    before = ", ".join(f"'{r}'" for r in _BEFORE_DEDUP)
-    parts.append(
-        f"coalesce(sum(__n - 1) FILTER (WHERE rejected_by IS NULL OR rejected_by NOT IN ({before})), 0)::BIGINT"
-        f" AS {prefix}duplicate_row"
-    )
-    for rule in _AFTER_DEDUP:
-        parts.append(f"count(*) FILTER (WHERE rejected_by = '{rule}') AS {prefix}{rule}")
+    """Aggregate expressions over ``classified`` counting its rows per rule after deduplication.
+
+    Together with :meth:`CleanTransactions.pre_count_sql` (in that order) they are the values
+    :func:`report_from_counts` takes.
+    """
+    parts = [f"count(*) AS {prefix}distinct_rows"]
+    parts += [f"count(*) FILTER (WHERE rejected_by = '{rule}') AS {prefix}{rule}" for rule in _AFTER_DEDUP]
     parts.append(f"count(*) FILTER (WHERE rejected_by IS NULL) AS {prefix}rows_out")
     return ", ".join(parts)
 
 
-_COUNTED = ("rows_in", *_BEFORE_DEDUP, "duplicate_row", *_AFTER_DEDUP, "rows_out")
+_COUNTED = ("rows_in", *_BEFORE_DEDUP, "distinct_rows", *_AFTER_DEDUP, "rows_out")
 
 
 def report_from_counts(source: str, counts, notes: tuple[str, ...] = ()) -> CleaningReport:
-    """Build a report from the values of :func:`rule_count_sql`, in its order."""
+    """Build a report from the values of ``pre_count_sql`` then :func:`rule_count_sql`.
+
+    Duplicates are what deduplication removed: the rows that passed the rules before it,
+    less the distinct rows left.
+    """
     values = dict(zip(_COUNTED, (int(v or 0) for v in counts)))
+    before = values["rows_in"] - sum(values[rule] for rule in _BEFORE_DEDUP)
+    values["duplicate_row"] = before - values["distinct_rows"]
     dropped = tuple(
         RuleCount(rule, values[rule], RULES[rule])
         for rule in (*_BEFORE_DEDUP, "duplicate_row", *_AFTER_DEDUP)
@@ -187,8 +213,9 @@ def report_from_counts(source: str, counts, notes: tuple[str, ...] = ()) -> Clea
 
 
 def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = Policy()) -> CleanTransactions:
-    """Classify every row of a transaction log; registers the views ``classified`` and ``clean``.
+    """Classify every row of a transaction log; registers the views ``typed`` and ``classified``.
 
+    ``typed`` holds every source row with canonical columns (for summaries of the whole source).
     Needs roles ``customer_id``, ``ordered_at`` and either ``quantity`` + ``unit_price`` or
     ``amount``.  Raises :class:`DataError` for unparseable dates or non-numeric values when
     ``policy.bad_values == "error"``.
@@ -228,15 +255,20 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
     post.append(f"WHEN ({exprs['ordered_at']}) IS NULL THEN 'missing_date'")
     pre_case = "CASE " + " ".join(pre) + " END"
     post_case = "CASE " + " ".join(post) + " END"
+    # Written as a conjunction so that DuckDB can push "id IS NOT NULL" into the scan.
+    passes_pre = " AND ".join([f"({exprs['customer_id']}) IS NOT NULL"]
+                              + [f"NOT coalesce({cond}, false)" for _, cond in bad])
 
     canon = ", ".join(f"{expr} AS {role}" for role, expr in exprs.items())
     con = table.con
-    con.execute(
-        "CREATE OR REPLACE VIEW classified AS "
-        f"SELECT {canon}, {line_amount} AS line_amount, ({is_return}) AS is_return, __n, "
-        f"coalesce({pre_case}, {post_case}) AS rejected_by "
-        "FROM (SELECT *, count(*) AS __n FROM source GROUP BY ALL)"
+    con.execute(f"CREATE OR REPLACE VIEW typed AS SELECT {canon} FROM source")
+    # Left open so that classified_sql() can add a partition condition before deduplication.
+    classified_head = (
+        f"SELECT {canon}, {line_amount} AS line_amount, ({is_return}) AS is_return, "
+        f"{post_case} AS rejected_by "
+        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre}"
     )
+    con.execute(f"CREATE OR REPLACE VIEW classified AS {classified_head})")
     original = ", ".join(quote_name(c) for c in table.columns)
     rejects_sql = (
         "WITH numbered AS (SELECT row_number() OVER () AS __row, * FROM source), "
@@ -247,7 +279,8 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
         f"{original} FROM ruled WHERE __pre IS NOT NULL OR __copy > 1 OR __post IS NOT NULL "
         "ORDER BY __row"
     )
-    return CleanTransactions(table, cmap, policy, roles, rejects_sql)
+    return CleanTransactions(table, cmap, policy, roles, pre_case, f"({exprs['customer_id']})",
+                             classified_head, rejects_sql)
 
 
 def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):

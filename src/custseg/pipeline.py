@@ -176,7 +176,7 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
             ).fetchall()[0][0]
         cleaned = cleaning.clean_transactions(table, cmap, policy=policy)
         low, high = table.con.execute(
-            "SELECT min(ordered_at), max(ordered_at) FROM classified"
+            "SELECT min(ordered_at), max(ordered_at) FROM typed"
         ).fetchall()[0]
         quality["date range"] = f"{low} to {high}"
         quality["customers"] = table.con.execute(

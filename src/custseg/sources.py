@@ -102,6 +102,19 @@ def connect(*, memory_limit: str | None = None, threads: int | None = None) -> d
                          "set CUSTSEG_MEMORY_LIMIT to a size like 2GB") from None
 
 
+_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def memory_budget(con: duckdb.DuckDBPyConnection) -> int:
+    """The connection's memory limit in bytes (DuckDB reports it as text, e.g. '953.6 MiB')."""
+    text = str(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _UNITS:
+        raise ValueError(f"unexpected DuckDB memory limit {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
 def is_sql_url(source: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+]*://", str(source), re.IGNORECASE))
 
