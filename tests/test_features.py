@@ -229,3 +229,33 @@ def test_feature_invariants(rows, tmp_path_factory):
     assert (table["frequency"] >= 1).all()
     assert table["monetary"].sum() == pytest.approx((kept["Quantity"] * kept["UnitPrice"]).sum())
     assert np.allclose(table["avg_order_value"] * table["frequency"], table["monetary"])
+
+
+def test_report_counts_every_copy_once_with_bad_values_dropped(tmp_path):
+    # Copies of rows of every kind: each copy is counted once, under the first rule it meets,
+    # and the report agrees with the rejects listing row for row.
+    rows = [
+        ("1", "A", "2", "2024-01-01 10:00", "5.0", "1", "UK"),
+        ("1", "A", "2", "2024-01-01 10:00", "5.0", "1", "UK"),       # duplicate of a kept row
+        ("2", "A", "1", "not a date", "5.0", "1", "UK"),             # unparseable date
+        ("2", "A", "1", "not a date", "5.0", "1", "UK"),             # ... twice: both unparseable
+        ("3", "A", "1", "2024-01-02 10:00", "lots", "2", "UK"),      # non-numeric price
+        ("C4", "A", "-1", "2024-01-03 10:00", "5.0", "2", "UK"),     # cancellation
+        ("C4", "A", "-1", "2024-01-03 10:00", "5.0", "2", "UK"),     # duplicate, then cancellation
+        ("5", "B", "1", "2024-01-04 10:00", "0", "2", "UK"),         # non-positive price
+        ("6", "B", "1", "2024-01-05 10:00", "3.0", "", "UK"),        # no customer id
+        ("6", "B", "1", "2024-01-05 10:00", "3.0", "", "UK"),        # ... twice: both missing
+        ("7", "C", "1", "2024-01-06 10:00", "3.0", "2", "France"),
+    ]
+    path = tmp_path / "log.csv"
+    pd.DataFrame(rows, columns=["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice",
+                                "CustomerID", "Country"]).to_csv(path, index=False)
+    loaded = pipeline.load(SourceSpec(str(path)))
+    made = pipeline.customer_table(loaded, policy=cleaning.Policy(bad_values="drop", date_format="%Y-%m-%d %H:%M"))
+    counts = {r.rule: r.rows for r in made.report.dropped if r.rows}
+    assert counts == {"missing_customer_id": 2, "unparseable_date": 2, "non_numeric_value": 1,
+                      "duplicate_row": 2, "cancellation": 1, "non_positive_price": 1}
+    assert (made.report.rows_in, made.report.rows_out) == (11, 2)
+    assert made.clean.rejects().df()["rejected_by"].value_counts().to_dict() == counts
+    assert made.clean.report() == made.report
+    assert made.features.set_index("customer_id")["monetary"].to_dict() == {"1": 10.0, "2": 3.0}

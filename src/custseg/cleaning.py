@@ -123,24 +123,25 @@ class CleaningReport:
 class CleanTransactions:
     """A cleaned transaction log held as DuckDB views in ``table.con``.
 
-    ``classified``: one row per distinct source row that has a customer id (and, with
-    ``bad_values="drop"``, readable values), with canonical columns ``customer_id, order_id,
-    ordered_at, product_id, quantity, unit_price, line_amount, is_return, country, channel``
-    (those the source has) and ``rejected_by`` (NULL when kept).  ``transactions``: the kept rows.
+    ``kept``: one row per distinct kept source row, with canonical columns ``customer_id,
+    order_id, ordered_at, product_id, quantity, unit_price, line_amount, is_return, country,
+    channel`` (those the source has).  ``typed``: every source row, canonical columns.
 
-    Rows without a customer id never reach the deduplication: they are only counted, in a
-    streaming pass over the source (:meth:`pre_count_sql`).  So the exact-duplicate search —
-    the costliest step — holds only rows that can matter, and the rule counts come from two
-    cheap aggregates instead of a materialized copy of the log.
+    The exact-duplicate search is the costliest step, so it sees only rows that can matter:
+    rows without a customer id (or, with ``bad_values="drop"``, with unreadable values) are
+    only counted, in a streaming pass; rows another rule drops are deduplicated apart, a
+    small set; what is left is deduplicated once, by the query that summarises it.  A rule
+    depends only on a row's values, so every copy of a row meets the same rule and the
+    duplicates are exactly the rows no count took: ``rows_in`` less all the others.
     """
 
     table: Table
     column_map: ColumnMap
     policy: Policy
     roles: tuple[str, ...]
-    _pre_case: str = field(repr=False)
+    _count_sql: str = field(repr=False)
     _customer_id: str = field(repr=False)  # SQL expression of the customer id over ``source``
-    _classified_head: str = field(repr=False)  # the query up to its innermost WHERE, left open
+    _kept_head: str = field(repr=False)  # the kept rows' query up to its innermost WHERE, left open
     _rejects_sql: str = field(repr=False)
     _report: CleaningReport | None = field(default=None, repr=False)
 
@@ -148,63 +149,49 @@ class CleanTransactions:
     def con(self) -> duckdb.DuckDBPyConnection:
         return self.table.con
 
-    def pre_count_sql(self, prefix: str = "") -> str:
-        """A query over ``source`` counting rows in and rows per rule applied before deduplication."""
-        parts = [f"count(*) AS {prefix}rows_in"]
-        parts += [f"count(*) FILTER (WHERE __pre = '{rule}') AS {prefix}{rule}" for rule in _BEFORE_DEDUP]
-        return f"SELECT {', '.join(parts)} FROM (SELECT {self._pre_case} AS __pre FROM source)"
+    def count_sql(self) -> str:
+        """A one-row query of ``rows_in`` and the rows of every rule (``rows_out`` aside).
 
-    def classified_sql(self, part: int = 0, parts: int = 1) -> str:
-        """The query behind the ``classified`` view, limited to customer partition ``part`` of ``parts``.
+        These are the first values :func:`report_from_counts` takes; ``rows_out`` follows.
+        """
+        return self._count_sql
+
+    def kept_sql(self, part: int = 0, parts: int = 1) -> str:
+        """The distinct kept rows (the ``kept`` view), limited to customer partition ``part`` of ``parts``.
 
         Every copy of a row has the same customer id, so partitions by customer can be
         deduplicated and summarised one at a time, each in a fraction of the memory.
         """
         condition = f" AND hash({self._customer_id}) % {parts} = {part}" if parts > 1 else ""
-        return f"{self._classified_head}{condition})"
+        return f"{self._kept_head}{condition})"
 
     def report(self) -> CleaningReport:
-        """Count rows per rule (two passes: the source, and its distinct rows with an id)."""
+        """Count rows per rule."""
         if self._report is None:
-            sql = (f"SELECT * FROM ({self.pre_count_sql()}), "
-                   f"(SELECT {rule_count_sql()} FROM classified)")
+            sql = f"SELECT * FROM ({self._count_sql}), (SELECT count(*) FROM kept)"
             self._report = report_from_counts(self.table.label, self.con.execute(sql).fetchall()[0])
         return self._report
 
     def transactions(self) -> duckdb.DuckDBPyRelation:
         """The kept rows, canonical columns only."""
         columns = ", ".join(self.roles + ("line_amount", "is_return"))
-        return self.con.sql(f"SELECT {columns} FROM classified WHERE rejected_by IS NULL")
+        return self.con.sql(f"SELECT {columns} FROM kept")
 
     def rejects(self) -> duckdb.DuckDBPyRelation:
         """Every dropped source row, as it was, with ``row`` (1-based data row) and ``rejected_by``."""
         return self.con.sql(self._rejects_sql)
 
 
-def rule_count_sql(prefix: str = "") -> str:
-    """Aggregate expressions over ``classified`` counting its rows per rule after deduplication.
-
-    Together with :meth:`CleanTransactions.pre_count_sql` (in that order) they are the values
-    :func:`report_from_counts` takes.
-    """
-    parts = [f"count(*) AS {prefix}distinct_rows"]
-    parts += [f"count(*) FILTER (WHERE rejected_by = '{rule}') AS {prefix}{rule}" for rule in _AFTER_DEDUP]
-    parts.append(f"count(*) FILTER (WHERE rejected_by IS NULL) AS {prefix}rows_out")
-    return ", ".join(parts)
-
-
-_COUNTED = ("rows_in", *_BEFORE_DEDUP, "distinct_rows", *_AFTER_DEDUP, "rows_out")
+_COUNTED = ("rows_in", *_BEFORE_DEDUP, *_AFTER_DEDUP, "rows_out")
 
 
 def report_from_counts(source: str, counts, notes: tuple[str, ...] = ()) -> CleaningReport:
-    """Build a report from the values of ``pre_count_sql`` then :func:`rule_count_sql`.
+    """Build a report from the values of :meth:`CleanTransactions.count_sql` and ``rows_out``.
 
-    Duplicates are what deduplication removed: the rows that passed the rules before it,
-    less the distinct rows left.
+    Every source row is counted once: the duplicates are the rows no other count took.
     """
     values = dict(zip(_COUNTED, (int(v or 0) for v in counts)))
-    before = values["rows_in"] - sum(values[rule] for rule in _BEFORE_DEDUP)
-    values["duplicate_row"] = before - values["distinct_rows"]
+    values["duplicate_row"] = values["rows_in"] - sum(v for k, v in values.items() if k != "rows_in")
     dropped = tuple(
         RuleCount(rule, values[rule], RULES[rule])
         for rule in (*_BEFORE_DEDUP, "duplicate_row", *_AFTER_DEDUP)
@@ -213,7 +200,7 @@ def report_from_counts(source: str, counts, notes: tuple[str, ...] = ()) -> Clea
 
 
 def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = Policy()) -> CleanTransactions:
-    """Classify every row of a transaction log; registers the views ``typed`` and ``classified``.
+    """Classify every row of a transaction log; registers the views ``typed`` and ``kept``.
 
     ``typed`` holds every source row with canonical columns (for summaries of the whole source).
     Needs roles ``customer_id``, ``ordered_at`` and either ``quantity`` + ``unit_price`` or
@@ -262,13 +249,20 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
     canon = ", ".join(f"{expr} AS {role}" for role, expr in exprs.items())
     con = table.con
     con.execute(f"CREATE OR REPLACE VIEW typed AS SELECT {canon} FROM source")
-    # Left open so that classified_sql() can add a partition condition before deduplication.
-    classified_head = (
-        f"SELECT {canon}, {line_amount} AS line_amount, ({is_return}) AS is_return, "
-        f"{post_case} AS rejected_by "
-        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre}"
+    before = " ".join(f"count(*) FILTER (WHERE __pre = '{rule}') AS {rule}," for rule in _BEFORE_DEDUP)
+    after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
+    count_sql = (
+        f"SELECT * FROM (SELECT count(*) AS rows_in, {before.rstrip(',')} "
+        f"FROM (SELECT {pre_case} AS __pre FROM source)), "
+        f"(SELECT {after} FROM (SELECT {post_case} AS __post "
+        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre} AND ({post_case}) IS NOT NULL)))"
     )
-    con.execute(f"CREATE OR REPLACE VIEW classified AS {classified_head})")
+    # Left open so that kept_sql() can add a partition condition before deduplication.
+    kept_head = (
+        f"SELECT {canon}, {line_amount} AS line_amount, ({is_return}) AS is_return "
+        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre} AND ({post_case}) IS NULL"
+    )
+    con.execute(f"CREATE OR REPLACE VIEW kept AS {kept_head})")
     original = ", ".join(quote_name(c) for c in table.columns)
     rejects_sql = (
         "WITH numbered AS (SELECT row_number() OVER () AS __row, * FROM source), "
@@ -279,8 +273,8 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
         f"{original} FROM ruled WHERE __pre IS NOT NULL OR __copy > 1 OR __post IS NOT NULL "
         "ORDER BY __row"
     )
-    return CleanTransactions(table, cmap, policy, roles, pre_case, f"({exprs['customer_id']})",
-                             classified_head, rejects_sql)
+    return CleanTransactions(table, cmap, policy, roles, count_sql, f"({exprs['customer_id']})",
+                             kept_head, rejects_sql)
 
 
 def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):

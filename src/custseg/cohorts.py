@@ -43,7 +43,7 @@ def retention(clean: CleanTransactions, *, by: Literal["country"] | None = None)
     sql = f"""
         WITH orders AS (
             SELECT customer_id, date_trunc('month', ordered_at) AS month{', ' + by if by else ''}
-            FROM classified WHERE rejected_by IS NULL AND NOT is_return
+            FROM kept WHERE NOT is_return
         ),
         customers AS (
             SELECT {group}, min(month) AS cohort FROM orders GROUP BY customer_id

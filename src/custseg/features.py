@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from custseg.cleaning import CleanTransactions, CleaningReport, report_from_counts, rule_count_sql
+from custseg.cleaning import CleanTransactions, CleaningReport, report_from_counts
 from custseg.errors import DataError
 from custseg.sources import memory_budget
 
@@ -55,16 +55,14 @@ class CustomerFeatures:
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
     """Compute one row per customer (see the module docstring) and the cleaning report.
 
-    One scan of the source counts the rows dropped before deduplication.  Then, per
+    One query counts the rows every rule drops (see :class:`CleanTransactions`).  Then, per
     partition of the customers (one, unless the log is too large for the memory budget), one
-    query deduplicates the rows and feeds them both to the per-customer aggregation of the
-    kept rows and to the counts of the other rules (a CTE that DuckDB streams to both).
+    query deduplicates the kept rows, counts them and summarises them per customer.
     """
     roles = set(clean.roles)
-    kept = "rejected_by IS NULL"
-    if as_of is not None:
-        # A snapshot at as_of sees only what happened before it.
-        kept += f" AND ordered_at < TIMESTAMP '{pd.Timestamp(as_of).isoformat(sep=' ')}'"
+    # A snapshot at as_of sees only what happened before it.
+    snapshot = (f"ordered_at < TIMESTAMP '{pd.Timestamp(as_of).isoformat(sep=' ')}'"
+                if as_of is not None else "true")
     # With returns="drop" no kept row is a return; with "net" returns count in monetary only.
     order = " FILTER (WHERE NOT is_return)" if clean.policy.returns == "net" else ""
     order_key = "order_id" if "order_id" in roles else "ordered_at"
@@ -82,7 +80,7 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     # by arrival order, which varies with threads and partitions).
     modes = [
         f"{extra} AS (SELECT customer_id, arg_min({extra}, (-n, {extra})) AS {extra} FROM "
-        f"(SELECT customer_id, {extra}, count(*) AS n FROM rows WHERE {kept} AND {extra} IS NOT NULL "
+        f"(SELECT customer_id, {extra}, count(*) AS n FROM rows WHERE {snapshot} AND {extra} IS NOT NULL "
         "GROUP BY ALL) GROUP BY customer_id)"
         for extra in ("country", "channel") if extra in roles
     ]
@@ -90,24 +88,23 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     if modes:
         joined = f"(SELECT * FROM {joined})"
 
-    pre = clean.con.execute(clean.pre_count_sql()).fetchall()[0]
-    parts = partitions(pre[0] - sum(pre[1:]), len(clean.table.columns), memory_budget(clean.con))
-    post: list[int] | None = None
-    found = []
+    counts = list(clean.con.execute(clean.count_sql()).fetchall()[0])
+    rows_in, dropped = counts[0], sum(counts[1:])
+    parts = partitions(rows_in - dropped, len(clean.table.columns), memory_budget(clean.con))
+    rows_out, found = 0, []
     for part in range(parts):
         sql = (
-            f"WITH rows AS ({clean.classified_sql(part, parts)}), "
-            f"post AS (SELECT {rule_count_sql(prefix='_')} FROM rows), "
-            f"per AS (SELECT {', '.join(select)} FROM rows WHERE {kept} GROUP BY customer_id)"
+            f"WITH rows AS ({clean.kept_sql(part, parts)}), "
+            "total AS (SELECT count(*) AS _rows_out FROM rows), "
+            f"per AS (SELECT {', '.join(select)} FROM rows WHERE {snapshot} GROUP BY customer_id)"
             + "".join(f", {m}" for m in modes)
-            + f" SELECT * FROM post LEFT JOIN {joined} ON true"
+            + f" SELECT * FROM total LEFT JOIN {joined} ON true"
         )
         frame = clean.con.execute(sql).df()
-        counts = frame.iloc[0][[c for c in frame.columns if c.startswith("_")]].astype("int64").tolist()
-        post = counts if post is None else [a + b for a, b in zip(post, counts)]
+        rows_out += int(frame["_rows_out"].iloc[0])
         found.append(frame.loc[frame["customer_id"].notna() & (frame["frequency"].fillna(0) > 0),
                                [c for c in frame.columns if not c.startswith("_")]])
-    report = report_from_counts(clean.table.label, [*pre, *post])
+    report = report_from_counts(clean.table.label, [*counts, rows_out])
     non_empty = [f for f in found if len(f)]
     table = (pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1
              else (non_empty or found)[0].reset_index(drop=True))

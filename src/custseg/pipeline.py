@@ -180,7 +180,7 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
         ).fetchall()[0]
         quality["date range"] = f"{low} to {high}"
         quality["customers"] = table.con.execute(
-            "SELECT count(DISTINCT customer_id) FROM classified"
+            "SELECT count(DISTINCT customer_id) FROM typed"
         ).fetchall()[0][0]
         report = cleaned.report()
     return Inspection(table.label, table.format, loaded.kind, rows, columns, quality, report)
