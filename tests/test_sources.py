@@ -6,6 +6,7 @@ import gc
 import sqlite3
 import tempfile
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -430,3 +431,30 @@ def test_customer_table_roles(marketing_campaign, mall_customers):
     assert campaign == {"customer_id": "ID", "joined_at": "Dt_Customer", "birth_year": "Year_Birth"}
     mall = pipeline.load(pipeline.SourceSpec(str(mall_customers))).column_map.roles
     assert mall == {"customer_id": "CustomerID"}
+
+
+def test_a_csv_larger_than_the_memory_budget_is_staged_as_parquet(retail_head, tmp_path, monkeypatch):
+    """Past the budget the parsed text goes to a temporary Parquet file: same rows, same
+    order (row numbers in messages and rejects), same late-value fallback, file removed after."""
+    rows = pd.concat([retail_head] * 5, ignore_index=True)  # 25,000 rows
+    rows["InvoiceDate"] = rows["InvoiceDate"].astype(str)
+    rows.loc[24_000, "InvoiceDate"] = "not a date"
+    path = tmp_path / "large.csv"
+    rows.to_csv(path, index=False)
+    in_memory = sources.read(path)
+    monkeypatch.setattr(sources, "memory_budget", lambda con: path.stat().st_size - 1)
+    before = set(Path(tempfile.gettempdir()).glob("custseg-*.parquet"))
+    staged = sources.read(path)
+    parquet = set(Path(tempfile.gettempdir()).glob("custseg-*.parquet")) - before
+    assert len(parquet) == 1
+    plan = staged.con.execute("EXPLAIN SELECT * FROM source").fetchall()[0][1]
+    assert "READ_PARQUET" in plan.upper() and "READ_PARQUET" not in in_memory.con.execute(
+        "EXPLAIN SELECT * FROM source").fetchall()[0][1].upper()
+    assert staged.types == in_memory.types and staged.types["InvoiceDate"] == "VARCHAR"
+    numbered = "SELECT row_number() OVER () AS n, * FROM source"
+    pd.testing.assert_frame_equal(staged.con.execute(numbered).df(), in_memory.con.execute(numbered).df())
+    assert staged.con.execute(
+        f"SELECT n FROM ({numbered}) WHERE InvoiceDate = 'not a date'").fetchall() == [(24_001,)]
+    del staged
+    gc.collect()
+    assert not any(f.exists() for f in parquet)

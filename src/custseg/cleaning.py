@@ -23,6 +23,7 @@ Customer tables (one row per customer, pandas): :func:`clean_customers`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -129,19 +130,20 @@ class CleanTransactions:
 
     The exact-duplicate search is the costliest step, so it sees only rows that can matter:
     rows without a customer id (or, with ``bad_values="drop"``, with unreadable values) are
-    only counted, in a streaming pass; rows another rule drops are deduplicated apart, a
-    small set; what is left is deduplicated once, by the query that summarises it.  A rule
-    depends only on a row's values, so every copy of a row meets the same rule and the
-    duplicates are exactly the rows no count took: ``rows_in`` less all the others.
+    only counted; rows another rule drops are deduplicated apart, a small set; the kept rows
+    are deduplicated by the query that summarises them, all from one scan of the source
+    (:meth:`ctes`).  A rule depends only on a row's values, so every copy of a row meets the
+    same rule, and the duplicates are exactly the rows no other count took.
     """
 
     table: Table
     column_map: ColumnMap
     policy: Policy
     roles: tuple[str, ...]
-    _count_sql: str = field(repr=False)
     _customer_id: str = field(repr=False)  # SQL expression of the customer id over ``source``
-    _kept_head: str = field(repr=False)  # the kept rows' query up to its innermost WHERE, left open
+    _pre_case: str = field(repr=False)  # the rule a row meets before deduplication, or NULL
+    _post_case: str = field(repr=False)  # the rule a distinct row meets after it, or NULL
+    _kept_columns: str = field(repr=False)  # canonical columns, line_amount, is_return
     _rejects_sql: str = field(repr=False)
     _report: CleaningReport | None = field(default=None, repr=False)
 
@@ -149,27 +151,37 @@ class CleanTransactions:
     def con(self) -> duckdb.DuckDBPyConnection:
         return self.table.con
 
-    def count_sql(self) -> str:
-        """A one-row query of ``rows_in`` and the rows of every rule (``rows_out`` aside).
+    def rows_with_id(self) -> int:
+        """How many source rows have a customer id (one cheap column scan)."""
+        return int(self.con.execute(f"SELECT count({self._customer_id}) FROM source").fetchall()[0][0])
 
-        These are the first values :func:`report_from_counts` takes; ``rows_out`` follows.
+    def ctes(self, part: int = 0, parts: int = 1) -> str:
+        """Common table expressions over one scan of the source (or of customer partition
+        ``part`` of ``parts``): ``rows``, the distinct kept rows, and the one-row ``counts``
+        with the columns :func:`report_from_counts` takes, each prefixed with ``_``.
+
+        Every copy of a row has the same customer id (rows without one hash alike), so
+        partitions by customer can be cleaned and summarised one at a time, each in a fraction
+        of the memory, and their counts add up.
         """
-        return self._count_sql
-
-    def kept_sql(self, part: int = 0, parts: int = 1) -> str:
-        """The distinct kept rows (the ``kept`` view), limited to customer partition ``part`` of ``parts``.
-
-        Every copy of a row has the same customer id, so partitions by customer can be
-        deduplicated and summarised one at a time, each in a fraction of the memory.
-        """
-        condition = f" AND hash({self._customer_id}) % {parts} = {part}" if parts > 1 else ""
-        return f"{self._kept_head}{condition})"
+        where = f" WHERE hash({self._customer_id}) % {parts} = {part}" if parts > 1 else ""
+        before = ", ".join(f"count(*) FILTER (WHERE __pre = '{rule}') AS _{rule}" for rule in _BEFORE_DEDUP)
+        after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS _{rule}" for rule in _AFTER_DEDUP)
+        return (
+            f"src AS (SELECT *, {self._pre_case} AS __pre, {self._post_case} AS __post FROM source{where}), "
+            f"rows AS (SELECT {self._kept_columns} FROM (SELECT DISTINCT * EXCLUDE (__pre, __post) "
+            "FROM src WHERE __pre IS NULL AND __post IS NULL)), "
+            "counts AS (SELECT * FROM "
+            f"(SELECT count(*) AS _rows_in, {before} FROM src), "
+            f"(SELECT {after} FROM (SELECT DISTINCT * FROM src WHERE __pre IS NULL AND __post IS NOT NULL)), "
+            "(SELECT count(*) AS _rows_out FROM rows))"
+        )
 
     def report(self) -> CleaningReport:
-        """Count rows per rule."""
+        """Count rows per rule (one scan of the source)."""
         if self._report is None:
-            sql = f"SELECT * FROM ({self._count_sql}), (SELECT count(*) FROM kept)"
-            self._report = report_from_counts(self.table.label, self.con.execute(sql).fetchall()[0])
+            counts = self.con.execute(f"WITH {self.ctes()} SELECT * FROM counts").df()
+            self._report = report_from_counts(self.table.label, counts.iloc[0])
         return self._report
 
     def transactions(self) -> duckdb.DuckDBPyRelation:
@@ -182,15 +194,16 @@ class CleanTransactions:
         return self.con.sql(self._rejects_sql)
 
 
-_COUNTED = ("rows_in", *_BEFORE_DEDUP, *_AFTER_DEDUP, "rows_out")
+#: What ``counts`` of :meth:`CleanTransactions.ctes` holds (each prefixed with ``_``).
+COUNTED = ("rows_in", *_BEFORE_DEDUP, *_AFTER_DEDUP, "rows_out")
 
 
-def report_from_counts(source: str, counts, notes: tuple[str, ...] = ()) -> CleaningReport:
-    """Build a report from the values of :meth:`CleanTransactions.count_sql` and ``rows_out``.
+def report_from_counts(source: str, counts: Mapping[str, int], notes: tuple[str, ...] = ()) -> CleaningReport:
+    """Build a report from the values named in :data:`COUNTED` (with or without the ``_``).
 
     Every source row is counted once: the duplicates are the rows no other count took.
     """
-    values = dict(zip(_COUNTED, (int(v or 0) for v in counts)))
+    values = {name: int(counts.get(name, counts.get(f"_{name}")) or 0) for name in COUNTED}
     values["duplicate_row"] = values["rows_in"] - sum(v for k, v in values.items() if k != "rows_in")
     dropped = tuple(
         RuleCount(rule, values[rule], RULES[rule])
@@ -247,22 +260,13 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
                               + [f"NOT coalesce({cond}, false)" for _, cond in bad])
 
     canon = ", ".join(f"{expr} AS {role}" for role, expr in exprs.items())
+    kept_columns = f"{canon}, {line_amount} AS line_amount, ({is_return}) AS is_return"
     con = table.con
     con.execute(f"CREATE OR REPLACE VIEW typed AS SELECT {canon} FROM source")
-    before = " ".join(f"count(*) FILTER (WHERE __pre = '{rule}') AS {rule}," for rule in _BEFORE_DEDUP)
-    after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
-    count_sql = (
-        f"SELECT * FROM (SELECT count(*) AS rows_in, {before.rstrip(',')} "
-        f"FROM (SELECT {pre_case} AS __pre FROM source)), "
-        f"(SELECT {after} FROM (SELECT {post_case} AS __post "
-        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre} AND ({post_case}) IS NOT NULL)))"
+    con.execute(
+        f"CREATE OR REPLACE VIEW kept AS SELECT {kept_columns} "
+        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre} AND ({post_case}) IS NULL)"
     )
-    # Left open so that kept_sql() can add a partition condition before deduplication.
-    kept_head = (
-        f"SELECT {canon}, {line_amount} AS line_amount, ({is_return}) AS is_return "
-        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre} AND ({post_case}) IS NULL"
-    )
-    con.execute(f"CREATE OR REPLACE VIEW kept AS {kept_head})")
     original = ", ".join(quote_name(c) for c in table.columns)
     rejects_sql = (
         "WITH numbered AS (SELECT row_number() OVER () AS __row, * FROM source), "
@@ -273,8 +277,8 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
         f"{original} FROM ruled WHERE __pre IS NOT NULL OR __copy > 1 OR __post IS NOT NULL "
         "ORDER BY __row"
     )
-    return CleanTransactions(table, cmap, policy, roles, count_sql, f"({exprs['customer_id']})",
-                             kept_head, rejects_sql)
+    return CleanTransactions(table, cmap, policy, roles, f"({exprs['customer_id']})", pre_case, post_case,
+                             kept_columns, rejects_sql)
 
 
 def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):

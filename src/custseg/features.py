@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from custseg.cleaning import CleanTransactions, CleaningReport, report_from_counts
+from custseg.cleaning import COUNTED, CleanTransactions, CleaningReport, report_from_counts
 from custseg.errors import DataError
 from custseg.sources import memory_budget
 
@@ -55,9 +55,9 @@ class CustomerFeatures:
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
     """Compute one row per customer (see the module docstring) and the cleaning report.
 
-    One query counts the rows every rule drops (see :class:`CleanTransactions`).  Then, per
-    partition of the customers (one, unless the log is too large for the memory budget), one
-    query deduplicates the kept rows, counts them and summarises them per customer.
+    One query per partition of the customers (one partition, unless the log is too large for
+    the memory budget) scans the source once, counts the rows of every rule and summarises
+    the distinct kept rows per customer (see :meth:`CleanTransactions.ctes`).
     """
     roles = set(clean.roles)
     # A snapshot at as_of sees only what happened before it.
@@ -88,23 +88,22 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     if modes:
         joined = f"(SELECT * FROM {joined})"
 
-    counts = list(clean.con.execute(clean.count_sql()).fetchall()[0])
-    rows_in, dropped = counts[0], sum(counts[1:])
-    parts = partitions(rows_in - dropped, len(clean.table.columns), memory_budget(clean.con))
-    rows_out, found = 0, []
+    parts = partitions(clean.rows_with_id(), len(clean.table.columns), memory_budget(clean.con))
+    totals: dict[str, int] = {}
+    found = []
     for part in range(parts):
         sql = (
-            f"WITH rows AS ({clean.kept_sql(part, parts)}), "
-            "total AS (SELECT count(*) AS _rows_out FROM rows), "
+            f"WITH {clean.ctes(part, parts)}, "
             f"per AS (SELECT {', '.join(select)} FROM rows WHERE {snapshot} GROUP BY customer_id)"
             + "".join(f", {m}" for m in modes)
-            + f" SELECT * FROM total LEFT JOIN {joined} ON true"
+            + f" SELECT * FROM counts LEFT JOIN {joined} ON true"
         )
         frame = clean.con.execute(sql).df()
-        rows_out += int(frame["_rows_out"].iloc[0])
+        for name in COUNTED:
+            totals[name] = totals.get(name, 0) + int(frame[f"_{name}"].iloc[0])
         found.append(frame.loc[frame["customer_id"].notna() & (frame["frequency"].fillna(0) > 0),
                                [c for c in frame.columns if not c.startswith("_")]])
-    report = report_from_counts(clean.table.label, [*counts, rows_out])
+    report = report_from_counts(clean.table.label, totals)
     non_empty = [f for f in found if len(f)]
     table = (pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1
              else (non_empty or found)[0].reset_index(drop=True))
