@@ -119,9 +119,10 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     return CustomerFeatures(table, reference.to_pydatetime(), report)
 
 
-#: Bytes a deduplicated row takes in DuckDB's hash table, per source column (and a fixed part):
-#: measured on 10M and 50M row logs of 7 columns, where partitions of ~10M rows with an id
-#: ran fastest within a 1 GB budget (50M rows: 1 pass 69 s spilling, 4-5 passes 40 s).
+#: Bytes a deduplicated row takes in DuckDB's hash table, per source column (and a fixed part),
+#: so that a partition holds about as many rows as ran fastest on logs of 7 columns within a
+#: 1 GB budget: ~8M rows with an id (at 50M rows, 4-5 partitions took 40 s where one query
+#: spilling to disk took 69 s and 2-3 partitions 47-48 s; at 10M rows 1 and 2 were even).
 _ROW_BYTES_PER_COLUMN, _ROW_BYTES_FIXED = 12, 16
 
 
