@@ -154,14 +154,18 @@ def test_quoted_fields_keep_delimiters_quotes_and_newlines(tmp_path):
     assert frame(table)["Description"].tolist() == descriptions
 
 
-def test_bad_value_after_the_type_sample_does_not_break_later_queries(retail_head, tmp_path):
-    """DuckDB types columns from 20,480 rows; a late 'not a date' must reach cleaning as text."""
-    rows = pd.concat([retail_head] * 5, ignore_index=True)  # 25,000 rows
+def late_bad_date(retail_head, path):
+    """25,000 rows as CSV whose 24,001st date, past DuckDB's 20,480-row type sample, is 'not a date'."""
+    rows = pd.concat([retail_head] * 5, ignore_index=True)
     rows["InvoiceDate"] = rows["InvoiceDate"].astype(str)
     rows.loc[24_000, "InvoiceDate"] = "not a date"
-    path = tmp_path / "late.csv"
     rows.to_csv(path, index=False)
-    table = sources.read(path)
+    return path
+
+
+def test_bad_value_after_the_type_sample_does_not_break_later_queries(retail_head, tmp_path):
+    """DuckDB types columns from 20,480 rows; a late 'not a date' must reach cleaning as text."""
+    table = sources.read(late_bad_date(retail_head, tmp_path / "late.csv"))
     assert table.types["InvoiceDate"] == "VARCHAR"
     assert table.con.execute(
         "SELECT count(*) FROM source WHERE InvoiceDate = 'not a date'"
@@ -436,11 +440,7 @@ def test_customer_table_roles(marketing_campaign, mall_customers):
 def test_a_csv_larger_than_the_memory_budget_is_staged_as_parquet(retail_head, tmp_path, monkeypatch):
     """Past the budget the parsed text goes to a temporary Parquet file: same rows, same
     order (row numbers in messages and rejects), same late-value fallback, file removed after."""
-    rows = pd.concat([retail_head] * 5, ignore_index=True)  # 25,000 rows
-    rows["InvoiceDate"] = rows["InvoiceDate"].astype(str)
-    rows.loc[24_000, "InvoiceDate"] = "not a date"
-    path = tmp_path / "large.csv"
-    rows.to_csv(path, index=False)
+    path = late_bad_date(retail_head, tmp_path / "large.csv")
     in_memory = sources.read(path)
     monkeypatch.setattr(sources, "memory_budget", lambda con: path.stat().st_size - 1)
     before = set(Path(tempfile.gettempdir()).glob("custseg-*.parquet"))
