@@ -158,30 +158,31 @@ class CleanTransactions:
     def ctes(self, part: int = 0, parts: int = 1) -> str:
         """Common table expressions over one scan of the source (or of customer partition
         ``part`` of ``parts``): ``rows``, the distinct kept rows, and the one-row ``counts``
-        with the columns :func:`report_from_counts` takes, each prefixed with ``_``.
+        with the columns named in :data:`COUNTED`.
 
         Every copy of a row has the same customer id (rows without one hash alike), so
         partitions by customer can be cleaned and summarised one at a time, each in a fraction
         of the memory, and their counts add up.
         """
         where = f" WHERE hash({self._customer_id}) % {parts} = {part}" if parts > 1 else ""
-        before = ", ".join(f"count(*) FILTER (WHERE __pre = '{rule}') AS _{rule}" for rule in _BEFORE_DEDUP)
-        after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS _{rule}" for rule in _AFTER_DEDUP)
+        before = ", ".join(f"count(*) FILTER (WHERE __pre = '{rule}') AS {rule}" for rule in _BEFORE_DEDUP)
+        after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
         return (
             f"src AS (SELECT *, {self._pre_case} AS __pre, {self._post_case} AS __post FROM source{where}), "
             f"rows AS (SELECT {self._kept_columns} FROM (SELECT DISTINCT * EXCLUDE (__pre, __post) "
             "FROM src WHERE __pre IS NULL AND __post IS NULL)), "
             "counts AS (SELECT * FROM "
-            f"(SELECT count(*) AS _rows_in, {before} FROM src), "
+            f"(SELECT count(*) AS rows_in, {before} FROM src), "
             f"(SELECT {after} FROM (SELECT DISTINCT * FROM src WHERE __pre IS NULL AND __post IS NOT NULL)), "
-            "(SELECT count(*) AS _rows_out FROM rows))"
+            "(SELECT count(*) AS rows_out FROM rows))"
         )
 
     def report(self) -> CleaningReport:
         """Count rows per rule (one scan of the source)."""
         if self._report is None:
-            counts = self.con.execute(f"WITH {self.ctes()} SELECT * FROM counts").df()
-            self._report = report_from_counts(self.table.label, counts.iloc[0])
+            result = self.con.execute(f"WITH {self.ctes()} SELECT * FROM counts")
+            names = [column[0] for column in result.description]
+            self._report = report_from_counts(self.table.label, dict(zip(names, result.fetchone())))
         return self._report
 
     def transactions(self) -> duckdb.DuckDBPyRelation:
@@ -194,16 +195,16 @@ class CleanTransactions:
         return self.con.sql(self._rejects_sql)
 
 
-#: What ``counts`` of :meth:`CleanTransactions.ctes` holds (each prefixed with ``_``).
+#: The columns of ``counts`` in :meth:`CleanTransactions.ctes`.
 COUNTED = ("rows_in", *_BEFORE_DEDUP, *_AFTER_DEDUP, "rows_out")
 
 
 def report_from_counts(source: str, counts: Mapping[str, int], notes: tuple[str, ...] = ()) -> CleaningReport:
-    """Build a report from the values named in :data:`COUNTED` (with or without the ``_``).
+    """Build a report from the values named in :data:`COUNTED`.
 
     Every source row is counted once: the duplicates are the rows no other count took.
     """
-    values = {name: int(counts.get(name, counts.get(f"_{name}")) or 0) for name in COUNTED}
+    values = {name: int(counts[name]) for name in COUNTED}
     values["duplicate_row"] = values["rows_in"] - sum(v for k, v in values.items() if k != "rows_in")
     dropped = tuple(
         RuleCount(rule, values[rule], RULES[rule])
@@ -255,18 +256,11 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
     post.append(f"WHEN ({exprs['ordered_at']}) IS NULL THEN 'missing_date'")
     pre_case = "CASE " + " ".join(pre) + " END"
     post_case = "CASE " + " ".join(post) + " END"
-    # Written as a conjunction so that DuckDB can push "id IS NOT NULL" into the scan.
-    passes_pre = " AND ".join([f"({exprs['customer_id']}) IS NOT NULL"]
-                              + [f"NOT coalesce({cond}, false)" for _, cond in bad])
 
     canon = ", ".join(f"{expr} AS {role}" for role, expr in exprs.items())
     kept_columns = f"{canon}, {line_amount} AS line_amount, ({is_return}) AS is_return"
     con = table.con
     con.execute(f"CREATE OR REPLACE VIEW typed AS SELECT {canon} FROM source")
-    con.execute(
-        f"CREATE OR REPLACE VIEW kept AS SELECT {kept_columns} "
-        f"FROM (SELECT DISTINCT * FROM source WHERE {passes_pre} AND ({post_case}) IS NULL)"
-    )
     original = ", ".join(quote_name(c) for c in table.columns)
     rejects_sql = (
         "WITH numbered AS (SELECT row_number() OVER () AS __row, * FROM source), "
@@ -277,8 +271,10 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
         f"{original} FROM ruled WHERE __pre IS NOT NULL OR __copy > 1 OR __post IS NOT NULL "
         "ORDER BY __row"
     )
-    return CleanTransactions(table, cmap, policy, roles, f"({exprs['customer_id']})", pre_case, post_case,
-                             kept_columns, rejects_sql)
+    clean = CleanTransactions(table, cmap, policy, roles, f"({exprs['customer_id']})", pre_case, post_case,
+                              kept_columns, rejects_sql)
+    con.execute(f"CREATE OR REPLACE VIEW kept AS WITH {clean.ctes()} SELECT * FROM rows")
+    return clean
 
 
 def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):

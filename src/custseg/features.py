@@ -78,35 +78,27 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     # The most frequent country/channel of a customer's kept rows; ties go to the first in
     # alphabetical order, so that a rerun gives the same table (DuckDB's mode() breaks them
     # by arrival order, which varies with threads and partitions).
-    modes = [
+    modes = [extra for extra in ("country", "channel") if extra in roles]
+    ctes = [f"per AS (SELECT {', '.join(select)} FROM rows WHERE {snapshot} GROUP BY customer_id)"] + [
         f"{extra} AS (SELECT customer_id, arg_min({extra}, (-n, {extra})) AS {extra} FROM "
         f"(SELECT customer_id, {extra}, count(*) AS n FROM rows WHERE {snapshot} AND {extra} IS NOT NULL "
         "GROUP BY ALL) GROUP BY customer_id)"
-        for extra in ("country", "channel") if extra in roles
+        for extra in modes
     ]
-    joined = "per" + "".join(f" LEFT JOIN {m.split(' ', 1)[0]} USING (customer_id)" for m in modes)
-    if modes:
-        joined = f"(SELECT * FROM {joined})"
+    joined = "(SELECT * FROM per" + "".join(f" LEFT JOIN {extra} USING (customer_id)" for extra in modes) + ")"
 
     parts = partitions(clean.rows_with_id(), len(clean.table.columns), memory_budget(clean.con))
     totals: dict[str, int] = {}
     found = []
     for part in range(parts):
-        sql = (
-            f"WITH {clean.ctes(part, parts)}, "
-            f"per AS (SELECT {', '.join(select)} FROM rows WHERE {snapshot} GROUP BY customer_id)"
-            + "".join(f", {m}" for m in modes)
-            + f" SELECT * FROM counts LEFT JOIN {joined} ON true"
-        )
+        sql = f"WITH {clean.ctes(part, parts)}, {', '.join(ctes)} SELECT * FROM counts LEFT JOIN {joined} ON true"
         frame = clean.con.execute(sql).df()
         for name in COUNTED:
-            totals[name] = totals.get(name, 0) + int(frame[f"_{name}"].iloc[0])
+            totals[name] = totals.get(name, 0) + int(frame[name].iloc[0])
         found.append(frame.loc[frame["customer_id"].notna() & (frame["frequency"].fillna(0) > 0),
-                               [c for c in frame.columns if not c.startswith("_")]])
+                               [c for c in frame.columns if c not in COUNTED]])
     report = report_from_counts(clean.table.label, totals)
-    non_empty = [f for f in found if len(f)]
-    table = (pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1
-             else (non_empty or found)[0].reset_index(drop=True))
+    table = pd.concat([f for f in found if len(f)] or found[:1], ignore_index=True)
     if table.empty:
         when = f" before --as-of {pd.Timestamp(as_of).date()}" if as_of is not None else ""
         raise DataError(
