@@ -437,12 +437,13 @@ def test_customer_table_roles(marketing_campaign, mall_customers):
     assert mall == {"customer_id": "CustomerID"}
 
 
-def test_a_csv_larger_than_the_memory_budget_is_staged_as_parquet(retail_head, tmp_path, monkeypatch):
-    """Past the budget the parsed text goes to a temporary Parquet file: same rows, same
-    order (row numbers in messages and rejects), same late-value fallback, file removed after."""
+def test_a_csv_over_a_third_of_the_memory_budget_is_staged_as_parquet(retail_head, tmp_path, monkeypatch):
+    """Past a third of the budget the parsed text goes to a temporary Parquet file: same rows,
+    same order (row numbers in messages and rejects), same late-value fallback, file removed after."""
     path = late_bad_date(retail_head, tmp_path / "large.csv")
+    monkeypatch.setattr(sources, "memory_budget", lambda con: 3 * path.stat().st_size)
     in_memory = sources.read(path)
-    monkeypatch.setattr(sources, "memory_budget", lambda con: path.stat().st_size - 1)
+    monkeypatch.setattr(sources, "memory_budget", lambda con: 3 * path.stat().st_size - 1)
     before = set(Path(tempfile.gettempdir()).glob("custseg-*.parquet"))
     staged = sources.read(path)
     parquet = set(Path(tempfile.gettempdir()).glob("custseg-*.parquet")) - before

@@ -424,16 +424,24 @@ def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None
     return _encoding_label(codec), delim
 
 
+#: A CSV is staged in memory when its text takes at most 1/this of the memory budget.
+_TEXT_SHARE_IN_MEMORY = 3
+
+
 def _stage_csv(con, data: Path):
     """Where a parsed CSV goes; returns a function that loads a SELECT there and points the
     view ``source`` at it.
 
-    A text that fits the memory budget becomes a DuckDB table in memory.  A larger one goes
-    to a temporary Parquet file, compressed (50M rows: 3 GB of text, 0.27 GB of Parquet):
-    a table that size would spill uncompressed to disk and every pass over it would read it
-    all back (50M rows: 120 s for the features instead of about 80 s).
+    A text of up to a third of the memory budget becomes a DuckDB table in memory.  A larger
+    one goes to a temporary Parquet file, compressed (10M rows: 0.6 GB of text, 0.06 GB of
+    Parquet), so the queries that follow keep the budget: in memory the table takes about
+    1.4 times the text, and a table of more than half the budget slows the features down more
+    than writing the file costs (`custseg features` within 1 GB: 5M rows, 0.3 GB of text, 3.0 s
+    from memory, 3.6 s from Parquet; 7M rows, 0.42 GB, 5.1 s against 4.4 s; 10M rows, 0.6 GB,
+    7.1 s against 6.0 s).  Past the budget a table would spill to disk uncompressed (50M rows:
+    120 s for the features instead of about 80 s).
     """
-    if data.stat().st_size <= memory_budget(con):
+    if data.stat().st_size * _TEXT_SHARE_IN_MEMORY <= memory_budget(con):
         def to_table(select: str) -> None:
             con.execute(f"CREATE OR REPLACE TEMP TABLE source_data AS {select}")
             con.execute("CREATE OR REPLACE VIEW source AS SELECT * FROM source_data")
