@@ -130,8 +130,9 @@ class CleanTransactions:
 
     The exact-duplicate search is the costliest step, so it sees only rows that can matter:
     rows without a customer id (or, with ``bad_values="drop"``, with unreadable values) are
-    only counted; rows another rule drops are deduplicated apart, a small set; the kept rows
-    are deduplicated by the query that summarises them, all from one scan of the source
+    only counted, by a scan of the columns those rules read (:meth:`pre_counts`); of the other
+    rows, those another rule drops are deduplicated apart, a small set, and the kept rows are
+    deduplicated by the query that summarises them, both from one scan of the source
     (:meth:`ctes`).  A rule depends only on a row's values, so every copy of a row meets the
     same rule, and the duplicates are exactly the rows no other count took.
     """
@@ -146,43 +147,54 @@ class CleanTransactions:
     _kept_columns: str = field(repr=False)  # canonical columns, line_amount, is_return
     _rejects_sql: str = field(repr=False)
     _report: CleaningReport | None = field(default=None, repr=False)
+    _pre_counts: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         return self.table.con
 
-    def rows_with_id(self) -> int:
-        """How many source rows have a customer id (one cheap column scan)."""
-        return int(self.con.execute(f"SELECT count({self._customer_id}) FROM source").fetchall()[0][0])
+    def pre_counts(self) -> dict[str, int]:
+        """``rows_in`` and the rows each rule before deduplication drops: the columns named in
+        :data:`COUNTED_BEFORE` (one scan of the columns those rules read)."""
+        if self._pre_counts is None:
+            rules = "".join(f", count(*) FILTER (WHERE __pre = '{rule}') AS {rule}" for rule in _BEFORE_DEDUP)
+            result = self.con.execute(
+                f"SELECT count(*) AS rows_in{rules} FROM (SELECT {self._pre_case} AS __pre FROM source)")
+            names = [column[0] for column in result.description]
+            self._pre_counts = {name: int(value) for name, value in zip(names, result.fetchone())}
+        return self._pre_counts
+
+    def rows_to_deduplicate(self) -> int:
+        """How many source rows no rule before deduplication drops."""
+        counts = self.pre_counts()
+        return counts["rows_in"] - sum(counts[rule] for rule in _BEFORE_DEDUP)
 
     def ctes(self, part: int = 0, parts: int = 1) -> str:
-        """Common table expressions over one scan of the source (or of customer partition
-        ``part`` of ``parts``): ``rows``, the distinct kept rows, and the one-row ``counts``
-        with the columns named in :data:`COUNTED`.
+        """Common table expressions over one scan of the rows :meth:`pre_counts` does not drop
+        (or of customer partition ``part`` of ``parts`` of them): ``rows``, the distinct kept
+        rows, and the one-row ``counts`` with the columns named in :data:`COUNTED_AFTER`.
 
-        Every copy of a row has the same customer id (rows without one hash alike), so
-        partitions by customer can be cleaned and summarised one at a time, each in a fraction
-        of the memory, and their counts add up.
+        Every copy of a row has the same customer id, so partitions by customer can be cleaned
+        and summarised one at a time, each in a fraction of the memory, and their counts add up.
         """
-        where = f" WHERE hash({self._customer_id}) % {parts} = {part}" if parts > 1 else ""
-        before = ", ".join(f"count(*) FILTER (WHERE __pre = '{rule}') AS {rule}" for rule in _BEFORE_DEDUP)
+        where = f"{self._pre_case} IS NULL" + (f" AND hash({self._customer_id}) % {parts} = {part}" if parts > 1 else "")
         after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
         return (
-            f"src AS (SELECT *, {self._pre_case} AS __pre, {self._post_case} AS __post FROM source{where}), "
-            f"rows AS (SELECT {self._kept_columns} FROM (SELECT DISTINCT * EXCLUDE (__pre, __post) "
-            "FROM src WHERE __pre IS NULL AND __post IS NULL)), "
+            f"src AS (SELECT *, {self._post_case} AS __post FROM source WHERE {where}), "
+            f"rows AS (SELECT {self._kept_columns} FROM (SELECT DISTINCT * EXCLUDE (__post) "
+            "FROM src WHERE __post IS NULL)), "
             "counts AS (SELECT * FROM "
-            f"(SELECT count(*) AS rows_in, {before} FROM src), "
-            f"(SELECT {after} FROM (SELECT DISTINCT * FROM src WHERE __pre IS NULL AND __post IS NOT NULL)), "
+            f"(SELECT {after} FROM (SELECT DISTINCT * FROM src WHERE __post IS NOT NULL)), "
             "(SELECT count(*) AS rows_out FROM rows))"
         )
 
     def report(self) -> CleaningReport:
-        """Count rows per rule (one scan of the source)."""
+        """Count rows per rule (two scans of the source)."""
         if self._report is None:
+            before = self.pre_counts()
             result = self.con.execute(f"WITH {self.ctes()} SELECT * FROM counts")
             names = [column[0] for column in result.description]
-            self._report = report_from_counts(self.table.label, dict(zip(names, result.fetchone())))
+            self._report = report_from_counts(self.table.label, {**before, **dict(zip(names, result.fetchone()))})
         return self._report
 
     def transactions(self) -> duckdb.DuckDBPyRelation:
@@ -195,8 +207,11 @@ class CleanTransactions:
         return self.con.sql(self._rejects_sql)
 
 
-#: The columns of ``counts`` in :meth:`CleanTransactions.ctes`.
-COUNTED = ("rows_in", *_BEFORE_DEDUP, *_AFTER_DEDUP, "rows_out")
+#: What :meth:`CleanTransactions.pre_counts` counts, once for the whole source.
+COUNTED_BEFORE = ("rows_in", *_BEFORE_DEDUP)
+#: The columns of ``counts`` in :meth:`CleanTransactions.ctes`, per partition.
+COUNTED_AFTER = (*_AFTER_DEDUP, "rows_out")
+COUNTED = COUNTED_BEFORE + COUNTED_AFTER
 
 
 def report_from_counts(source: str, counts: Mapping[str, int], notes: tuple[str, ...] = ()) -> CleaningReport:

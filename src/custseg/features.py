@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from custseg.cleaning import COUNTED, CleanTransactions, CleaningReport, report_from_counts
+from custseg.cleaning import COUNTED_AFTER, CleanTransactions, CleaningReport, report_from_counts
 from custseg.errors import DataError
 from custseg.sources import memory_budget
 
@@ -55,9 +55,11 @@ class CustomerFeatures:
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
     """Compute one row per customer (see the module docstring) and the cleaning report.
 
-    One query per partition of the customers (one partition, unless the log is too large for
-    the memory budget) scans the source once, counts the rows of every rule and summarises
-    the distinct kept rows per customer (see :meth:`CleanTransactions.ctes`).
+    The rows without a customer id (and other rules before deduplication) are counted once
+    (:meth:`CleanTransactions.pre_counts`); then one query per partition of the customers (one
+    partition, unless the log is too large for the memory budget) scans the other rows once,
+    counts those the later rules drop and summarises the distinct kept rows per customer (see
+    :meth:`CleanTransactions.ctes`).
     """
     roles = set(clean.roles)
     # A snapshot at as_of sees only what happened before it.
@@ -87,16 +89,16 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     ]
     joined = "(SELECT * FROM per" + "".join(f" LEFT JOIN {extra} USING (customer_id)" for extra in modes) + ")"
 
-    parts = partitions(clean.rows_with_id(), len(clean.table.columns), memory_budget(clean.con))
-    totals: dict[str, int] = {}
+    parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(clean.con))
+    totals = dict(clean.pre_counts())
     found = []
     for part in range(parts):
         sql = f"WITH {clean.ctes(part, parts)}, {', '.join(ctes)} SELECT * FROM counts LEFT JOIN {joined} ON true"
         frame = clean.con.execute(sql).df()
-        for name in COUNTED:
+        for name in COUNTED_AFTER:
             totals[name] = totals.get(name, 0) + int(frame[name].iloc[0])
         found.append(frame.loc[frame["customer_id"].notna() & (frame["frequency"].fillna(0) > 0),
-                               [c for c in frame.columns if c not in COUNTED]])
+                               [c for c in frame.columns if c not in COUNTED_AFTER]])
     report = report_from_counts(clean.table.label, totals)
     table = pd.concat([f for f in found if len(f)] or found[:1], ignore_index=True)
     if table.empty:
