@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from custseg import sources
 from custseg.cli import main
 from custseg.errors import DataError
 
@@ -369,6 +370,81 @@ def test_installed_command_with_debug_prints_the_traceback(folders, orders):
     assert "Traceback (most recent call last)" in done.stderr
     assert "custseg.errors.DataError: " in done.stderr and "'InvoiceDate' has 3 unparseable dates" in done.stderr
     assert list(out.iterdir()) == []
+
+
+# --- running out of memory or temporary disk space --------------------------------------------
+
+@pytest.fixture(scope="module")
+def retail_csv(online_retail, tmp_path_factory) -> Path:
+    """The whole Online Retail log as CSV (47 MB)."""
+    import duckdb
+
+    path = tmp_path_factory.mktemp("retail") / "retail.csv"
+    duckdb.sql(f"COPY (SELECT * FROM read_parquet('{online_retail}')) TO '{path}'")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_running_out_of_memory_is_one_clean_line(fmt, retail_csv, online_retail, folders, monkeypatch, capsys):
+    """A memory limit too small for the work: DuckDB's own limit in the message, the fix, no output.
+    A CSV fails while it is parsed, a Parquet file in the features query."""
+    monkeypatch.setenv("CUSTSEG_MEMORY_LIMIT", "10MB")
+    source = retail_csv if fmt == "csv" else online_retail
+    _, out = folders
+    code, _, err = run(["features", str(source), "--out", str(out / "features.csv")], capsys)
+    assert code == 2, err
+    assert_one_error_line(err, r"ran out of memory within the limit of [\d.]+ ?MiB; "
+                               r"raise it with CUSTSEG_MEMORY_LIMIT \(e\.g\. 4GB\)$")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_running_out_of_temporary_disk_space_is_one_clean_line(fmt, retail_csv, online_retail, folders,
+                                                              monkeypatch, capsys):
+    """No room to spill beyond the memory limit (DuckDB refuses to write more than 1 KB of
+    temporary files): the message names the folder and the fixes, not the source."""
+    connect = sources.connect
+
+    def cramped(**options):
+        con = connect(**options)
+        con.execute("SET max_temp_directory_size = '1KB'")
+        return con
+
+    monkeypatch.setattr(sources, "connect", cramped)
+    monkeypatch.setenv("CUSTSEG_MEMORY_LIMIT", "50MB")
+    source = retail_csv if fmt == "csv" else online_retail
+    _, out = folders
+    code, _, err = run(["features", str(source), "--out", str(out / "features.csv")], capsys)
+    assert code == 2, err
+    line = assert_one_error_line(err, r"ran out of temporary disk space in .+, where work beyond the memory "
+                                      r"limit \(50MB\) goes; free space there, set TMPDIR to a disk with more room")
+    assert str(source) not in line
+    assert list(out.iterdir()) == []
+
+
+def test_other_errors_are_not_taken_for_a_lack_of_resources():
+    import duckdb
+
+    assert sources.resource_error(duckdb.ConversionException("Could not convert string 'x' to INT64")) is None
+    assert sources.resource_error(ValueError("No space in the name")) is None
+    assert sources.resource_error(OSError(28, "No space left on device")) is None  # --out: custseg.outputs
+    assert "temporary disk space" in str(sources.resource_error(
+        duckdb.IOException('Could not write file "/tmp/custseg-1.parquet": No space left on device')))
+
+
+def test_an_unexpected_error_is_one_line_too(folders, orders, monkeypatch, capsys):
+    """A bug still reaches the user as one line (the first of its message) asking for a report."""
+    from custseg import pipeline
+
+    def broken(spec):
+        raise RuntimeError("first line of a long message\nsecond line\nthird line")
+
+    monkeypatch.setattr(pipeline, "load", broken)
+    source, out = folders
+    code, _, err = run(["features", str(write_csv(orders, source / "orders.csv")), "--out", str(out / "f.csv")], capsys)
+    assert code == 1
+    assert err.strip() == ("custseg: internal error: RuntimeError: first line of a long message "
+                           "— rerun with --debug and report it")
 
 
 # --- bugs outside sources.py / schema.py ---------------------------------------------------------

@@ -9,7 +9,9 @@
 
 from custseg import datasets
 from custseg.cleaning import CleaningReport, Policy
-from custseg.errors import ConfigError, CustsegError, DataError, InputError, ModelError, SchemaError
+from custseg.errors import (
+    ConfigError, CustsegError, DataError, InputError, ModelError, ResourceError, SchemaError,
+)
 from custseg.pipeline import CustomerTable, Loaded, SourceSpec, customer_table, inspect, load
 from custseg.rfm import score as rfm_score
 
@@ -25,6 +27,7 @@ __all__ = [
     "Loaded",
     "ModelError",
     "Policy",
+    "ResourceError",
     "SchemaError",
     "SourceSpec",
     "customer_table",

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from custseg import cleaning, outputs, pipeline, rfm
+from custseg import cleaning, outputs, pipeline, rfm, sources
 from custseg.errors import ConfigError, CustsegError
 from custseg.schema import parse_mapping
 
@@ -421,8 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unexpected: one line, the traceback with --debug
         if debug:
             raise
+        resource = sources.resource_error(exc)  # out of memory or disk space: the user can fix it
+        if resource is not None:
+            err.print(f"custseg: error: {resource}", markup=False, highlight=False, soft_wrap=True)
+            return 2
+        first = (str(exc).strip().splitlines() or [""])[0]
         err.print(
-            f"custseg: internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it",
+            f"custseg: internal error: {type(exc).__name__}: {first} — rerun with --debug and report it",
             markup=False, soft_wrap=True,
         )
         return 1

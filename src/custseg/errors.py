@@ -14,6 +14,7 @@ __all__ = [
     "DataError",
     "ConfigError",
     "ModelError",
+    "ResourceError",
 ]
 
 
@@ -39,3 +40,7 @@ class ConfigError(CustsegError):
 
 class ModelError(CustsegError):
     """A saved model cannot be loaded or applied."""
+
+
+class ResourceError(CustsegError):
+    """The machine ran out of memory or of temporary disk space for the work."""

@@ -30,7 +30,7 @@ from typing import Literal
 
 import duckdb
 
-from custseg.errors import InputError, SchemaError
+from custseg.errors import InputError, ResourceError, SchemaError
 from custseg.schema import duplicate_names
 
 __all__ = ["Table", "read", "connect", "FORMATS", "is_sql_url"]
@@ -113,6 +113,30 @@ def memory_budget(con: duckdb.DuckDBPyConnection) -> int:
     if not match or match.group(2).upper() not in _UNITS:
         raise ValueError(f"unexpected DuckDB memory limit {text!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def resource_error(exc: BaseException) -> ResourceError | None:
+    """A one-line :class:`ResourceError` when ``exc`` is DuckDB running out of memory or of
+    temporary disk space (where it spills beyond the memory limit and large CSVs are staged),
+    else None.  (A full disk at ``--out`` is reported by :mod:`custseg.outputs`.)"""
+    if not isinstance(exc, duckdb.Error):
+        return None
+    message = str(exc)
+    limit = os.environ.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+    if any(sign in message for sign in ("No space left on device", "max_temp_directory_size", "failed to offload")):
+        return ResourceError(
+            f"ran out of temporary disk space in {tempfile.gettempdir()}, where work beyond the "
+            f"memory limit ({limit}) goes; free space there, set TMPDIR to a disk with more room, "
+            "or raise CUSTSEG_MEMORY_LIMIT (e.g. 4GB)"
+        )
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        # DuckDB's message ends with "(used/limit used)".
+        stated = re.search(r"/\s*([\d.]+ ?[KMGT]i?B) used\)", message)
+        return ResourceError(
+            f"ran out of memory within the limit of {stated.group(1) if stated else limit}; "
+            "raise it with CUSTSEG_MEMORY_LIMIT (e.g. 4GB)"
+        )
+    return None
 
 
 def is_sql_url(source: str) -> bool:
@@ -370,6 +394,9 @@ def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None
         raise InputError(f"{path}: has only blank lines, no header and no data; export the data again")
 
     def fail(exc: duckdb.Error):
+        resource = resource_error(exc)
+        if resource is not None:
+            return resource
         message = str(exc)
         if "not latin-1 encoded" in message and duck_encoding == "latin-1":
             return _Latin1Refused()
@@ -637,6 +664,9 @@ def _read_json(con, path: Path) -> None:
             )
             _scan_every_value(con)
     except duckdb.Error as exc:
+        resource = resource_error(exc)
+        if resource is not None:
+            raise resource from None
         first = str(exc).splitlines()[0]
         raise InputError(
             f"{path}: cannot be read as JSON lines ({first[:200]}); one JSON object per line is expected"
