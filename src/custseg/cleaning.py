@@ -177,7 +177,9 @@ class CleanTransactions:
         Every copy of a row has the same customer id, so partitions by customer can be cleaned
         and summarised one at a time, each in a fraction of the memory, and their counts add up.
         """
-        where = f"{self._pre_case} IS NULL" + (f" AND hash({self._customer_id}) % {parts} = {part}" if parts > 1 else "")
+        where = f"{self._pre_case} IS NULL"
+        if parts > 1:
+            where += f" AND hash({self._customer_id}) % {parts} = {part}"
         after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
         return (
             f"src AS (SELECT *, {self._post_case} AS __post FROM source WHERE {where}), "
