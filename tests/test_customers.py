@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from custseg import pipeline
+from custseg.errors import DataError
 from custseg.pipeline import SourceSpec
 
 
@@ -68,3 +69,32 @@ def test_duplicate_and_missing_ids_are_counted(tmp_path):
     assert counts == {"missing_customer_id": 1, "duplicate_row": 1, "duplicate_customer_id": 1}
     assert list(made.features["customer_id"]) == ["1", "2"]
     assert list(made.features["age"]) == [30.0, 50.0]
+
+
+def test_a_table_with_only_ids_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id,plan\n1,gold\n2,gold\n3,gold\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"customers\.csv: no column describes the customers besides the id "
+                                        r"'customer_id' \('plan' has a single value\); a customer table needs"):
+        pipeline.customer_table(pipeline.load(SourceSpec(str(path), kind="customers")))
+
+
+def test_a_table_without_any_id_is_refused(tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id,age\n,30\n ,40\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"customers\.csv: no customer left after cleaning \(2 rows in, 2 without "
+                                        r"a customer id in 'customer_id'\); check that column"):
+        pipeline.customer_table(pipeline.load(SourceSpec(str(path), kind="customers")))
+
+
+def test_a_small_table_is_segmented_with_the_k_it_allows(tmp_path):
+    """Four customers: k is chosen among 2 and 3, not refused for the default 2..15."""
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id,spend,visits\n1,10,1\n2,11,1\n3,90,9\n4,95,8\n", encoding="utf-8")
+    result = pipeline.run_segmentation(pipeline.load(SourceSpec(str(path), kind="customers")))
+    assert set(result.selection.leaderboard["n_clusters"]) <= {2, 3}
+    assert result.n_clusters in (2, 3) and len(result.assignments) == 4
+    two = tmp_path / "two.csv"
+    two.write_text("customer_id,spend\n1,10\n2,90\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"two\.csv: 2 customer\(s\) after cleaning; segments need at least 3"):
+        pipeline.run_segmentation(pipeline.load(SourceSpec(str(two), kind="customers")))

@@ -504,6 +504,18 @@ def clean_customers(
             out[column] = out[column].astype("float64")  # no gaps left: plain NumPy floats
     for column, why in dropped_columns.items():
         notes.append(f"column '{column}' dropped: {why}")
+    if out.empty:
+        raise DataError(
+            f"{table.label}: no customer left after cleaning ({rows_in:,} rows in, {int(missing_id.sum()):,} "
+            f"without a customer id in '{id_col}'); check that column or map another with --map customer_id=COLUMN"
+        )
+    if len(out.columns) == 1:
+        why = "; ".join(f"'{c}' {reason}" for c, reason in dropped_columns.items())
+        raise DataError(
+            f"{table.label}: no column describes the customers besides the id '{id_col}'"
+            + (f" ({why})" if why else "")
+            + "; a customer table needs columns such as income, age, spend or visits"
+        )
     dropped = (
         RuleCount("missing_customer_id", int(missing_id.sum()), RULES["missing_customer_id"]),
         RuleCount("duplicate_row", int(duplicated_rows.sum()), RULES["duplicate_row"]),

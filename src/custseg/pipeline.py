@@ -14,7 +14,7 @@ from typing import Literal
 import pandas as pd
 
 from custseg import cleaning, cohorts, features, rfm, schema, sources
-from custseg.errors import SchemaError
+from custseg.errors import CustsegError, DataError, SchemaError
 
 __all__ = ["SourceSpec", "Loaded", "CustomerTable", "load", "customer_table", "inspect"]
 
@@ -251,6 +251,10 @@ def run_segmentation(
     started = time.time()
     made = customer_table(loaded, policy=policy, as_of=as_of)
     features = made.features
+    if len(features) < 3:
+        raise DataError(
+            f"{loaded.table.label}: {len(features)} customer(s) after cleaning; segments need at least 3"
+        )
     if config.algorithm != "auto" and config.algorithm not in cluster.ALGORITHMS:
         raise ConfigError(
             f"--algorithm must be auto or one of {', '.join(cluster.ALGORITHMS)}, got '{config.algorithm}'"
@@ -259,9 +263,12 @@ def run_segmentation(
     spec = cluster.ALGORITHMS.get(config.algorithm)
     if spec is not None and spec.input == "rfm":
         columns = ["recency_days", "frequency", "monetary"]
-    prep = preprocessing.build_preprocessor(features, columns=columns, one_hot=not (spec and spec.needs_categorical))
-    used = prep.columns
-    matrix = prep.fit_transform(features[used])
+    try:
+        prep = preprocessing.build_preprocessor(features, columns=columns, one_hot=not (spec and spec.needs_categorical))
+        used = prep.columns
+        matrix = prep.fit_transform(features[used])
+    except CustsegError as exc:  # e.g. no usable column: say which source
+        raise type(exc)(f"{loaded.table.label}: {exc}") from None
 
     numeric_matrix = matrix.select_dtypes("number")
     if config.algorithm == "auto":
@@ -270,11 +277,18 @@ def run_segmentation(
         algorithms = ()
     else:
         algorithms = (config.algorithm,) if spec.input == "matrix" else ("kmeans",)
-    k_values = (config.n_clusters,) if (config.n_clusters and config.algorithm != "auto") else config.k_values
-    result = selection.compare(
-        numeric_matrix, algorithms=algorithms or ("kmeans",), k_values=k_values,
-        random_state=config.random_state, progress=progress,
-    )
+    if config.n_clusters and config.algorithm != "auto":
+        k_values = (config.n_clusters,)
+    else:  # a small table: only the k that leave more customers (and distinct ones) than segments
+        most = min(len(numeric_matrix) - 1, len(numeric_matrix.drop_duplicates()))
+        k_values = tuple(k for k in config.k_values if k <= most) or config.k_values[:1]
+    try:
+        result = selection.compare(
+            numeric_matrix, algorithms=algorithms or ("kmeans",), k_values=k_values,
+            random_state=config.random_state, progress=progress,
+        )
+    except CustsegError as exc:  # e.g. every customer alike: say which source
+        raise type(exc)(f"{loaded.table.label}: {exc}") from None
     if config.algorithm == "auto" or config.n_clusters is None:
         choice = selection.recommend(
             result.leaderboard, knee=result.knee,
