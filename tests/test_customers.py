@@ -71,19 +71,22 @@ def test_duplicate_and_missing_ids_are_counted(tmp_path):
     assert list(made.features["age"]) == [30.0, 50.0]
 
 
-def test_a_table_with_only_ids_is_refused_with_the_reason(tmp_path):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("customer_id,plan\n1,gold\n2,gold\n3,gold\n",
+         r"customers\.csv: no column describes the customers besides the id 'customer_id' "
+         r"\('plan' has a single value\); a customer table needs"),
+        ("customer_id,age\n,30\n ,40\n",
+         r"customers\.csv: no customer left after cleaning \(2 rows in, 2 without a customer id in "
+         r"'customer_id'\); check that column"),
+    ],
+    ids=["only-ids", "no-ids"],
+)
+def test_a_table_with_nothing_to_segment_is_refused_with_the_reason(text, message, tmp_path):
     path = tmp_path / "customers.csv"
-    path.write_text("customer_id,plan\n1,gold\n2,gold\n3,gold\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"customers\.csv: no column describes the customers besides the id "
-                                        r"'customer_id' \('plan' has a single value\); a customer table needs"):
-        pipeline.customer_table(pipeline.load(SourceSpec(str(path), kind="customers")))
-
-
-def test_a_table_without_any_id_is_refused(tmp_path):
-    path = tmp_path / "customers.csv"
-    path.write_text("customer_id,age\n,30\n ,40\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"customers\.csv: no customer left after cleaning \(2 rows in, 2 without "
-                                        r"a customer id in 'customer_id'\); check that column"):
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
         pipeline.customer_table(pipeline.load(SourceSpec(str(path), kind="customers")))
 
 
