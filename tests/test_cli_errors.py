@@ -309,6 +309,21 @@ def test_bad_out_is_refused_before_reading(out_name, pattern, folders, orders, c
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "command, pattern",
+    [("rfm", r"Mall_Customers\.csv: RFM needs columns customer_id, recency_days, frequency, monetary; "
+             r"missing recency_days, frequency, monetary — give a transaction log"),
+     ("cohorts", r"Mall_Customers\.csv: is a customer table \(one row per customer\); this step needs a "
+                 r"transaction log")],
+)
+def test_transaction_commands_on_a_customer_table_name_it(command, pattern, mall_customers, folders, capsys):
+    _, out = folders
+    code, _, err = run([command, str(mall_customers), "--out", str(out / "result.csv")], capsys)
+    assert code == 2
+    assert_one_error_line(err, pattern)
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["rfm", "cohorts"])
 def test_other_commands_report_bad_input_the_same_way(command, folders, orders, capsys):
     source, out = folders

@@ -121,7 +121,10 @@ def rfm_table(
 ) -> tuple[pd.DataFrame, CustomerTable]:
     """RFM scores and segments, with the customer table they came from."""
     made = customer_table(loaded, policy=policy, as_of=as_of)
-    return rfm.score(made.features, segment_map=segment_map), made
+    try:
+        return rfm.score(made.features, segment_map=segment_map), made
+    except CustsegError as exc:  # e.g. a customer table without RFM columns: say which source
+        raise type(exc)(f"{loaded.table.label}: {exc}") from None
 
 
 def cohort_table(

@@ -152,7 +152,7 @@ def score(features: pd.DataFrame, *, segment_map: SegmentMap = DEFAULT_SEGMENT_M
     if missing:
         raise DataError(
             f"RFM needs columns {', '.join(needed)}; missing {', '.join(missing)} — "
-            "give a transaction log, or map them with --map"
+            "give a transaction log (or a table with those columns)"
         )
     if features.empty:
         raise DataError("RFM needs at least one customer; the feature table is empty")
