@@ -227,6 +227,12 @@ def sql_missing_table(d, o):
     return [_sqlite(d, o), "--table", "nope"], r"sqlite:///.*shop\.db: no table 'nope'; check --table \(tables: orders\)"
 
 
+def sql_query_without_rows(d, o):
+    return [_sqlite(d, o), "--query", "SELECT * FROM orders WHERE 1 = 0"], (
+        r"sqlite:///.*shop\.db: the query returned no rows; check its conditions$"
+    )
+
+
 def sqlite_missing_file(d, o):
     return [f"sqlite:///{d / 'nope.db'}", "--table", "orders"], (
         r"sqlite:///.*nope\.db: no SQLite database file '.*nope\.db'; check the path"
@@ -253,7 +259,7 @@ CASES = [
     binary_junk, nul_bytes, not_utf8, unknown_encoding, unparseable_dates, non_numeric_amounts,
     no_customer_id, no_order_date, duplicate_columns, duplicate_columns_by_case, a_directory,
     missing_path, xlsx_that_is_csv, csv_that_is_xlsx, unknown_sheet, sql_does_not_connect,
-    sql_query_fails, sql_missing_table, sqlite_missing_file, bad_map_role, bad_map_column,
+    sql_query_fails, sql_missing_table, sql_query_without_rows, sqlite_missing_file, bad_map_role, bad_map_column,
 ]
 
 

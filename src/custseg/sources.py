@@ -201,6 +201,10 @@ def read(
     types = {row[0]: row[1] for row in described}
     result = Table(con, label, fmt, columns, types, enc, delim)
     if result.count() == 0:
+        if fmt == "sql":
+            what = f"table '{table}' has no rows; check that it is the right table" if table else \
+                "the query returned no rows; check its conditions"
+            raise InputError(f"{label}: {what}")
         raise InputError(f"{label}: has a header but no data rows; export the data again")
     return result
 
