@@ -255,7 +255,7 @@ def segment(
 
     if out_.exists() and not out_.is_dir():
         raise ConfigError(f"--out {out_}: is a file; give a folder for the results")
-    if k != "auto" and not k.isdigit():
+    if k != "auto" and not (k.isdigit() and int(k) >= 2):
         raise ConfigError(f"--k must be auto or a whole number ≥ 2, got '{k}'")
     config = pipeline.SegmentConfig(
         algorithm=algorithm, n_clusters=None if k == "auto" else int(k),

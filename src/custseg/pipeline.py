@@ -272,8 +272,22 @@ def run_segmentation(
         matrix = prep.fit_transform(features[used])
     except CustsegError as exc:  # e.g. no usable column: say which source
         raise type(exc)(f"{loaded.table.label}: {exc}") from None
+    if spec is not None and spec.needs_categorical and matrix.shape[1] == matrix.select_dtypes("number").shape[1]:
+        text = [c for c in features.columns[1:] if not pd.api.types.is_numeric_dtype(features[c])
+                and not pd.api.types.is_datetime64_any_dtype(features[c])]
+        raise ConfigError(
+            f"{loaded.table.label}: --algorithm {config.algorithm} mixes numbers and categories, but the "
+            f"features {', '.join(used)} are all numbers; "
+            + (f"add a category with --features {','.join([*used, text[0]])}" if text else "the table has no category")
+            + ", or choose kmeans"
+        )
 
     numeric_matrix = matrix.select_dtypes("number")
+    if config.n_clusters is not None and config.n_clusters >= len(numeric_matrix):
+        raise DataError(
+            f"{loaded.table.label}: --k {config.n_clusters} needs more than {config.n_clusters} customers, "
+            f"found {len(numeric_matrix)}; lower --k"
+        )
     if config.algorithm == "auto":
         algorithms = config.candidates
     elif spec.input == "rfm":
@@ -285,6 +299,8 @@ def run_segmentation(
     else:  # a small table: only the k that leave more customers (and distinct ones) than segments
         most = min(len(numeric_matrix) - 1, len(numeric_matrix.drop_duplicates()))
         k_values = tuple(k for k in config.k_values if k <= most) or config.k_values[:1]
+        if config.n_clusters:  # the algorithms are compared at the k asked for, too
+            k_values = tuple(sorted({*k_values, config.n_clusters}))
     try:
         result = selection.compare(
             numeric_matrix, algorithms=algorithms or ("kmeans",), k_values=k_values,

@@ -1,0 +1,46 @@
+"""What `custseg segment` does with the k and the algorithm it is asked for, on the bundled sample."""
+
+from __future__ import annotations
+
+import pytest
+
+from custseg import datasets, pipeline
+from custseg.cli import main
+from custseg.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return pipeline.load(pipeline.SourceSpec(str(datasets.sample_path())))
+
+
+def test_a_k_past_the_default_sweep_is_compared_and_used(sample):
+    result = pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=20))
+    assert result.n_clusters == 20 and result.assignments["segment"].nunique() == 20
+    assert 20 in set(result.selection.leaderboard["n_clusters"])
+    assert {2, 15} <= set(result.selection.leaderboard["n_clusters"])  # the evidence for other k stays
+
+
+def test_a_k_as_large_as_the_table_is_refused(sample):
+    with pytest.raises(DataError, match=r"online_retail_sample\.parquet: --k 837 needs more than 837 customers, "
+                                        r"found 837; lower --k"):
+        pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=837))
+
+
+def test_kprototypes_without_a_category_says_which_to_add(sample):
+    with pytest.raises(ConfigError, match=r"--algorithm kprototypes mixes numbers and categories, but the features "
+                                          r"recency_days, .* are all numbers; add a category with --features "
+                                          r"recency_days,.*,country, or choose kmeans"):
+        pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(algorithm="kprototypes", n_clusters=3))
+    with_country = pipeline.SegmentConfig(algorithm="kprototypes", n_clusters=3,
+                                          features=("recency_days", "frequency", "monetary", "country"))
+    result = pipeline.run_segmentation(sample, config=with_country)
+    assert result.n_clusters == 3 and "country" in result.feature_columns
+
+
+@pytest.mark.parametrize("k", ["1", "0", "-2", "three"])
+def test_cli_refuses_a_k_below_two(k, tmp_path, capsys):
+    code = main(["segment", str(datasets.sample_path()), "--out", str(tmp_path / "run"), "--k", k])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == f"custseg: error: --k must be auto or a whole number ≥ 2, got '{k}'"
+    assert not (tmp_path / "run").exists()
