@@ -124,6 +124,22 @@ def test_bad_model_files(tmp_path, content, message):
         model_io.load(path)
 
 
+def test_a_run_folder_stands_for_its_model(planted, tmp_path):
+    customers, _, result = planted
+    result.model.save(tmp_path / "model.skops")
+    assert model_io.load(tmp_path).assign(customers)["segment"].tolist() == result.model.assign(customers)["segment"].tolist()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match=r"empty: is a folder without model\.skops; give a model file"):
+        model_io.load(tmp_path / "empty")
+
+
+def test_assigning_a_table_without_the_model_columns_names_it(planted, mall_customers):
+    _, _, result = planted
+    loaded = pipeline.load(pipeline.SourceSpec(str(mall_customers)))
+    with pytest.raises(ModelError, match=r"Mall_Customers\.csv: the data lacks columns .* that the model was trained on"):
+        pipeline.assign_segments(loaded, result.model)
+
+
 def test_foreign_and_newer_files_are_refused(planted, tmp_path):
     import skops.io as sio
 

@@ -317,7 +317,7 @@ def segment(
 @app.command()
 def assign(
     source: Source,
-    model: Annotated[Path, typer.Option("--model", help="A model file written by custseg segment (model.skops).", show_default=False)],
+    model: Annotated[Path, typer.Option("--model", help="A model file written by custseg segment (RUN_DIR/model.skops), or its run folder.", show_default=False)],
     out_: Out,
     sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
@@ -330,8 +330,7 @@ def assign(
     _check_out(out_)
     saved = model_io.load(model)
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
-    made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
-    assigned = saved.assign(made.features)
+    assigned = pipeline.assign_segments(loaded, saved, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     outputs.write_table(assigned, out_)
     counts = assigned["segment_name"].value_counts()
     out.print(f"{len(assigned):,} customers assigned → {out_}")

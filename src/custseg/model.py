@@ -207,6 +207,10 @@ def load(path: str | os.PathLike[str]) -> SegmentationModel:
     import skops.io as sio
 
     path = Path(path)
+    if path.is_dir():  # a run folder: its model
+        if not (path / "model.skops").is_file():
+            raise ModelError(f"{path}: is a folder without model.skops; give a model file written by `custseg segment`")
+        path = path / "model.skops"
     if not path.is_file():
         raise ModelError(f"{path}: no such model file; train one with `custseg segment`")
     if not zipfile.is_zipfile(path):

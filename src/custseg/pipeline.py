@@ -6,7 +6,8 @@ they return.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
@@ -121,9 +122,32 @@ def rfm_table(
 ) -> tuple[pd.DataFrame, CustomerTable]:
     """RFM scores and segments, with the customer table they came from."""
     made = customer_table(loaded, policy=policy, as_of=as_of)
-    try:
+    with _naming(loaded):  # e.g. a customer table without RFM columns
         return rfm.score(made.features, segment_map=segment_map), made
-    except CustsegError as exc:  # e.g. a customer table without RFM columns: say which source
+
+
+def assign_segments(
+    loaded: Loaded,
+    saved,
+    *,
+    policy: cleaning.Policy = cleaning.Policy(),
+    as_of: date | datetime | None = None,
+) -> pd.DataFrame:
+    """The customers of ``loaded`` in the segments of ``saved`` (a
+    :class:`custseg.model.SegmentationModel`): ``customer_id, segment, segment_name, ...``."""
+    made = customer_table(loaded, policy=policy, as_of=as_of)
+    with _naming(loaded):  # e.g. a table without the columns the model was trained on
+        return saved.assign(made.features)
+
+
+@contextmanager
+def _naming(loaded: Loaded) -> Iterator[None]:
+    """Errors of the steps inside name the source: the engine's messages do not know it."""
+    try:
+        yield
+    except CustsegError as exc:
+        if str(exc).startswith(loaded.table.label):
+            raise
         raise type(exc)(f"{loaded.table.label}: {exc}") from None
 
 
@@ -266,12 +290,10 @@ def run_segmentation(
     spec = cluster.ALGORITHMS.get(config.algorithm)
     if spec is not None and spec.input == "rfm":
         columns = ["recency_days", "frequency", "monetary"]
-    try:
+    with _naming(loaded):  # e.g. no usable column
         prep = preprocessing.build_preprocessor(features, columns=columns, one_hot=not (spec and spec.needs_categorical))
         used = prep.columns
         matrix = prep.fit_transform(features[used])
-    except CustsegError as exc:  # e.g. no usable column: say which source
-        raise type(exc)(f"{loaded.table.label}: {exc}") from None
     if spec is not None and spec.needs_categorical and matrix.shape[1] == matrix.select_dtypes("number").shape[1]:
         text = [c for c in features.columns[1:] if not pd.api.types.is_numeric_dtype(features[c])
                 and not pd.api.types.is_datetime64_any_dtype(features[c])]
@@ -301,13 +323,11 @@ def run_segmentation(
         k_values = tuple(k for k in config.k_values if k <= most) or config.k_values[:1]
         if config.n_clusters:  # the algorithms are compared at the k asked for, too
             k_values = tuple(sorted({*k_values, config.n_clusters}))
-    try:
+    with _naming(loaded):  # e.g. every customer alike
         result = selection.compare(
             numeric_matrix, algorithms=algorithms or ("kmeans",), k_values=k_values,
             random_state=config.random_state, progress=progress,
         )
-    except CustsegError as exc:  # e.g. every customer alike: say which source
-        raise type(exc)(f"{loaded.table.label}: {exc}") from None
     if config.algorithm == "auto" or config.n_clusters is None:
         choice = selection.recommend(
             result.leaderboard, knee=result.knee,
