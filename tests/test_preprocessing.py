@@ -172,7 +172,7 @@ def test_numeric_like_dtypes_are_numeric():
 
 
 def test_unknown_column_error(features):
-    with pytest.raises(ConfigError, match=r"unknown column\(s\) 'nope' in columns; available: age, frequency"):
+    with pytest.raises(ConfigError, match=r"unknown column\(s\) 'nope' in the feature columns asked for; available: age, frequency"):
         build_preprocessor(features, columns=["monetary", "nope"])
 
 

@@ -1,4 +1,4 @@
-"""What `custseg segment` does with the k and the algorithm it is asked for, on the bundled sample."""
+"""What `custseg segment` and `custseg report` do with what they are asked for, on the bundled sample."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ def test_cli_refuses_a_k_below_two(k, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == f"custseg: error: --k must be auto or a whole number ≥ 2, got '{k}'"
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_feature_is_named_with_the_source(sample):
+    with pytest.raises(ConfigError, match=r"online_retail_sample\.parquet: unknown column\(s\) 'nope' in the feature "
+                                          r"columns asked for; available: recency_days, frequency"):
+        pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(features=("nope", "frequency")))
+
+
+@pytest.mark.parametrize("points", ["0", "-5"])
+def test_report_refuses_too_few_points(points, tmp_path, capsys):
+    code = main(["report", str(tmp_path), "--max-points", points])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"custseg: error: --max-points must be a whole number ≥ 10, got {points}"

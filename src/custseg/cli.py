@@ -348,6 +348,8 @@ def report(
     """Write a self-contained HTML report (charts, segment cards) of a run folder; it works offline."""
     from custseg.report import build_report
 
+    if max_points < 10:
+        raise ConfigError(f"--max-points must be a whole number ≥ 10, got {max_points}")
     path = build_report(run_dir, out=out_, max_points=max_points, random_state=seed)
     out.print(f"report → {path}", highlight=False)
 

@@ -290,7 +290,7 @@ def run_segmentation(
     spec = cluster.ALGORITHMS.get(config.algorithm)
     if spec is not None and spec.input == "rfm":
         columns = ["recency_days", "frequency", "monetary"]
-    with _naming(loaded):  # e.g. no usable column
+    with _naming(loaded):  # e.g. an unknown or unusable column in --features, no usable column
         prep = preprocessing.build_preprocessor(features, columns=columns, one_hot=not (spec and spec.needs_categorical))
         used = prep.columns
         matrix = prep.fit_transform(features[used])

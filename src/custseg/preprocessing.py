@@ -399,7 +399,7 @@ def build_preprocessor(
         unusable = [column for column in selected if column in features.columns and column not in usable]
         problems = []
         if unknown:
-            problems.append(f"unknown column(s) {', '.join(map(repr, unknown))} in columns")
+            problems.append(f"unknown column(s) {', '.join(map(repr, unknown))} in the feature columns asked for")
         if unusable:
             problems.append(
                 "column(s) "
