@@ -83,6 +83,11 @@ def test_export_errors(run_dir, tmp_path):
         exports.export_run(run_dir, columns=["shoe_size"], out=tmp_path)
     with pytest.raises(ConfigError, match="--format must be one of csv, xlsx, parquet"):
         exports.export_run(run_dir, format="pdf")
+    a_file = tmp_path / "list.csv"
+    a_file.write_text("keep me", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"--out .*list\.csv: is a file; give a folder for the exports"):
+        exports.export_run(run_dir, out=a_file)
+    assert a_file.read_text(encoding="utf-8") == "keep me"
 
 
 def test_export_command(run_dir, tmp_path, capsys):

@@ -100,6 +100,8 @@ def export_run(
         table = table.merge(contacts, on="customer_id", how="left")
         table = table[["customer_id", "email"] + [c for c in table.columns if c not in ("customer_id", "email")]]
     folder = Path(out) if out is not None else run_dir / "exports"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder}: is a file; give a folder for the exports")
     folder.mkdir(parents=True, exist_ok=True)
 
     summary = profiles[["segment", "name", "customers", "share", "value_share", "description", "rule"]].copy()
