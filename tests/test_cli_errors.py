@@ -202,6 +202,16 @@ def unknown_sheet(d, o):
     return [str(d / "orders.xlsx"), "--sheet", "Nope"], r"orders\.xlsx: no sheet 'Nope'; sheets are Orders"
 
 
+def orders_on_a_later_sheet(d, o):
+    with pd.ExcelWriter(d / "orders.xlsx", engine="openpyxl") as writer:
+        pd.DataFrame({"note": ["read me"]}).to_excel(writer, sheet_name="Notes", index=False)
+        o.head(20).to_excel(writer, sheet_name="Orders", index=False)
+    return [str(d / "orders.xlsx")], (
+        r"orders\.xlsx: no customer id column found among note; name it with --map customer_id=COLUMN, "
+        r"or read another sheet with --sheet NAME$"
+    )
+
+
 def sql_does_not_connect(d, o):
     url = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
     return [url, "--table", "orders"], (
@@ -258,7 +268,7 @@ CASES = [
     empty_file, header_only, blank_lines, wrong_delimiter, mixed_delimiter, extra_field,
     binary_junk, nul_bytes, not_utf8, unknown_encoding, unparseable_dates, non_numeric_amounts,
     no_customer_id, no_order_date, duplicate_columns, duplicate_columns_by_case, a_directory,
-    missing_path, xlsx_that_is_csv, csv_that_is_xlsx, unknown_sheet, sql_does_not_connect,
+    missing_path, xlsx_that_is_csv, csv_that_is_xlsx, unknown_sheet, orders_on_a_later_sheet, sql_does_not_connect,
     sql_query_fails, sql_missing_table, sql_query_without_rows, sqlite_missing_file, bad_map_role, bad_map_column,
 ]
 

@@ -66,9 +66,10 @@ def load(spec: SourceSpec) -> Loaded:
     )
     cmap = schema.detect_roles(table.columns, overrides=spec.mapping, source=table.label)
     if "customer_id" not in cmap:
+        other_sheet = ", or read another sheet with --sheet NAME" if table.format == "xlsx" else ""
         raise SchemaError(
             f"{table.label}: no customer id column found among {', '.join(table.columns)}; "
-            "name it with --map customer_id=COLUMN"
+            f"name it with --map customer_id=COLUMN{other_sheet}"
         )
     kind = spec.kind or _decide_kind(table, cmap)
     return Loaded(table, cmap.with_kind(kind))
