@@ -326,6 +326,32 @@ def test_bad_out_is_refused_before_reading(out_name, pattern, folders, orders, c
 
 
 @pytest.mark.parametrize(
+    "command, extra, pattern",
+    [
+        ("features", ["--out", "{source}"], r"--out .*orders\.csv: is the source itself, which custseg never modifies"),
+        ("features", ["--out", "{link}"], r"--out .*link\.csv: is the source itself"),
+        ("features", ["--out", "{out}/f.csv", "--rejects", "{source}"], r"--rejects .*orders\.csv: is the source itself"),
+        ("features", ["--out", "{out}/f.csv", "--rejects", "{out}/f.csv"],
+         r"--rejects .*f\.csv: is also --out; give the rejected rows a file of their own"),
+        ("rfm", ["--out", "{source}"], r"--out .*orders\.csv: is the source itself"),
+        ("cohorts", ["--out", "{source}"], r"--out .*orders\.csv: is the source itself"),
+        ("segment", ["--out", "{folder}"], r"--out .*in: the run would write assignments\.csv over the source"),
+    ],
+    ids=["out", "out-through-a-link", "rejects", "rejects-is-out", "rfm", "cohorts", "segment-folder"],
+)
+def test_no_output_is_written_over_the_source(command, extra, pattern, folders, orders, capsys):
+    source, out = folders
+    path = write_csv(orders, source / ("assignments.csv" if command == "segment" else "orders.csv"))
+    (source / "link.csv").symlink_to(path)
+    before = path.read_bytes()
+    names = {"source": path, "link": source / "link.csv", "out": out, "folder": source}
+    code, _, err = run([command, str(path), *[a.format(**names) for a in extra]], capsys)
+    assert code == 2
+    assert_one_error_line(err, pattern)
+    assert path.read_bytes() == before and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     "command, pattern",
     [("rfm", r"Mall_Customers\.csv: RFM needs columns customer_id, recency_days, frequency, monetary; "
              r"missing recency_days, frequency, monetary — give a transaction log"),

@@ -57,3 +57,10 @@ def test_report_refuses_too_few_points(points, tmp_path, capsys):
     code = main(["report", str(tmp_path), "--max-points", points])
     assert code == 2
     assert capsys.readouterr().err.strip() == f"custseg: error: --max-points must be a whole number ≥ 10, got {points}"
+
+
+def test_a_run_writes_only_the_files_it_declares(sample, tmp_path):
+    """pipeline.RUN_FILES guards sources against being written over by a run: it must be whole."""
+    result = pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=3, algorithm="kmeans"))
+    written = {path.name for path in pipeline.write_run(result, tmp_path)}
+    assert written <= set(pipeline.RUN_FILES) and {"assignments.csv", "model.skops", "rfm.csv"} <= written

@@ -7,6 +7,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -81,16 +82,33 @@ def _as_of(value: str | None) -> datetime | None:
         raise ConfigError(f"--as-of must be a date like 2011-12-10, got '{value}'") from None
 
 
-def _check_out(path: Path, option: str = "--out") -> None:
-    outputs.check_target(path, option=option)  # fail before the work, not after it
+def _check_out(path: Path, source: str, option: str = "--out") -> None:
+    """Fail before the work, not after it; never write over the source."""
+    outputs.check_target(path, option=option)
+    if _same_file(path, source):
+        raise ConfigError(f"{option} {path}: is the source itself, which custseg never modifies; "
+                          "write the result to another file")
 
 
-def _check_rejects(path: Path | None, kind: str) -> None:
+def _check_rejects(path: Path | None, kind: str, source: str, out_: Path) -> None:
     if path is None:
         return
     if kind != "transactions":
         raise ConfigError("--rejects applies to transaction logs; customer tables report their drops only")
-    _check_out(path, "--rejects")
+    _check_out(path, source, "--rejects")
+    if path.resolve() == out_.resolve():
+        raise ConfigError(f"--rejects {path}: is also --out; give the rejected rows a file of their own")
+
+
+def _same_file(path: Path, source: str) -> bool:
+    """Whether ``path`` is the file ``source`` names (through links too)."""
+    if sources.is_sql_url(source):
+        return False
+    try:
+        return path.resolve() == Path(source).resolve() or (
+            path.exists() and Path(source).exists() and os.path.samefile(path, source))
+    except OSError:
+        return False
 
 
 def _print_report(report: cleaning.CleaningReport) -> None:
@@ -156,9 +174,9 @@ def features_cmd(
     as_of: AsOf = None, rejects: Rejects = None,
 ) -> None:
     """Write one row of features per customer (RFM, tenure, order value, ...) to --out."""
-    _check_out(out_)
+    _check_out(out_, source)
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
-    _check_rejects(rejects, loaded.kind)
+    _check_rejects(rejects, loaded.kind, source, out_)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
     outputs.write_table(made.features, out_)
@@ -176,10 +194,10 @@ def rfm_cmd(
     segment_map: Annotated[Optional[Path], typer.Option(help="CSV (pattern,segment) or JSON segment map replacing the default.")] = None,
 ) -> None:
     """Score customers on recency, frequency and monetary value (1..5) and name their segment."""
-    _check_out(out_)
+    _check_out(out_, source)
     mapping = rfm.load_segment_map(segment_map) if segment_map else rfm.DEFAULT_SEGMENT_MAP
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
-    _check_rejects(rejects, loaded.kind)
+    _check_rejects(rejects, loaded.kind, source, out_)
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
     )
@@ -209,7 +227,7 @@ def cohorts_cmd(
     by: Annotated[Optional[str], typer.Option(help="Split cohorts by: country.")] = None,
 ) -> None:
     """Write the monthly cohort retention matrix (share of each cohort active per month)."""
-    _check_out(out_)
+    _check_out(out_, source)
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
     result = pipeline.cohort_table(
         loaded, policy=_policy(returns, bad_values, date_format), by=_choice(by, ("country",), "--by"),
@@ -255,6 +273,10 @@ def segment(
 
     if out_.exists() and not out_.is_dir():
         raise ConfigError(f"--out {out_}: is a file; give a folder for the results")
+    clash = [name for name in pipeline.RUN_FILES if _same_file(out_ / name, source)]
+    if clash:
+        raise ConfigError(f"--out {out_}: the run would write {clash[0]} over the source, which custseg "
+                          "never modifies; give another folder")
     if k != "auto" and not (k.isdigit() and int(k) >= 2):
         raise ConfigError(f"--k must be auto or a whole number ≥ 2, got '{k}'")
     config = pipeline.SegmentConfig(
@@ -327,7 +349,7 @@ def assign(
     """Assign the customers of SOURCE to the segments of a saved model."""
     from custseg import model as model_io
 
-    _check_out(out_)
+    _check_out(out_, source)
     saved = model_io.load(model)
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
     assigned = pipeline.assign_segments(loaded, saved, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))

@@ -416,6 +416,14 @@ def _version() -> str:
         return "unknown"
 
 
+#: Every file a run folder may hold (:func:`write_run`, and report.html from the report).
+RUN_FILES = (
+    "assignments.csv", "profiles.csv", "segment_means.csv", "segment_lifts.csv", "leaderboard.csv",
+    "elbow.csv", "features.parquet", "rfm.csv", "cohorts.csv", "contacts.parquet", "cleaning.csv",
+    "run.json", "model.skops", "report.html",
+)
+
+
 def write_run(result: SegmentationResult, folder) -> list:
     """Write a run into ``folder`` (created if needed); return the paths written.
 
