@@ -64,3 +64,30 @@ def test_a_run_writes_only_the_files_it_declares(sample, tmp_path):
     result = pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=3, algorithm="kmeans"))
     written = {path.name for path in pipeline.write_run(result, tmp_path)}
     assert written <= set(pipeline.RUN_FILES) and {"assignments.csv", "model.skops", "rfm.csv"} <= written
+
+
+def test_a_run_over_an_earlier_run_leaves_nothing_of_it(sample, tmp_path):
+    """The earlier run's contacts.parquet would give these customers its e-mail addresses."""
+    from custseg.datasets import make_customers
+
+    customers, _ = make_customers(120, n_segments=3, random_state=1)
+    customers["email"] = [f"person{i}@example.com" for i in range(120)]
+    customers["customer_id"] = [str(12346 + i) for i in range(120)]  # ids the sample has too
+    customers.to_csv(tmp_path / "customers.csv", index=False)
+    earlier = pipeline.run_segmentation(pipeline.load(pipeline.SourceSpec(str(tmp_path / "customers.csv"))),
+                                        config=pipeline.SegmentConfig(n_clusters=3, algorithm="kmeans"))
+    folder = tmp_path / "run"
+    pipeline.write_run(earlier, folder)
+    (folder / "report.html").write_text("the earlier run's report", encoding="utf-8")
+    assert (folder / "contacts.parquet").is_file()
+    result = pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=3, algorithm="kmeans"))
+    written = {path.name for path in pipeline.write_run(result, folder)}
+    assert {path.name for path in folder.iterdir()} == written
+    assert not (folder / "contacts.parquet").exists() and not (folder / "report.html").exists()
+
+
+def test_a_folder_without_a_run_keeps_its_other_files(sample, tmp_path):
+    (tmp_path / "report.html").write_text("mine", encoding="utf-8")
+    result = pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=3, algorithm="kmeans"))
+    pipeline.write_run(result, tmp_path)
+    assert (tmp_path / "report.html").read_text(encoding="utf-8") == "mine"

@@ -428,7 +428,8 @@ def write_run(result: SegmentationResult, folder) -> list:
     """Write a run into ``folder`` (created if needed); return the paths written.
 
     Everything the report and the exports need is in the folder, so they can be rebuilt from
-    it alone (``custseg report RUN_DIR``):
+    it alone (``custseg report RUN_DIR``).  A folder that holds an earlier run loses every file
+    of it first:
 
     ====================  ===================================================================
     assignments.csv       customer_id, segment, segment_name[, probability]
@@ -454,6 +455,11 @@ def write_run(result: SegmentationResult, folder) -> list:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "run.json").is_file() and (folder / "model.skops").is_file():
+        # An earlier run: none of its files may outlive it (its contacts.parquet would put
+        # other people's e-mail addresses on these customers in the CRM export).
+        for name in RUN_FILES:
+            (folder / name).unlink(missing_ok=True)
     profiles = result.profiles
     written = [
         outputs.write_table(result.assignments, folder / "assignments.csv"),
