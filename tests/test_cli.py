@@ -82,6 +82,26 @@ def test_inspect_shows_roles_and_quality(retail_slice, capsys):
         assert expected in printed
 
 
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda t: t.rename(columns={"InvoiceDate": "When;x"}),
+         "no column plays the role 'ordered_at'; name one with --map ordered_at=COLUMN"),
+        (lambda t: t.assign(InvoiceDate=t["InvoiceDate"].astype(str).where(t.index != 7, "31/02/2011")),
+         "column 'InvoiceDate' has 1 unparseable date, e.g. '31/02/2011' on data row 8"),
+    ],
+    ids=["no-order-date", "bad-date"],
+)
+def test_inspect_shows_what_it_found_when_cleaning_cannot_run(change, reason, retail_slice, tmp_path, capsys):
+    """What inspect is for: the columns and roles are shown, and why cleaning cannot run yet."""
+    path = tmp_path / "orders.csv"
+    change(pd.read_csv(retail_slice, nrows=200)).to_csv(path, index=False)
+    assert main(["inspect", str(path)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "csv, 200 rows" in printed and "customer_id" in printed and "duplicate rows" in printed
+    assert f"cleaning: not possible as it stands: {reason}" in printed
+
+
 def test_customer_table_features(marketing_campaign, tmp_path, capsys):
     out = tmp_path / "customers.csv"
     assert main(["features", str(marketing_campaign), "--out", str(out)]) == 0

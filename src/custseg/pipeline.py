@@ -202,7 +202,11 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
             quality["negative quantities"] = table.con.execute(
                 f"SELECT count(*) FROM source WHERE TRY_CAST({sources.quote_name(cmap.column('quantity'))} AS DOUBLE) < 0"
             ).fetchall()[0][0]
-        cleaned = cleaning.clean_transactions(table, cmap, policy=policy)
+        try:
+            cleaned = cleaning.clean_transactions(table, cmap, policy=policy)
+        except (SchemaError, DataError) as exc:  # what was found is still worth showing
+            quality["cleaning"] = "not possible as it stands: " + str(exc).removeprefix(f"{table.label}: ")
+            return Inspection(table.label, table.format, loaded.kind, rows, columns, quality, None)
         low, high = table.con.execute(
             "SELECT min(ordered_at), max(ordered_at) FROM typed"
         ).fetchall()[0]
