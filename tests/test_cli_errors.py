@@ -535,6 +535,21 @@ def test_bad_rejects_leaves_no_output(case, folders, orders, mall_customers, cap
     assert list(out.iterdir()) == []
 
 
+def test_rejects_too_long_for_excel_leave_no_output(folders, orders, monkeypatch, capsys):
+    """The rejected rows are counted before anything is written: no features without rejects."""
+    from custseg import outputs
+
+    monkeypatch.setattr(outputs, "_EXCEL_MAX_ROWS", 10)  # Excel's 1,048,575 rows, scaled down
+    source, out = folders
+    path = write_csv(orders, source / "orders.csv")
+    code, _, err = run(["features", str(path), "--out", str(out / "features.csv"),
+                        "--rejects", str(out / "rejects.xlsx")], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"--rejects .*rejects\.xlsx: \d+ rows do not fit in an Excel sheet \(max 10\); "
+                               r"write \.csv or \.parquet instead")
+    assert list(out.iterdir()) == []
+
+
 def test_output_file_has_the_usual_permissions(folders, orders, capsys):
     source, out = folders
     path = write_csv(orders, source / "orders.csv")

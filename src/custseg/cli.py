@@ -129,6 +129,12 @@ def _print_report(report: cleaning.CleaningReport) -> None:
         out.print(f"  {note}")
 
 
+def _check_rejects_fit(made: pipeline.CustomerTable, path: Path | None) -> None:
+    """Before the main output is written: the rejected rows must fit their file too."""
+    if path is not None and made.clean is not None:
+        outputs.check_fits(path, made.report.rows_dropped, option="--rejects")
+
+
 def _write_rejects(made: pipeline.CustomerTable, path: Path | None) -> None:
     if path is None or made.clean is None:
         return
@@ -179,6 +185,7 @@ def features_cmd(
     _check_rejects(rejects, loaded.kind, source, out_)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
+    _check_rejects_fit(made, rejects)
     outputs.write_table(made.features, out_)
     _write_rejects(made, rejects)
     out.print(f"{len(made.features):,} customers × {made.features.shape[1] - 1} features "
@@ -201,6 +208,7 @@ def rfm_cmd(
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
     )
+    _check_rejects_fit(made, rejects)
     outputs.write_table(scored, out_)
     _write_rejects(made, rejects)
     _print_rfm_summary(rfm.summary(scored), made)

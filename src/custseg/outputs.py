@@ -34,6 +34,16 @@ def check_target(path: Path, *, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path}: folder '{path.parent}' does not exist; create it first")
 
 
+def check_fits(path: Path, rows: int, *, option: str = "--out") -> None:
+    """Refuse, before anything is written, a table too long for the format of ``path``."""
+    path = Path(path)
+    if path.suffix.lower() == ".xlsx" and rows > _EXCEL_MAX_ROWS:
+        raise ConfigError(
+            f"{option} {path}: {rows:,} rows do not fit in an Excel sheet "
+            f"(max {_EXCEL_MAX_ROWS:,}); write .csv or .parquet instead"
+        )
+
+
 def publish_file(tmp: str, path: Path) -> None:
     """Give the finished temporary file the usual permissions (umask) and move it into place."""
     umask = os.umask(0)
@@ -64,11 +74,7 @@ def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str
         else:
             with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
                 for name, frame in sheets.items():
-                    if len(frame) > _EXCEL_MAX_ROWS:
-                        raise ConfigError(
-                            f"--out {path}: {len(frame):,} rows do not fit in an Excel sheet "
-                            f"(max {_EXCEL_MAX_ROWS:,}); write .csv or .parquet instead"
-                        )
+                    check_fits(path, len(frame))
                     _excel_ready(frame).to_excel(writer, sheet_name=name[:31], index=False)
         publish_file(tmp, path)
     except OSError as exc:
