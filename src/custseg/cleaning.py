@@ -8,7 +8,8 @@ that applies, in this order:
 ``unparseable_date``        the order date cannot be read (only with ``bad_values="drop"``)
 ``non_numeric_value``       quantity/price/amount is not a number (only with ``bad_values="drop"``)
 ``duplicate_row``           an exact copy of an earlier row (every column equal)
-``cancellation``            order id starting with "C" or a negative quantity (``returns="drop"``)
+``cancellation``            order id starting with "C", or a negative quantity (a negative amount
+                            in logs without quantities) (``returns="drop"``)
 ``non_positive_price``      unit price ≤ 0
 ``missing_date``            no order date
 ==========================  ==================================================================
@@ -51,7 +52,7 @@ RULES: dict[str, str] = {
     "unparseable_date": "order date cannot be read",
     "non_numeric_value": "quantity, price or amount is not a number",
     "duplicate_row": "exact copy of an earlier row",
-    "cancellation": "cancellation or return (order id starting with 'C' or quantity < 0)",
+    "cancellation": "cancellation or return (order id starting with 'C', or quantity or amount < 0)",
     "non_positive_price": "unit price is zero or negative",
     "missing_date": "no order date",
     "duplicate_customer_id": "a later row for a customer id already seen",
