@@ -101,3 +101,12 @@ def test_a_small_table_is_segmented_with_the_k_it_allows(tmp_path):
     two.write_text("customer_id,spend\n1,10\n2,90\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"two\.csv: 2 customer\(s\) after cleaning; segments need at least 3"):
         pipeline.run_segmentation(pipeline.load(SourceSpec(str(two), kind="customers")))
+
+
+def test_as_of_before_the_latest_date_of_a_customer_table_is_refused(marketing_campaign):
+    loaded = pipeline.load(SourceSpec(str(marketing_campaign)))
+    with pytest.raises(DataError, match=r"marketing_campaign\.csv: --as-of 2012-01-01 is before the latest date in the "
+                                        r"table \(2014-06-29 in 'Dt_Customer'\), so some durations would be negative"):
+        pipeline.customer_table(loaded, as_of=datetime(2012, 1, 1))
+    later = pipeline.customer_table(loaded, as_of=datetime(2014, 7, 1))
+    assert later.features["tenure_days"].min() == 2  # joined 2014-06-29

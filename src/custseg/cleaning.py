@@ -451,6 +451,13 @@ def clean_customers(
         as_of_ts = (latest.normalize() + timedelta(days=1)) if latest is not None else pd.Timestamp.today().normalize()
     else:
         as_of_ts = pd.Timestamp(as_of)
+        if latest is not None and as_of_ts < latest:
+            column = next(c for c, d in dates.items() if d.max() == latest)
+            raise DataError(
+                f"{table.label}: --as-of {as_of_ts.date()} is before the latest date in the table "
+                f"({latest.date()} in '{column}'), so some durations would be negative; a customer "
+                "table is not a snapshot — give a date on or after it"
+            )
     joined = column_map.get("joined_at")
     birth = column_map.get("birth_year")
     email = column_map.get("email")
