@@ -159,10 +159,8 @@ class CleanTransactions:
         :data:`COUNTED_BEFORE` (one scan of the columns those rules read)."""
         if self._pre_counts is None:
             rules = "".join(f", count(*) FILTER (WHERE __pre = '{rule}') AS {rule}" for rule in _BEFORE_DEDUP)
-            result = self.con.execute(
+            self._pre_counts = self._one_row(
                 f"SELECT count(*) AS rows_in{rules} FROM (SELECT {self._pre_case} AS __pre FROM source)")
-            names = [column[0] for column in result.description]
-            self._pre_counts = {name: int(value) for name, value in zip(names, result.fetchone())}
         return self._pre_counts
 
     def rows_to_deduplicate(self) -> int:
@@ -194,11 +192,15 @@ class CleanTransactions:
     def report(self) -> CleaningReport:
         """Count rows per rule (two scans of the source)."""
         if self._report is None:
-            before = self.pre_counts()
-            result = self.con.execute(f"WITH {self.ctes()} SELECT * FROM counts")
-            names = [column[0] for column in result.description]
-            self._report = report_from_counts(self.table.label, {**before, **dict(zip(names, result.fetchone()))})
+            counts = {**self.pre_counts(), **self._one_row(f"WITH {self.ctes()} SELECT * FROM counts")}
+            self._report = report_from_counts(self.table.label, counts)
         return self._report
+
+    def _one_row(self, sql: str) -> dict[str, int]:
+        """The one row of counts ``sql`` returns, by column name."""
+        result = self.con.execute(sql)
+        names = [column[0] for column in result.description]
+        return {name: int(value) for name, value in zip(names, result.fetchone())}
 
     def transactions(self) -> duckdb.DuckDBPyRelation:
         """The kept rows, canonical columns only."""

@@ -101,12 +101,10 @@ def _check_rejects(path: Path | None, kind: str, source: str, out_: Path) -> Non
 
 
 def _same_file(path: Path, source: str) -> bool:
-    """Whether ``path`` is the file ``source`` names (through links too)."""
-    if sources.is_sql_url(source):
-        return False
+    """Whether ``path`` is the file ``source`` names (through links too); False for a path that
+    does not exist yet and for a SQL URL."""
     try:
-        return path.resolve() == Path(source).resolve() or (
-            path.exists() and Path(source).exists() and os.path.samefile(path, source))
+        return os.path.samefile(path, source)
     except OSError:
         return False
 

@@ -299,7 +299,8 @@ def run_segmentation(
         prep = preprocessing.build_preprocessor(features, columns=columns, one_hot=not (spec and spec.needs_categorical))
         used = prep.columns
         matrix = prep.fit_transform(features[used])
-    if spec is not None and spec.needs_categorical and matrix.shape[1] == matrix.select_dtypes("number").shape[1]:
+    numeric_matrix = matrix.select_dtypes("number")
+    if spec is not None and spec.needs_categorical and numeric_matrix.shape[1] == matrix.shape[1]:
         text = [c for c in features.columns[1:] if not pd.api.types.is_numeric_dtype(features[c])
                 and not pd.api.types.is_datetime64_any_dtype(features[c])]
         raise ConfigError(
@@ -308,8 +309,6 @@ def run_segmentation(
             + (f"add a category with --features {','.join([*used, text[0]])}" if text else "the table has no category")
             + ", or choose kmeans"
         )
-
-    numeric_matrix = matrix.select_dtypes("number")
     if config.n_clusters is not None and config.n_clusters >= len(numeric_matrix):
         raise DataError(
             f"{loaded.table.label}: --k {config.n_clusters} needs more than {config.n_clusters} customers, "

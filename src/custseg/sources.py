@@ -91,7 +91,7 @@ def connect(*, memory_limit: str | None = None, threads: int | None = None) -> d
     config: dict[str, str | int | bool] = {
         "temp_directory": os.path.join(tempfile.gettempdir(), "custseg-duckdb"),
         "preserve_insertion_order": True,  # row numbers in messages and rejects follow the file
-        "memory_limit": memory_limit or os.environ.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
+        "memory_limit": memory_limit or _configured_memory_limit(),
     }
     if threads:
         config["threads"] = threads
@@ -100,6 +100,11 @@ def connect(*, memory_limit: str | None = None, threads: int | None = None) -> d
     except duckdb.Error as exc:
         raise InputError(f"cannot start DuckDB with memory limit {config['memory_limit']!r}: {exc}; "
                          "set CUSTSEG_MEMORY_LIMIT to a size like 2GB") from None
+
+
+def _configured_memory_limit() -> str:
+    """``CUSTSEG_MEMORY_LIMIT``, else :data:`DEFAULT_MEMORY_LIMIT`."""
+    return os.environ.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
 
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
@@ -122,7 +127,7 @@ def resource_error(exc: BaseException) -> ResourceError | None:
     if not isinstance(exc, duckdb.Error):
         return None
     message = str(exc)
-    limit = os.environ.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+    limit = _configured_memory_limit()
     if any(sign in message for sign in ("No space left on device", "max_temp_directory_size", "failed to offload")):
         return ResourceError(
             f"ran out of temporary disk space in {tempfile.gettempdir()}, where work beyond the "
