@@ -259,3 +259,57 @@ def test_report_counts_every_copy_once_with_bad_values_dropped(tmp_path):
     assert made.clean.rejects().df()["rejected_by"].value_counts().to_dict() == counts
     assert made.clean.report() == made.report
     assert made.features.set_index("customer_id")["monetary"].to_dict() == {"1": 10.0, "2": 3.0}
+
+
+# --- the table stays in the engine ---------------------------------------------------------
+
+def test_customer_ids_become_text_once_per_customer(tmp_path):
+    # A float id column (ids with gaps, as pandas writes them) gives '17850', not '17850.0';
+    # a column with a fractional id keeps it as written.
+    whole = log(("1", "A", 1, "2024-01-01 10:00", 5.0, 17850.0, "UK"),
+                ("2", "A", 1, "2024-01-02 10:00", 5.0, np.nan, "UK"),
+                ("3", "A", 1, "2024-01-03 10:00", 5.0, 12.0, "UK"))
+    made = features_of(whole, tmp_path)
+    assert made.features["customer_id"].tolist() == ["12", "17850"]
+    assert str(made.features["customer_id"].dtype) == "string"
+    fractional = log(("1", "A", 1, "2024-01-01 10:00", 5.0, 1.5, "UK"),
+                     ("3", "A", 1, "2024-01-03 10:00", 5.0, 12.0, "UK"))
+    assert features_of(fractional, tmp_path, name="frac.parquet").features["customer_id"].tolist() == ["1.5", "12.0"]
+
+
+def test_shape_without_a_dataframe(retail):
+    assert retail.shape == retail.features.shape == (4_338, 11)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".xlsx"])
+def test_engine_writes_what_pandas_writes(retail, tmp_path, suffix):
+    """The feature table written by DuckDB (no DataFrame) reads back as the DataFrame would."""
+    from custseg import outputs
+
+    by_engine = outputs.write_table(retail.table, tmp_path / f"engine{suffix}")
+    by_pandas = outputs.write_table(retail.features, tmp_path / f"pandas{suffix}")
+    read = {".csv": pd.read_csv, ".parquet": pd.read_parquet,
+            ".xlsx": lambda path: pd.read_excel(path, engine="calamine")}[suffix]
+    engine, frame = read(by_engine), read(by_pandas)
+    pd.testing.assert_frame_equal(engine, frame, check_dtype=suffix != ".parquet")
+    if suffix == ".csv":  # the same text, byte for byte
+        assert by_engine.read_bytes() == by_pandas.read_bytes()
+
+
+def test_features_command_does_not_load_pandas(online_retail, tmp_path):
+    """`custseg features` on a file runs in the engine: pandas, numpy and pyarrow (a second
+    of start-up on a small machine) are never imported."""
+    import subprocess
+    import sys
+
+    csv = tmp_path / "orders.csv"
+    pd.read_parquet(online_retail).head(2_000).to_csv(csv, index=False)
+    for source in (online_retail, csv):
+        script = (
+            "import sys; from custseg import cli; "
+            f"code = cli.main(['features', {str(source)!r}, '--out', {str(tmp_path / 'f.parquet')!r}, "
+            f"'--rejects', {str(tmp_path / 'r.csv')!r}]); "
+            "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'numpy', 'pyarrow'}))"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        assert done.stdout.splitlines()[-1] == "0 []", (source, done.stdout, done.stderr)

@@ -7,13 +7,11 @@
 837
 """
 
-from custseg import datasets
 from custseg.cleaning import CleaningReport, Policy
 from custseg.errors import (
     ConfigError, CustsegError, DataError, InputError, ModelError, ResourceError, SchemaError,
 )
 from custseg.pipeline import CustomerTable, Loaded, SourceSpec, customer_table, inspect, load
-from custseg.rfm import score as rfm_score
 
 __version__ = "0.1.0"
 
@@ -36,3 +34,17 @@ __all__ = [
     "load",
     "rfm_score",
 ]
+
+
+def __getattr__(name: str):
+    """``datasets`` and ``rfm_score`` load pandas: they are imported on first use, so that
+    ``import custseg`` (and the command line) starts without it."""
+    if name == "datasets":
+        from custseg import datasets
+
+        return datasets
+    if name == "rfm_score":
+        from custseg.rfm import score
+
+        return score
+    raise AttributeError(f"module 'custseg' has no attribute {name!r}")

@@ -27,14 +27,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
-import pandas as pd
 
 from custseg.errors import DataError, SchemaError
 from custseg.schema import ColumnMap, normalise_name
 from custseg.sources import Table, quote_name, quote_text
+
+if TYPE_CHECKING:  # customer tables are cleaned in pandas, imported there: logs do not need it
+    import pandas as pd
 
 __all__ = [
     "RULES",
@@ -108,6 +110,8 @@ class CleaningReport:
 
     def to_frame(self) -> pd.DataFrame:
         """Columns ``rule, rows, description``: one row per rule, then ``kept``."""
+        import pandas as pd
+
         rows = [(r.rule, r.rows, r.description) for r in self.dropped]
         rows.append(("kept", self.rows_out, "rows used for the customer features"))
         return pd.DataFrame(rows, columns=["rule", "rows", "description"])
@@ -200,7 +204,7 @@ class CleanTransactions:
         """The one row of counts ``sql`` returns, by column name."""
         result = self.con.execute(sql)
         names = [column[0] for column in result.description]
-        return {name: int(value) for name, value in zip(names, result.fetchone())}
+        return {name: int(value) for name, value in zip(names, result.fetchall()[0])}
 
     def transactions(self) -> duckdb.DuckDBPyRelation:
         """The kept rows, canonical columns only."""
@@ -429,6 +433,8 @@ def clean_customers(
     ``as_of`` (default: the day after the latest date in the table); a birth year becomes
     ``age``; missing numbers get the median, missing categories the most frequent value.
     """
+    import pandas as pd
+
     id_col = column_map.column("customer_id")
     frame = table.con.execute("SELECT * FROM source").df()
     rows_in = len(frame)
@@ -537,6 +543,8 @@ def clean_customers(
 
 
 def _id_strings(values: pd.Series) -> pd.Series:
+    import pandas as pd
+
     if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
         values = values.astype("Int64")
     return values.astype("string").str.strip()
@@ -544,6 +552,8 @@ def _id_strings(values: pd.Series) -> pd.Series:
 
 def _is_free_text(values: pd.Series) -> bool:
     """A text column with more than 50 values, nearly all different: not a category."""
+    import pandas as pd
+
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return False
     distinct = values.nunique(dropna=True)

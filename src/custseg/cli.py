@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from custseg import cleaning, outputs, pipeline, rfm, sources
+from custseg import cleaning, outputs, pipeline, sources
 from custseg.errors import ConfigError, CustsegError
 from custseg.schema import parse_mapping
 
@@ -136,7 +136,7 @@ def _check_rejects_fit(made: pipeline.CustomerTable, path: Path | None) -> None:
 def _write_rejects(made: pipeline.CustomerTable, path: Path | None) -> None:
     if path is None or made.clean is None:
         return
-    outputs.write_table(made.clean.rejects().df(), path)
+    outputs.write_table(made.clean.rejects(), path)
     out.print(f"rejected rows → {path}")
 
 
@@ -184,9 +184,10 @@ def features_cmd(
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
     _check_rejects_fit(made, rejects)
-    outputs.write_table(made.features, out_)
+    outputs.write_table(made.table, out_)
     _write_rejects(made, rejects)
-    out.print(f"{len(made.features):,} customers × {made.features.shape[1] - 1} features "
+    customers, columns = made.shape
+    out.print(f"{customers:,} customers × {columns - 1} features "
               f"(as of {made.as_of.date()}) → {out_}")
 
 
@@ -199,6 +200,8 @@ def rfm_cmd(
     segment_map: Annotated[Optional[Path], typer.Option(help="CSV (pattern,segment) or JSON segment map replacing the default.")] = None,
 ) -> None:
     """Score customers on recency, frequency and monetary value (1..5) and name their segment."""
+    from custseg import rfm
+
     _check_out(out_, source)
     mapping = rfm.load_segment_map(segment_map) if segment_map else rfm.DEFAULT_SEGMENT_MAP
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))

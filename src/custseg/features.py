@@ -26,30 +26,47 @@ elapsed 24-hour periods, not calendar-day boundaries: an order at 23:00 the even
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-
-import pandas as pd
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from custseg.cleaning import COUNTED_AFTER, CleanTransactions, CleaningReport, report_from_counts
 from custseg.errors import DataError
-from custseg.sources import memory_budget
+from custseg.sources import memory_budget, quote_text
 
-__all__ = ["FEATURE_COLUMNS", "CustomerFeatures", "customer_features"]
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+__all__ = ["FEATURE_COLUMNS", "CustomerFeatures", "customer_features", "to_frame"]
 
 FEATURE_COLUMNS = (
     "customer_id", "recency_days", "frequency", "monetary", "tenure_days", "avg_order_value",
     "avg_days_between_orders", "n_products", "first_order_at", "last_order_at", "country", "channel",
 )
+_TEXT_COLUMNS = ("customer_id", "country", "channel")
+_TABLES = itertools.count(1)  # each computation keeps its own table: customer_features_N
+_DAY_US = 86_400_000_000  # microseconds in a day
 
 
 @dataclass(frozen=True)
 class CustomerFeatures:
-    """The feature table, the reference date it was computed at, and the cleaning report."""
+    """The feature table, the reference date it was computed at, and the cleaning report.
 
-    table: pd.DataFrame
+    The table stays in the engine (``relation``, sorted by ``customer_id``): writing it to CSV
+    or Parquet needs no copy in Python; :func:`to_frame` makes the DataFrame the later steps use.
+    """
+
+    relation: duckdb.DuckDBPyRelation
     as_of: datetime
     report: CleaningReport
+
+
+def to_frame(relation: duckdb.DuckDBPyRelation) -> pd.DataFrame:
+    """A feature table as a DataFrame; its text columns get the ``string`` dtype."""
+    frame = relation.df()
+    return frame.astype({c: "string" for c in _TEXT_COLUMNS if c in frame.columns})
 
 
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
@@ -59,19 +76,20 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     (:meth:`CleanTransactions.pre_counts`); then one query per partition of the customers (one
     partition, unless the log is too large for the memory budget) scans the other rows once,
     counts those the later rules drop and summarises the distinct kept rows per customer (see
-    :meth:`CleanTransactions.ctes`).
+    :meth:`CleanTransactions.ctes`).  The days, averages and text ids are derived in the engine
+    too, once per customer.
     """
-    roles = set(clean.roles)
+    con, roles = clean.con, set(clean.roles)
+    as_of = _timestamp(as_of) if as_of is not None else None
     # A snapshot at as_of sees only what happened before it.
-    snapshot = (f"ordered_at < TIMESTAMP '{pd.Timestamp(as_of).isoformat(sep=' ')}'"
-                if as_of is not None else "true")
+    snapshot = f"ordered_at < {_literal(as_of)}" if as_of is not None else "true"
     # With returns="drop" no kept row is a return; with "net" returns count in monetary only.
     order = " FILTER (WHERE NOT is_return)" if clean.policy.returns == "net" else ""
     order_key = "order_id" if "order_id" in roles else "ordered_at"
     select = [
         "customer_id",
         f"count(DISTINCT {order_key}){order}::BIGINT AS frequency",
-        "sum(line_amount) AS monetary",
+        "sum(line_amount)::DOUBLE AS monetary",
         f"min(ordered_at){order} AS first_order_at",
         f"max(ordered_at){order} AS last_order_at",
     ]
@@ -89,28 +107,68 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     ]
     joined = "(SELECT * FROM per" + "".join(f" LEFT JOIN {extra} USING (customer_id)" for extra in modes) + ")"
 
-    parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(clean.con))
+    parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(con))
     totals = dict(clean.pre_counts())
-    found = []
+    counted = ", ".join(COUNTED_AFTER)
     for part in range(parts):
-        sql = f"WITH {clean.ctes(part, parts)}, {', '.join(ctes)} SELECT * FROM counts LEFT JOIN {joined} ON true"
-        frame = clean.con.execute(sql).df()
-        for name in COUNTED_AFTER:
-            totals[name] = totals.get(name, 0) + int(frame[name].iloc[0])
-        found.append(frame.loc[frame["customer_id"].notna() & (frame["frequency"].fillna(0) > 0),
-                               [c for c in frame.columns if c not in COUNTED_AFTER]])
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __part AS WITH {clean.ctes(part, parts)}, {', '.join(ctes)} "
+                    f"SELECT * FROM counts LEFT JOIN {joined} ON true")
+        for name, value in zip(COUNTED_AFTER, con.execute(f"SELECT {counted} FROM __part LIMIT 1").fetchall()[0]):
+            totals[name] = totals.get(name, 0) + int(value)
+        rows = f"SELECT * EXCLUDE ({counted}) FROM __part WHERE customer_id IS NOT NULL AND frequency > 0"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __per AS {rows}" if part == 0 else f"INSERT INTO __per {rows}")
+    con.execute("DROP TABLE __part")
     report = report_from_counts(clean.table.label, totals)
-    table = pd.concat([f for f in found if len(f)] or found[:1], ignore_index=True)
-    if table.empty:
-        when = f" before --as-of {pd.Timestamp(as_of).date()}" if as_of is not None else ""
+    customers, latest = con.execute("SELECT count(*), max(last_order_at) FROM __per").fetchall()[0]
+    if not customers:
+        when = f" before --as-of {as_of.date()}" if as_of is not None else ""
         raise DataError(
             f"{clean.table.label}: no customer has a kept order{when} after cleaning "
             f"({report.rows_in:,} rows in); see the cleaning report with `custseg inspect`"
         )
-    reference = _reference_date(table, as_of)
-    table = _derive(table, reference)
-    table = table.sort_values("customer_id", kind="stable").reset_index(drop=True)
-    return CustomerFeatures(table, reference.to_pydatetime(), report)
+    reference = as_of if as_of is not None else datetime.combine(latest.date() + timedelta(days=1), time())
+    name = f"customer_features_{next(_TABLES)}"
+    con.execute(f"CREATE TEMP TABLE {name} AS {_derived(con, reference)} ORDER BY customer_id")
+    con.execute("DROP TABLE __per")
+    return CustomerFeatures(con.table(name), reference, report)
+
+
+def _timestamp(value: date | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime.combine(value, time())
+
+
+def _literal(value: datetime) -> str:
+    return f"TIMESTAMP {quote_text(value.replace(tzinfo=None).isoformat(sep=' '))}"
+
+
+def _derived(con: duckdb.DuckDBPyConnection, as_of: datetime) -> str:
+    """The SELECT over ``__per`` that gives the columns of the module docstring, in order."""
+    per = con.table("__per")
+    have = {name: str(kind) for name, kind in zip(per.columns, per.types)}
+    ref = f"epoch_us({_literal(as_of)})"
+    columns = [
+        f"{_id_text(con, have['customer_id'])} AS customer_id",
+        f"floor(({ref} - epoch_us(last_order_at)) / {_DAY_US})::BIGINT AS recency_days",
+        "frequency",
+        "monetary",
+        f"floor(({ref} - epoch_us(first_order_at)) / {_DAY_US})::BIGINT AS tenure_days",
+        "monetary / frequency AS avg_order_value",
+        "CASE WHEN frequency > 1 THEN (epoch_us(last_order_at) - epoch_us(first_order_at)) "
+        f"/ {_DAY_US} / (frequency - 1) END AS avg_days_between_orders",
+    ]
+    columns += ["n_products"] if "n_products" in have else []
+    columns += ["first_order_at", "last_order_at"]
+    columns += [f"CAST({extra} AS VARCHAR) AS {extra}" for extra in ("country", "channel") if extra in have]
+    return f"SELECT {', '.join(columns)} FROM __per"
+
+
+def _id_text(con: duckdb.DuckDBPyConnection, kind: str) -> str:
+    """Customer ids as text: 17850.0 (a float or decimal column) becomes '17850'."""
+    if kind.upper() in ("DOUBLE", "FLOAT", "REAL") or kind.upper().startswith("DECIMAL"):
+        fractional = con.execute("SELECT bool_or(customer_id <> trunc(customer_id)) FROM __per").fetchall()[0][0]
+        if not fractional:
+            return "CAST(CAST(customer_id AS HUGEINT) AS VARCHAR)"
+    return "CAST(customer_id AS VARCHAR)"
 
 
 #: Bytes a deduplicated row takes in DuckDB's hash table, per source column (and a fixed part),
@@ -124,39 +182,3 @@ def partitions(rows: int, columns: int, budget: int) -> int:
     """How many customer partitions keep one pass's deduplication within ``budget`` bytes."""
     need = rows * (_ROW_BYTES_PER_COLUMN * columns + _ROW_BYTES_FIXED)
     return max(1, -(-need // max(budget, 1)))
-
-
-def _reference_date(table: pd.DataFrame, as_of: date | datetime | None) -> pd.Timestamp:
-    if as_of is None:
-        return pd.Timestamp(table["last_order_at"].max()).normalize() + timedelta(days=1)
-    return pd.Timestamp(as_of)
-
-
-def _id_text(ids: pd.Series) -> pd.Series:
-    """Customer ids as text: 17850.0 (a float column with gaps) becomes '17850'."""
-    if pd.api.types.is_float_dtype(ids) and (ids.dropna() % 1 == 0).all():
-        ids = ids.astype("Int64")
-    return ids.astype("string").str.strip()
-
-
-def _derive(table: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    day = pd.Timedelta(days=1)
-    frequency = table["frequency"].astype("int64")
-    span_days = (table["last_order_at"] - table["first_order_at"]) / day
-    derived = pd.DataFrame({
-        "customer_id": _id_text(table["customer_id"]),
-        "recency_days": ((as_of - table["last_order_at"]) // day).astype("int64"),
-        "frequency": frequency,
-        "monetary": table["monetary"].astype("float64"),
-        "tenure_days": ((as_of - table["first_order_at"]) // day).astype("int64"),
-        "avg_order_value": table["monetary"].astype("float64") / frequency,
-        "avg_days_between_orders": (span_days / (frequency - 1)).where(frequency > 1),
-    })
-    if "n_products" in table:
-        derived["n_products"] = table["n_products"].astype("int64")
-    derived["first_order_at"] = table["first_order_at"]
-    derived["last_order_at"] = table["last_order_at"]
-    for extra in ("country", "channel"):
-        if extra in table:
-            derived[extra] = table[extra].astype("string")
-    return derived

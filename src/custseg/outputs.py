@@ -1,7 +1,8 @@
 """Write tables to files, all or nothing.
 
-A table is written to a temporary file beside the target and moved into place only when
-complete, so a failure never leaves a half-written file.
+A table is a DataFrame or a DuckDB relation (which the engine writes to CSV and Parquet by
+itself, without a copy in Python).  It is written to a temporary file beside the target and
+moved into place only when complete, so a failure never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
-import pandas as pd
+import duckdb
 
 from custseg.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    Tabular = Union[pd.DataFrame, duckdb.DuckDBPyRelation]
 
 __all__ = ["OUTPUT_FORMATS", "write_table", "write_tables", "write_text"]
 
@@ -52,12 +59,12 @@ def publish_file(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def write_table(frame: Tabular, path: str | os.PathLike[str]) -> Path:
     """Write ``frame`` as .csv, .parquet or .xlsx (by extension), atomically."""
     return write_tables({"data": frame}, path)
 
 
-def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str]) -> Path:
+def write_tables(sheets: Mapping[str, Tabular], path: str | os.PathLike[str]) -> Path:
     """Write one table (CSV/Parquet) or several sheets (XLSX) to ``path``, atomically."""
     path = Path(path)
     check_target(path)
@@ -67,15 +74,16 @@ def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        if suffix == ".csv":
-            next(iter(sheets.values())).to_csv(tmp, index=False)
-        elif suffix == ".parquet":
-            next(iter(sheets.values())).to_parquet(tmp, index=False)
-        else:
+        if suffix == ".xlsx":
+            import pandas as pd
+
             with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
                 for name, frame in sheets.items():
+                    frame = frame.df() if isinstance(frame, duckdb.DuckDBPyRelation) else frame
                     check_fits(path, len(frame))
                     _excel_ready(frame).to_excel(writer, sheet_name=name[:31], index=False)
+        else:
+            _write_one(next(iter(sheets.values())), tmp, suffix)
         publish_file(tmp, path)
     except OSError as exc:
         raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
@@ -83,6 +91,18 @@ def write_tables(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _write_one(frame: Tabular, tmp: str, suffix: str) -> None:
+    if isinstance(frame, duckdb.DuckDBPyRelation):
+        if suffix == ".csv":
+            frame.write_csv(tmp, header=True)
+        else:
+            frame.write_parquet(tmp)
+    elif suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
 
 
 def write_text(text: str, path: str | os.PathLike[str], *, option: str = "--out") -> Path:
@@ -106,6 +126,8 @@ def write_text(text: str, path: str | os.PathLike[str], *, option: str = "--out"
 
 def _excel_ready(frame: pd.DataFrame) -> pd.DataFrame:
     """Excel has no time zones; drop them so timestamps keep their wall-clock value."""
+    import pandas as pd
+
     out = frame.copy()
     for column in out.columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):

@@ -6,16 +6,22 @@ they return.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
+import duckdb
 
-from custseg import cleaning, cohorts, features, rfm, schema, sources
+from custseg import cleaning, features, schema, sources
 from custseg.errors import CustsegError, DataError, SchemaError
+
+if TYPE_CHECKING:  # pandas and the steps that need it load when a step runs: start-up stays short
+    import pandas as pd
+
+    from custseg import cohorts, rfm
 
 __all__ = ["SourceSpec", "Loaded", "CustomerTable", "load", "customer_table", "inspect"]
 
@@ -48,14 +54,31 @@ class Loaded:
 
 @dataclass(frozen=True)
 class CustomerTable:
-    """One row per customer, whatever the source was, with how it was made."""
+    """One row per customer, whatever the source was, with how it was made.
 
-    features: pd.DataFrame
+    ``table`` is the feature table where its step made it: in the engine (a DuckDB relation)
+    for a transaction log, a DataFrame for a customer table; ``features`` is it as a DataFrame.
+    """
+
+    table: duckdb.DuckDBPyRelation | pd.DataFrame
     report: cleaning.CleaningReport
     as_of: datetime
     kind: Kind
     clean: cleaning.CleanTransactions | None = None
     contacts: pd.DataFrame | None = None  # customer_id, email (customer tables with an email column)
+
+    @functools.cached_property
+    def features(self) -> pd.DataFrame:
+        if isinstance(self.table, duckdb.DuckDBPyRelation):
+            return features.to_frame(self.table)
+        return self.table
+
+    @functools.cached_property
+    def shape(self) -> tuple[int, int]:
+        """(customers, columns), without making a DataFrame of the table."""
+        if isinstance(self.table, duckdb.DuckDBPyRelation):
+            return int(self.table.aggregate("count(*)").fetchall()[0][0]), len(self.table.columns)
+        return self.table.shape
 
 
 def load(spec: SourceSpec) -> Loaded:
@@ -111,7 +134,7 @@ def customer_table(
         return CustomerTable(made.features, made.report, made.as_of, "customers", contacts=made.contacts)
     cleaned = clean(loaded, policy=policy)
     computed = features.customer_features(cleaned, as_of=as_of)
-    return CustomerTable(computed.table, computed.report, computed.as_of, "transactions", cleaned)
+    return CustomerTable(computed.relation, computed.report, computed.as_of, "transactions", cleaned)
 
 
 def rfm_table(
@@ -119,9 +142,13 @@ def rfm_table(
     *,
     policy: cleaning.Policy = cleaning.Policy(),
     as_of: date | datetime | None = None,
-    segment_map: rfm.SegmentMap = rfm.DEFAULT_SEGMENT_MAP,
+    segment_map: rfm.SegmentMap | None = None,
 ) -> tuple[pd.DataFrame, CustomerTable]:
-    """RFM scores and segments, with the customer table they came from."""
+    """RFM scores and segments (``segment_map``: default :data:`custseg.rfm.DEFAULT_SEGMENT_MAP`),
+    with the customer table they came from."""
+    from custseg import rfm
+
+    segment_map = rfm.DEFAULT_SEGMENT_MAP if segment_map is None else segment_map
     made = customer_table(loaded, policy=policy, as_of=as_of)
     with _naming(loaded):  # e.g. a customer table without RFM columns
         return rfm.score(made.features, segment_map=segment_map), made
@@ -158,6 +185,8 @@ def cohort_table(
     policy: cleaning.Policy = cleaning.Policy(),
     by: Literal["country"] | None = None,
 ) -> cohorts.Cohorts:
+    from custseg import cohorts
+
     return cohorts.retention(clean(loaded, policy=policy), by=by)
 
 
@@ -176,6 +205,8 @@ class Inspection:
 
 def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> Inspection:
     """Describe the source and what cleaning would do to it (nothing is written)."""
+    import pandas as pd
+
     table, cmap = loaded.table, loaded.column_map
     role_of = {column: role for role, column in cmap.roles.items()}
     stats = table.con.execute(
@@ -274,9 +305,10 @@ def run_segmentation(
     import time
 
     import numpy as np
+    import pandas as pd
     import sklearn
 
-    from custseg import cluster, preprocessing, profiling, selection
+    from custseg import cluster, preprocessing, profiling, rfm, selection
     from custseg.errors import ConfigError
     from custseg.model import SegmentationModel
 
@@ -406,6 +438,8 @@ def run_segmentation(
 def _fingerprint(frame: pd.DataFrame) -> str:
     import hashlib
 
+    import pandas as pd
+
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return f"sha256:{digest.hexdigest()[:16]} ({len(frame)} rows × {frame.shape[1]} columns)"
 
@@ -454,7 +488,7 @@ def write_run(result: SegmentationResult, folder) -> list:
     import json
     from pathlib import Path
 
-    from custseg import outputs
+    from custseg import cohorts, outputs
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

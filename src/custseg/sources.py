@@ -643,12 +643,11 @@ def _looks_like_text(path: Path) -> bool:
 
 
 def _read_parquet(con, path: Path) -> None:
-    import pyarrow.parquet as pq
-
     try:
-        names = pq.read_schema(path).names
-    except Exception as exc:
-        raise InputError(f"{path}: is not a valid Parquet file ({exc}); export it again") from None
+        names = _parquet_columns(con, path)
+    except duckdb.Error as exc:
+        reason = str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")
+        raise InputError(f"{path}: is not a valid Parquet file ({reason}); export it again") from None
     dupes = duplicate_names(names)
     if dupes:
         raise SchemaError(
@@ -656,6 +655,20 @@ def _read_parquet(con, path: Path) -> None:
             "rename them so each is unique"
         )
     con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_parquet({quote_text(path)})")
+
+
+def _parquet_columns(con, path: Path) -> list[str]:
+    """The top-level column names in the file's schema, as written (the reader would rename
+    duplicates): the schema lists every element depth first, each with its number of children."""
+    elements = con.execute(f"SELECT name, num_children FROM parquet_schema({quote_text(path)})").fetchall()
+    names, position = [], 1
+    for _ in range(elements[0][1] or 0):
+        names.append(elements[position][0])
+        pending = 1  # this element and its descendants
+        while pending:
+            pending += (elements[position][1] or 0) - 1
+            position += 1
+    return names
 
 
 def _read_json(con, path: Path) -> None:
