@@ -109,6 +109,22 @@ def test_customer_table_features(marketing_campaign, tmp_path, capsys):
     assert "Income': 24 missing filled with the median" in capsys.readouterr().out
 
 
+def test_lazy_names_import_in_a_fresh_interpreter():
+    """``custseg.datasets`` and ``custseg.rfm_score`` load on first use (they bring pandas);
+    in a new process, where nothing has imported them yet, both spellings must work, as
+    ``custseg demo`` needs (in this process other tests have imported them already)."""
+    import subprocess
+    import sys
+
+    script = ("from custseg import datasets; import custseg; "
+              "print(datasets.sample_path().name, custseg.rfm_score.__name__, custseg.datasets is datasets)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.split() == ["online_retail_sample.parquet", "score", "True"]
+    done = subprocess.run([sys.executable, "-c", "import custseg; custseg.nothing"], capture_output=True, text=True)
+    assert "module 'custseg' has no attribute 'nothing'" in done.stderr
+
+
 def test_demo_runs_on_the_bundled_sample(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     for name in ("features.csv", "rfm.csv", "cohorts.csv", "rejects.csv"):

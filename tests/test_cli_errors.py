@@ -572,3 +572,48 @@ def test_ambiguous_day_month_order_is_not_guessed_silently(folders, retail_head,
     warned = code == 0 and "ambiguous" in printed.replace(str(out), "").lower()  # the path says it too
     assert stopped or warned, (code, err, printed[-400:])
 
+
+
+# --- an output that cannot be written ------------------------------------------------------
+
+def _file_size_limit(limit: int):
+    """For the child: files may grow to ``limit`` bytes only (writes beyond fail with EFBIG,
+    as on a full disk; SIGXFSZ, which would kill the process instead, is ignored)."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".xlsx"])
+def test_an_output_that_cannot_be_written_is_one_line_and_no_file(online_retail, folders, suffix):
+    """The engine (CSV, Parquet) and the Excel writer fail alike: one line naming --out and the
+    reason, no file, no temporary file left, no 'Exception ignored' noise."""
+    _, out = folders
+    target = out / f"features{suffix}"
+    done = subprocess.run(
+        [str(CUSTSEG), "features", str(online_retail), "--out", str(target)],
+        capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(16_000),
+    )
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, rf"--out .*features\{suffix}: cannot write \(File too large\)")
+    assert list(out.iterdir()) == []
+
+
+def test_out_and_rejects_are_written_both_or_neither(online_retail, folders):
+    """The features fit, the rejected rows (149,217 of them) do not: the earlier features file
+    stays as it was and no rejects file appears."""
+    _, out = folders
+    features, rejects = out / "features.parquet", out / "rejects.csv"
+    features.write_bytes(b"the earlier run's features")
+    done = subprocess.run(
+        [str(CUSTSEG), "features", str(online_retail), "--out", str(features), "--rejects", str(rejects)],
+        capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(2_000_000),
+    )
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, r"--rejects .*rejects\.csv: cannot write \(File too large\)")
+    assert sorted(p.name for p in out.iterdir()) == ["features.parquet"]
+    assert features.read_bytes() == b"the earlier run's features"

@@ -39,12 +39,10 @@ __all__ = [
 def __getattr__(name: str):
     """``datasets`` and ``rfm_score`` load pandas: they are imported on first use, so that
     ``import custseg`` (and the command line) starts without it."""
+    import importlib
+
     if name == "datasets":
-        from custseg import datasets
-
-        return datasets
+        return importlib.import_module("custseg.datasets")
     if name == "rfm_score":
-        from custseg.rfm import score
-
-        return score
+        return importlib.import_module("custseg.rfm").score
     raise AttributeError(f"module 'custseg' has no attribute {name!r}")

@@ -127,17 +127,16 @@ def _print_report(report: cleaning.CleaningReport) -> None:
         out.print(f"  {note}")
 
 
-def _check_rejects_fit(made: pipeline.CustomerTable, path: Path | None) -> None:
-    """Before the main output is written: the rejected rows must fit their file too."""
-    if path is not None and made.clean is not None:
-        outputs.check_fits(path, made.report.rows_dropped, option="--rejects")
-
-
-def _write_rejects(made: pipeline.CustomerTable, path: Path | None) -> None:
-    if path is None or made.clean is None:
-        return
-    outputs.write_table(made.clean.rejects(), path)
-    out.print(f"rejected rows → {path}")
+def _write_with_rejects(table, out_: Path, made: pipeline.CustomerTable, rejects: Path | None) -> None:
+    """Write --out and, when asked, the rejected rows to --rejects: both files or neither."""
+    files = [({"data": table}, out_, "--out")]
+    if rejects is not None and made.clean is not None:
+        # Checked before anything is computed for it: an Excel sheet holds ~1M rows.
+        outputs.check_fits(rejects, made.report.rows_dropped, option="--rejects")
+        files.append(({"data": made.clean.rejects()}, rejects, "--rejects"))
+    outputs.write_together(files)
+    if len(files) > 1:
+        out.print(f"rejected rows → {rejects}")
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -183,9 +182,7 @@ def features_cmd(
     _check_rejects(rejects, loaded.kind, source, out_)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
-    _check_rejects_fit(made, rejects)
-    outputs.write_table(made.table, out_)
-    _write_rejects(made, rejects)
+    _write_with_rejects(made.table, out_, made, rejects)
     customers, columns = made.shape
     out.print(f"{customers:,} customers × {columns - 1} features "
               f"(as of {made.as_of.date()}) → {out_}")
@@ -209,9 +206,7 @@ def rfm_cmd(
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
     )
-    _check_rejects_fit(made, rejects)
-    outputs.write_table(scored, out_)
-    _write_rejects(made, rejects)
+    _write_with_rejects(scored, out_, made, rejects)
     _print_rfm_summary(rfm.summary(scored), made)
     out.print(f"{len(scored):,} customers scored → {out_}")
 

@@ -7,9 +7,13 @@ moved into place only when complete, so a failure never leaves a half-written fi
 
 from __future__ import annotations
 
+import gc
+import io
 import os
+import re
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
 
     Tabular = Union[pd.DataFrame, duckdb.DuckDBPyRelation]
 
-__all__ = ["OUTPUT_FORMATS", "write_table", "write_tables", "write_text"]
+__all__ = ["OUTPUT_FORMATS", "write_table", "write_tables", "write_text", "write_together"]
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".xlsx")
 _EXCEL_MAX_ROWS = 1_048_575
@@ -59,46 +63,98 @@ def publish_file(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_table(frame: Tabular, path: str | os.PathLike[str]) -> Path:
-    """Write ``frame`` as .csv, .parquet or .xlsx (by extension), atomically."""
-    return write_tables({"data": frame}, path)
+def write_table(frame: Tabular, path: str | os.PathLike[str], *, option: str = "--out") -> Path:
+    """Write ``frame`` as .csv, .parquet or .xlsx (by extension), atomically; messages name
+    the file as ``option`` (the command-line option that gave it)."""
+    return write_tables({"data": frame}, path, option=option)
 
 
-def write_tables(sheets: Mapping[str, Tabular], path: str | os.PathLike[str]) -> Path:
+def write_tables(sheets: Mapping[str, Tabular], path: str | os.PathLike[str], *, option: str = "--out") -> Path:
     """Write one table (CSV/Parquet) or several sheets (XLSX) to ``path``, atomically."""
-    path = Path(path)
-    check_target(path)
-    suffix = path.suffix.lower()
-    if suffix != ".xlsx" and len(sheets) != 1:
-        raise ConfigError(f"--out {path}: several tables need an .xlsx file")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    return write_together([(sheets, path, option)])[0]
+
+
+def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLike[str], str]]) -> list[Path]:
+    """Write several files, all or none: ``(sheets, path, option)`` each.
+
+    Each goes to a temporary file beside its target; only when every one is complete are they
+    moved into place, so a failure (a full disk, a table too long for Excel) leaves no file
+    written and every earlier file as it was.
+    """
+    targets = []
+    for sheets, path, option in files:
+        path = Path(path)
+        check_target(path, option=option)
+        if path.suffix.lower() != ".xlsx" and len(sheets) != 1:
+            raise ConfigError(f"{option} {path}: several tables need an .xlsx file")
+        targets.append(path)
+    written: list[str] = []
     try:
-        if suffix == ".xlsx":
+        for (sheets, _, option), path in zip(files, targets):
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix.lower(), dir=path.parent)
+            os.close(fd)
+            written.append(tmp)
+            _write_file(sheets, tmp, path, option)
+        for tmp, path, (_, _, option) in zip(written, targets, files):
+            try:
+                publish_file(tmp, path)
+            except OSError as exc:
+                raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        for tmp in written:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return targets
+
+
+def _write_file(sheets: Mapping[str, Tabular], tmp: str, path: Path, option: str) -> None:
+    """Write ``sheets`` to ``tmp`` in the format of ``path``; a failed write is an InputError."""
+    reason = None
+    try:
+        if path.suffix.lower() == ".xlsx":
             import pandas as pd
 
-            with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+            # Built in memory, then written: a full disk fails one plain write, not the zip
+            # writer half-way.
+            workbook = io.BytesIO()
+            with pd.ExcelWriter(workbook, engine="openpyxl") as writer:
                 for name, frame in sheets.items():
                     frame = frame.df() if isinstance(frame, duckdb.DuckDBPyRelation) else frame
-                    check_fits(path, len(frame))
+                    check_fits(path, len(frame), option=option)
                     _excel_ready(frame).to_excel(writer, sheet_name=name[:31], index=False)
+            with open(tmp, "wb") as fh:
+                fh.write(workbook.getbuffer())
         else:
-            _write_one(next(iter(sheets.values())), tmp, suffix)
-        publish_file(tmp, path)
+            _write_one(next(iter(sheets.values())), tmp, path.suffix.lower())
     except OSError as exc:
-        raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+        reason = exc.strerror or str(exc)
+    except duckdb.IOException as exc:
+        if Path(tmp).name not in str(exc):  # e.g. its temporary files: not about this file
+            raise
+        errno = re.search(r'"errno":"(\d+)"', str(exc))
+        reason = os.strerror(int(errno.group(1))) if errno else str(exc).splitlines()[0]
+    if reason is not None:
+        _collect_quietly()
+        raise InputError(f"{option} {path}: cannot write ({reason})")
+
+
+def _collect_quietly() -> None:
+    """After a failed write, finalise what the writer left half-open (openpyxl's generators
+    over its temporary files) now and silently, not at exit with a traceback on stderr."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
+    try:
+        gc.collect()
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        sys.unraisablehook = hook
 
 
 def _write_one(frame: Tabular, tmp: str, suffix: str) -> None:
     if isinstance(frame, duckdb.DuckDBPyRelation):
         if suffix == ".csv":
-            frame.write_csv(tmp, header=True)
+            frame.write_csv(tmp, header=True, use_tmp_file=False)  # tmp is already one
         else:
-            frame.write_parquet(tmp)
+            frame.write_parquet(tmp, use_tmp_file=False)
     elif suffix == ".csv":
         frame.to_csv(tmp, index=False)
     else:
