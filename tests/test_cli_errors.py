@@ -617,3 +617,42 @@ def test_out_and_rejects_are_written_both_or_neither(online_retail, folders):
     assert_one_error_line(done.stderr, r"--rejects .*rejects\.csv: cannot write \(File too large\)")
     assert sorted(p.name for p in out.iterdir()) == ["features.parquet"]
     assert features.read_bytes() == b"the earlier run's features"
+
+
+def test_a_run_that_cannot_be_written_leaves_the_earlier_run_whole(tmp_path):
+    """`segment` writes the run aside and moves it in only when every file is complete: a
+    failed write (the model file, 250 kB, against a 100 kB limit) keeps the earlier run's files
+    as they were, and a folder that did not exist is not left behind."""
+    from custseg import datasets
+
+    earlier = tmp_path / "run"
+    earlier.mkdir()
+    before = {name: f"earlier {name}".encode() for name in ("run.json", "model.skops", "assignments.csv", "report.html")}
+    for name, content in before.items():
+        (earlier / name).write_bytes(content)
+    for folder in (earlier, tmp_path / "new"):
+        done = subprocess.run(
+            [str(CUSTSEG), "segment", str(datasets.sample_path()), "--out", str(folder),
+             "--algorithm", "kmeans", "--k", "3", "--no-report"],
+            capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(100_000),
+        )
+        assert done.returncode == 2, done.stderr
+        assert_one_error_line(done.stderr, rf"--out .*{folder.name}/model\.skops: cannot write \(File too large\); "
+                                           "the folder is left as it was")
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_report_that_cannot_be_written_says_the_run_is_there(tmp_path):
+    from custseg import datasets
+
+    folder = tmp_path / "run"
+    done = subprocess.run(
+        [str(CUSTSEG), "segment", str(datasets.sample_path()), "--out", str(folder), "--algorithm", "kmeans", "--k", "3"],
+        capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(1_000_000),
+    )
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, r"--out .*report\.html: cannot write \(File too large\); the run itself is "
+                                       r"written: build the report again with `custseg report .*run`")
+    assert (folder / "model.skops").is_file() and not (folder / "report.html").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from custseg import cleaning, outputs, pipeline, sources
-from custseg.errors import ConfigError, CustsegError
+from custseg.errors import ConfigError, CustsegError, InputError
 from custseg.schema import parse_mapping
 
 app = typer.Typer(
@@ -310,7 +310,11 @@ def segment(
     if not no_report:
         from custseg.report import build_report
 
-        written.append(build_report(out_, random_state=seed))
+        try:
+            written.append(build_report(out_, random_state=seed))
+        except InputError as exc:
+            raise InputError(f"{exc}; the run itself is written: build the report again with "
+                             f"`custseg report {out_}`") from None
     _print_report(result.customers.report)
     out.print(f"\n[bold]Recommendation[/bold]: {result.selection.recommendation.text}", highlight=False)
     if config.algorithm != "auto" or config.n_clusters is not None:

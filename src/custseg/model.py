@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from custseg.errors import ModelError
+from custseg.errors import InputError, ModelError
 from custseg.outputs import publish_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "Alignment", "align", "load"]
@@ -196,6 +196,8 @@ class SegmentationModel:
         try:
             sio.dump(payload, tmp)
             publish_file(tmp, path)
+        except OSError as exc:
+            raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

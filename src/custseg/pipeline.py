@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import duckdb
 
 from custseg import cleaning, features, schema, sources
-from custseg.errors import CustsegError, DataError, SchemaError
+from custseg.errors import CustsegError, DataError, InputError, SchemaError
 
 if TYPE_CHECKING:  # pandas and the steps that need it load when a step runs: start-up stays short
     import pandas as pd
@@ -465,8 +465,9 @@ def write_run(result: SegmentationResult, folder) -> list:
     """Write a run into ``folder`` (created if needed); return the paths written.
 
     Everything the report and the exports need is in the folder, so they can be rebuilt from
-    it alone (``custseg report RUN_DIR``).  A folder that holds an earlier run loses every file
-    of it first:
+    it alone (``custseg report RUN_DIR``).  The run is written to a hidden folder inside
+    ``folder`` first and moved into place only when every file is complete; then a folder that
+    holds an earlier run loses every file of it (a failed write leaves the earlier run whole):
 
     ====================  ===================================================================
     assignments.csv       customer_id, segment, segment_name[, probability]
@@ -485,18 +486,41 @@ def write_run(result: SegmentationResult, folder) -> list:
     model.skops           the saved model (custseg assign --model)
     ====================  ===================================================================
     """
-    import json
+    import os
+    import shutil
+    import tempfile
     from pathlib import Path
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder))
+    staged: list = []
+    try:
+        staged = _write_run_files(result, staging)
+        if (folder / "run.json").is_file() and (folder / "model.skops").is_file():
+            # An earlier run: none of its files may outlive it (its contacts.parquet would put
+            # other people's e-mail addresses on these customers in the CRM export).
+            for name in RUN_FILES:
+                (folder / name).unlink(missing_ok=True)
+        for path in staged:
+            os.replace(path, folder / path.name)
+    except InputError as exc:
+        raise InputError(f"{str(exc).replace(str(staging), str(folder))}; the folder is left as it was") from None
+    except OSError as exc:
+        raise InputError(f"--out {folder}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+    return [folder / path.name for path in staged]
+
+
+def _write_run_files(result: SegmentationResult, folder: Path) -> list:
+    import json
 
     from custseg import cohorts, outputs
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "run.json").is_file() and (folder / "model.skops").is_file():
-        # An earlier run: none of its files may outlive it (its contacts.parquet would put
-        # other people's e-mail addresses on these customers in the CRM export).
-        for name in RUN_FILES:
-            (folder / name).unlink(missing_ok=True)
     profiles = result.profiles
     written = [
         outputs.write_table(result.assignments, folder / "assignments.csv"),
