@@ -656,3 +656,22 @@ def test_a_report_that_cannot_be_written_says_the_run_is_there(tmp_path):
                                        r"written: build the report again with `custseg report .*run`")
     assert (folder / "model.skops").is_file() and not (folder / "report.html").exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_exports_are_written_all_or_none(tmp_path):
+    """The customer lists (10 kB each) fit a 12 kB limit, the CRM file (15 kB) does not: the
+    exports folder keeps the earlier exports, with no new list beside them."""
+    from custseg import datasets
+
+    run = tmp_path / "run"
+    assert main(["segment", str(datasets.sample_path()), "--out", str(run), "--algorithm", "kmeans",
+                 "--k", "3", "--no-report"]) == 0
+    exports = run / "exports"
+    exports.mkdir()
+    (exports / "crm_import.csv").write_text("the earlier export\n")
+    done = subprocess.run([str(CUSTSEG), "export", str(run)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=_file_size_limit(12_000))
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, r"--out .*crm_import\.csv: cannot write \(File too large\)")
+    assert [p.name for p in exports.iterdir()] == ["crm_import.csv"]
+    assert (exports / "crm_import.csv").read_text() == "the earlier export\n"

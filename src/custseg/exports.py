@@ -110,24 +110,24 @@ def export_run(
         members = table.loc[table["segment"] == row.segment].reset_index(drop=True)
         lists[f"segment-{row.segment}-{_slug(row.name)}"] = members
 
-    written: list[Path] = []
+    files = []  # (sheets, path, option): written together, all or none
     if format == "xlsx":
         sheets = {"Summary": neutralise(summary)}
         for key, members in lists.items():
             name = _EXCEL_SHEET.sub("", key)[:31]
             sheets[name] = neutralise(members)
-        written.append(outputs.write_tables(sheets, folder / "segments.xlsx"))
+        files.append((sheets, folder / "segments.xlsx", "--out"))
     else:
-        written.append(outputs.write_table(_prepared(summary, format), folder / f"summary.{format}"))
+        files.append(({"data": _prepared(summary, format)}, folder / f"summary.{format}", "--out"))
         for key, members in lists.items():
-            written.append(outputs.write_table(_prepared(members, format), folder / f"{key}.{format}"))
+            files.append(({"data": _prepared(members, format)}, folder / f"{key}.{format}", "--out"))
 
     crm = pd.DataFrame({"Customer ID": table["customer_id"], "Segment": table["segment"],
                         "Segment Name": table["segment_name"]})
     if "email" in table:
         crm.insert(0, "Email", table["email"])
-    written.append(outputs.write_table(neutralise(crm), folder / "crm_import.csv"))
-    return written
+    files.append(({"data": neutralise(crm)}, folder / "crm_import.csv", "--out"))
+    return outputs.write_together(files)
 
 
 def _prepared(frame: pd.DataFrame, format: str) -> pd.DataFrame:
