@@ -2,7 +2,9 @@
 
 A table is a DataFrame or a DuckDB relation (which the engine writes to CSV and Parquet by
 itself, without a copy in Python).  It is written to a temporary file beside the target and
-moved into place only when complete, so a failure never leaves a half-written file.
+moved into place only when complete, so a failure never leaves a half-written file; files
+that belong together (features and their rejected rows, a set of exports) are moved into
+place only when all of them are complete (:func:`write_together`).
 """
 
 from __future__ import annotations

@@ -517,6 +517,7 @@ def write_run(result: SegmentationResult, folder) -> list:
 
 
 def _write_run_files(result: SegmentationResult, folder: Path) -> list:
+    """Every file of the run (see :func:`write_run`) in ``folder``; returns their paths."""
     import json
 
     from custseg import cohorts, outputs
