@@ -675,3 +675,62 @@ def test_exports_are_written_all_or_none(tmp_path):
     assert_one_error_line(done.stderr, r"--out .*crm_import\.csv: cannot write \(File too large\)")
     assert [p.name for p in exports.iterdir()] == ["crm_import.csv"]
     assert (exports / "crm_import.csv").read_text() == "the earlier export\n"
+
+
+# --- a place that cannot be written in -----------------------------------------------------
+
+def _unwritable_system_folder() -> Path:
+    """/sys refuses new files even to root (a real refusal, not a simulated one)."""
+    try:
+        Path("/sys/custseg-probe").touch()
+    except OSError:
+        return Path("/sys")
+    Path("/sys/custseg-probe").unlink()
+    pytest.skip("/sys accepts new files here; no place to test a refused write")
+
+
+@pytest.mark.parametrize("command", ["features", "segment", "export", "demo"])
+def test_a_folder_that_refuses_files_is_one_line(command, tmp_path):
+    """The write itself fails (the folder looks writable): one line naming --out, exit 2."""
+    from custseg import datasets
+
+    place = _unwritable_system_folder()
+    sample = str(datasets.sample_path())
+    if command == "export":
+        run = tmp_path / "run"
+        assert main(["segment", sample, "--out", str(run), "--algorithm", "kmeans", "--k", "3", "--no-report"]) == 0
+        args = ["export", str(run), "--out", str(place / "exports")]
+    else:
+        target = place / ("features.csv" if command == "features" else "custseg-out")
+        args = [command, *([] if command == "demo" else [sample]), "--out", str(target)]
+        args += ["--algorithm", "kmeans", "--k", "3", "--no-report"] if command == "segment" else []
+    done = subprocess.run([str(CUSTSEG), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, r"--out /sys/\S+: cannot write \((Permission denied|Operation not permitted)\)")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A real read-only file system (a tmpfs mounted read-only), where the machine allows it."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only file system here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("command", ["features", "segment"])
+def test_a_read_only_folder_is_refused_before_any_work(command, read_only_folder, capsys):
+    from custseg import datasets
+
+    target = read_only_folder / ("features.csv" if command == "features" else "run")
+    code, printed, err = run([command, str(datasets.sample_path()), "--out", str(target)], capsys)
+    assert code == 2
+    assert_one_error_line(err, rf"--out .*read-only/{target.name}: cannot write in '.*read-only' "
+                               r"\(read-only, or no permission\); choose another place")
+    assert "Cleaning" not in printed  # refused before reading the source

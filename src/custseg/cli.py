@@ -277,6 +277,7 @@ def segment(
 
     if out_.exists() and not out_.is_dir():
         raise ConfigError(f"--out {out_}: is a file; give a folder for the results")
+    outputs.check_folder(out_)
     clash = [name for name in pipeline.RUN_FILES if _same_file(out_ / name, source)]
     if clash:
         raise ConfigError(f"--out {out_}: the run would write {clash[0]} over the source, which custseg "
@@ -410,7 +411,11 @@ def demo(
     from custseg import datasets
 
     sample = str(datasets.sample_path())
-    out_.mkdir(parents=True, exist_ok=True)
+    outputs.check_folder(out_)
+    try:
+        out_.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out_}: cannot write ({exc.strerror or exc})") from None
     out.rule("custseg demo — bundled sample of UCI Online Retail (CC BY 4.0)")
     inspect(sample)
     features_cmd(sample, out_ / "features.csv", rejects=out_ / "rejects.csv")

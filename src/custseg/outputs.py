@@ -45,6 +45,18 @@ def check_target(path: Path, *, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path}: is a directory; give a file name such as {path / 'out.csv'}")
     if not path.parent.exists():
         raise ConfigError(f"{option} {path}: folder '{path.parent}' does not exist; create it first")
+    check_folder(path.parent, option=option, target=path)
+
+
+def check_folder(folder: Path, *, option: str = "--out", target: Path | None = None) -> None:
+    """Refuse before any work a place that cannot be written in (a read-only disk, a folder of
+    someone else's): the folder, or the nearest one of its parents that exists, must be writable."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {target or folder}: cannot write in '{existing}' (read-only, or no "
+                         "permission); choose another place")
 
 
 def check_fits(path: Path, rows: int, *, option: str = "--out") -> None:
@@ -93,7 +105,10 @@ def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLik
     written: list[str] = []
     try:
         for (sheets, _, option), path in zip(files, targets):
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix.lower(), dir=path.parent)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix.lower(), dir=path.parent)
+            except OSError as exc:
+                raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
             os.close(fd)
             written.append(tmp)
             _write_file(sheets, tmp, path, option)

@@ -493,8 +493,11 @@ def write_run(result: SegmentationResult, folder) -> list:
 
     folder = Path(folder)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder))
+    except OSError as exc:
+        raise InputError(f"--out {folder}: cannot write ({exc.strerror or exc})") from None
     staged: list = []
     try:
         staged = _write_run_files(result, staging)
