@@ -313,3 +313,19 @@ def test_features_command_does_not_load_pandas(online_retail, tmp_path):
         )
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
         assert done.stdout.splitlines()[-1] == "0 []", (source, done.stdout, done.stderr)
+
+
+def test_as_of_with_a_time_zone_is_this_machines_local_time(online_retail, marketing_campaign):
+    """An --as-of with an offset is the same instant in local time (the data's dates are
+    compared in the machine's time zone); it used to stop with a pandas TypeError."""
+    from datetime import timedelta, timezone
+
+    aware = datetime(2011, 12, 9, 12, 30, tzinfo=timezone(timedelta(hours=1)))
+    local = aware.astimezone().replace(tzinfo=None)
+    loaded = pipeline.load(SourceSpec(str(online_retail)))
+    with_offset, as_local = (pipeline.customer_table(loaded, as_of=when) for when in (aware, local))
+    assert with_offset.as_of == as_local.as_of == local
+    pd.testing.assert_frame_equal(with_offset.features, as_local.features)
+    customers = pipeline.customer_table(pipeline.load(SourceSpec(str(marketing_campaign))),
+                                        as_of=datetime(2015, 1, 1, tzinfo=timezone.utc))
+    assert customers.as_of == datetime(2015, 1, 1, tzinfo=timezone.utc).astimezone().replace(tzinfo=None)

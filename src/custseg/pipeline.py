@@ -129,6 +129,9 @@ def customer_table(
     as_of: date | datetime | None = None,
 ) -> CustomerTable:
     """Customer features from either kind of source."""
+    if isinstance(as_of, datetime) and as_of.tzinfo is not None:
+        # Dates in the data are compared in this machine's time zone (DuckDB's, too).
+        as_of = as_of.astimezone().replace(tzinfo=None)
     if loaded.kind == "customers":
         made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
         return CustomerTable(made.features, made.report, made.as_of, "customers", contacts=made.contacts)
