@@ -411,11 +411,7 @@ def demo(
     from custseg import datasets
 
     sample = str(datasets.sample_path())
-    outputs.check_folder(out_)
-    try:
-        out_.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--out {out_}: cannot write ({exc.strerror or exc})") from None
+    outputs.make_folder(out_)
     out.rule("custseg demo — bundled sample of UCI Online Retail (CC BY 4.0)")
     inspect(sample)
     features_cmd(sample, out_ / "features.csv", rejects=out_ / "rejects.csv")

@@ -102,11 +102,7 @@ def export_run(
     folder = Path(out) if out is not None else run_dir / "exports"
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out {folder}: is a file; give a folder for the exports")
-    outputs.check_folder(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--out {folder}: cannot write ({exc.strerror or exc})") from None
+    outputs.make_folder(folder)
 
     summary = profiles[["segment", "name", "customers", "share", "value_share", "description", "rule"]].copy()
     lists: dict[str, pd.DataFrame] = {}

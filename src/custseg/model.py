@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from custseg.errors import InputError, ModelError
-from custseg.outputs import publish_file
+from custseg.errors import ModelError
+from custseg.outputs import cannot_write, publish_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "Alignment", "align", "load"]
 
@@ -197,7 +197,7 @@ class SegmentationModel:
             sio.dump(payload, tmp)
             publish_file(tmp, path)
         except OSError as exc:
-            raise InputError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+            raise cannot_write(path, exc) from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -69,6 +69,23 @@ def check_fits(path: Path, rows: int, *, option: str = "--out") -> None:
         )
 
 
+def cannot_write(path: Path, cause: OSError | str, *, option: str = "--out") -> InputError:
+    """The one-line error for a file or folder that cannot be written, with the reason."""
+    reason = (cause.strerror or str(cause)) if isinstance(cause, OSError) else cause
+    return InputError(f"{option} {path}: cannot write ({reason})")
+
+
+def make_folder(folder: str | os.PathLike[str], *, option: str = "--out") -> Path:
+    """Create an output folder (and its parents), refusing a place that cannot be written in."""
+    folder = Path(folder)
+    check_folder(folder, option=option)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(folder, exc, option=option) from None
+    return folder
+
+
 def publish_file(tmp: str, path: Path) -> None:
     """Give the finished temporary file the usual permissions (umask) and move it into place."""
     umask = os.umask(0)
@@ -108,7 +125,7 @@ def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLik
             try:
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix.lower(), dir=path.parent)
             except OSError as exc:
-                raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
+                raise cannot_write(path, exc, option=option) from None
             os.close(fd)
             written.append(tmp)
             _write_file(sheets, tmp, path, option)
@@ -116,7 +133,7 @@ def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLik
             try:
                 publish_file(tmp, path)
             except OSError as exc:
-                raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
+                raise cannot_write(path, exc, option=option) from None
     finally:
         for tmp in written:
             if os.path.exists(tmp):
@@ -152,7 +169,7 @@ def _write_file(sheets: Mapping[str, Tabular], tmp: str, path: Path, option: str
         reason = os.strerror(int(errno.group(1))) if errno else str(exc).splitlines()[0]
     if reason is not None:
         _collect_quietly()
-        raise InputError(f"{option} {path}: cannot write ({reason})")
+        raise cannot_write(path, reason, option=option)
 
 
 def _collect_quietly() -> None:
@@ -184,13 +201,13 @@ def write_text(text: str, path: str | os.PathLike[str], *, option: str = "--out"
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
+        raise cannot_write(path, exc, option=option) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         publish_file(tmp, path)
     except OSError as exc:
-        raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
+        raise cannot_write(path, exc, option=option) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

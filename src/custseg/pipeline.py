@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 import duckdb
 
-from custseg import cleaning, features, schema, sources
+from custseg import cleaning, features, outputs, schema, sources
 from custseg.errors import CustsegError, DataError, InputError, SchemaError
 
 if TYPE_CHECKING:  # pandas and the steps that need it load when a step runs: start-up stays short
@@ -496,11 +496,11 @@ def write_run(result: SegmentationResult, folder) -> list:
 
     folder = Path(folder)
     created = not folder.exists()
+    outputs.make_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder))
     except OSError as exc:
-        raise InputError(f"--out {folder}: cannot write ({exc.strerror or exc})") from None
+        raise outputs.cannot_write(folder, exc) from None
     staged: list = []
     try:
         staged = _write_run_files(result, staging)
@@ -514,7 +514,7 @@ def write_run(result: SegmentationResult, folder) -> list:
     except InputError as exc:
         raise InputError(f"{str(exc).replace(str(staging), str(folder))}; the folder is left as it was") from None
     except OSError as exc:
-        raise InputError(f"--out {folder}: cannot write ({exc.strerror or exc})") from None
+        raise outputs.cannot_write(folder, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(folder.iterdir()):
@@ -526,7 +526,7 @@ def _write_run_files(result: SegmentationResult, folder: Path) -> list:
     """Every file of the run (see :func:`write_run`) in ``folder``; returns their paths."""
     import json
 
-    from custseg import cohorts, outputs
+    from custseg import cohorts
 
     profiles = result.profiles
     written = [
