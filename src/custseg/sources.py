@@ -1,7 +1,7 @@
 """Read customer data into DuckDB without modifying it.
 
-A source is a file (CSV/TSV/TXT, XLSX/XLS, Parquet, JSON lines) or a SQL table/query given as
-a SQLAlchemy URL.  :func:`read` registers it as the view ``source`` in a fresh DuckDB
+A source is a file (CSV/TSV/TXT/DAT, XLSX/XLS, Parquet, JSON lines) or a SQL table/query given
+as a SQLAlchemy URL.  :func:`read` registers it as the view ``source`` in a fresh DuckDB
 connection and returns a :class:`Table`; nothing is copied for CSV, Parquet and JSON (DuckDB
 reads them out of core), XLSX and SQL results are loaded through Arrow.  A CSV in an encoding
 DuckDB cannot read (cp1252, the Windows default, above all) is first copied to a temporary
@@ -9,6 +9,17 @@ UTF-8 file that lives as long as the connection.  Every value of a CSV or JSON f
 converted once at read time, so a value that does not fit the type DuckDB chose from the
 first rows (``'not a date'`` on row 150,000) turns the column into text for cleaning to
 report, instead of breaking a later query.
+
+Real files come in other shapes too, each read with no options and recorded in
+:attr:`Table.notes`:
+
+* a text table aligned with runs of spaces (``00001 19970101  1  11.77``), with or without a
+  header line (columns ``column_1``...); a column of digits with leading zeros stays text;
+* gzip or zstd compressed CSV/TSV/text/JSON, recognised by signature and streamed by DuckDB
+  (a cp1252 copy of a compressed file is itself gzip-compressed);
+* a workbook whose data is not on the first sheet (the sheet with a customer id is read);
+* a file that holds no data at all (an image, a PDF, an archive, an HTML page, a program) is
+  named for what it is.
 
 >>> table = read("orders.csv")                                    # doctest: +SKIP
 >>> table.columns                                                   # doctest: +SKIP
@@ -18,12 +29,19 @@ report, instead of breaking a later query.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import gzip
 import io
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 import weakref
+import zipfile
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,7 +49,7 @@ from typing import Literal
 import duckdb
 
 from custseg.errors import InputError, ResourceError, SchemaError
-from custseg.schema import duplicate_names
+from custseg.schema import detect_roles, duplicate_names
 
 __all__ = ["Table", "read", "connect", "FORMATS", "is_sql_url"]
 
@@ -42,6 +60,7 @@ FORMATS: dict[str, Format] = {
     ".tsv": "csv",
     ".txt": "csv",
     ".tab": "csv",
+    ".dat": "csv",
     ".xlsx": "xlsx",
     ".xlsm": "xlsx",
     ".xls": "xlsx",
@@ -60,6 +79,8 @@ class Table:
     """A source registered in DuckDB as the view ``source``.
 
     ``label`` names the source in messages (a path, or a URL with the password hidden).
+    ``notes`` are one-line statements of what reading decided on its own (a compression, a
+    whitespace-aligned table and its header, the sheet of a workbook), for the user to check.
     """
 
     con: duckdb.DuckDBPyConnection
@@ -69,6 +90,7 @@ class Table:
     types: dict[str, str]
     encoding: str | None = None
     delimiter: str | None = None
+    notes: tuple[str, ...] = ()
 
     def count(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM source").fetchall()[0][0])
@@ -161,10 +183,15 @@ def read(
 ) -> Table:
     """Register ``source`` as the DuckDB view ``source`` and describe its columns.
 
-    Files are recognised by extension (``format`` overrides); ``sheet`` picks an XLSX sheet
-    (default: the first); ``table`` or ``query`` go with a SQL URL; ``encoding`` and
-    ``delimiter`` override the CSV sniffer.  Raises :class:`InputError` with a one-line
-    message for anything that cannot be read.
+    Files are recognised by extension (``format`` overrides), the one before ``.gz`` or
+    ``.zst`` for a compressed file; gzip and zstd are recognised by their signature whatever
+    the name, and read directly (streamed, never decompressed to disk).  ``sheet`` picks an
+    XLSX sheet (default: the first when it has a customer id, else the one sheet with a
+    customer id, else the one sheet that looks like a table); ``table`` or ``query`` go with a
+    SQL URL; ``encoding`` and ``delimiter`` override the CSV sniffer.  A text table whose
+    columns are separated by runs of spaces is recognised by its content.  A file that holds
+    no data (an image, a PDF, an archive, an HTML page, a program) is named for what it is.
+    Raises :class:`InputError` with a one-line message for anything that cannot be read.
     """
     con = con or connect()
     text = str(source)
@@ -173,6 +200,7 @@ def read(
         fmt: Format = "sql"
         label = _safe_url(text)
         enc = delim = None
+        notes: list[str] = []
     else:
         if table or query:
             raise InputError(f"--table/--query go with a SQL URL, but '{text}' is a file path")
@@ -184,27 +212,30 @@ def read(
             raise InputError(f"{label}: is a directory, not a file; give the path of a data file")
         if path.stat().st_size == 0:
             raise InputError(f"{label}: the file is empty (0 bytes); export the data again")
-        fmt = format or FORMATS.get(path.suffix.lower()) or _guess_format(path)
+        compression = _compression_of(path)
+        fmt = format or FORMATS.get(_format_suffix(path)) or _guess_format(path, compression)
         if sheet is not None and fmt != "xlsx":
             raise InputError(
                 f"{label}: --sheet goes with an Excel workbook, but this is a {fmt} file; drop --sheet"
             )
+        _refuse_non_data(path, fmt, compression)
+        notes = _compression_notes(path, fmt, compression)
         enc = delim = None
         if fmt == "csv":
-            _refuse_binary(path)
-            enc, delim = _read_csv(con, path, encoding=encoding, delimiter=delimiter)
+            enc, delim, more = _read_csv(con, path, encoding=encoding, delimiter=delimiter, compression=compression)
+            notes += more
         elif fmt == "xlsx":
-            _read_xlsx(con, path, sheet=sheet)
+            notes += _read_xlsx(con, path, sheet=sheet)
         elif fmt == "parquet":
             _read_parquet(con, path)
         elif fmt == "json":
-            _read_json(con, path)
+            _read_json(con, path, compression)
         else:  # pragma: no cover - Literal exhausts the choices
             raise InputError(f"{label}: unknown format '{fmt}'")
     described = con.execute("DESCRIBE SELECT * FROM source").fetchall()
     columns = [row[0] for row in described]
     types = {row[0]: row[1] for row in described}
-    result = Table(con, label, fmt, columns, types, enc, delim)
+    result = Table(con, label, fmt, columns, types, enc, delim, tuple(notes))
     if result.count() == 0:
         if fmt == "sql":
             what = f"table '{table}' has no rows; check that it is the right table" if table else \
@@ -221,8 +252,270 @@ def _head(path: Path, size: int) -> bytes:
         return fh.read(size)
 
 
-def _guess_format(path: Path) -> Format:
-    head = _head(path, 8)
+# --- compression -----------------------------------------------------------------------------
+
+Compression = Literal["gzip", "zstd"]
+_COMPRESSION_SUFFIXES: dict[str, Compression] = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_COMPRESSION_MAGIC: dict[bytes, Compression] = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+_DECOMPRESS = {"gzip": "gunzip", "zstd": "zstd -d"}
+#: How much larger than the compressed file its text is taken to be when the file does not say
+#: (zstd; gzip past 4 GB): CSV text compresses 4-10 times, so the estimate errs towards Parquet.
+_COMPRESSION_RATIO = 5
+
+
+def _compression_of(path: Path) -> Compression | None:
+    """gzip or zstd by the file's signature (its name may say otherwise), else None."""
+    return _compression_of_bytes(_head(path, 4))
+
+
+def _format_suffix(path: Path) -> str:
+    """The extension that names the format: ``.csv`` for ``orders.csv.gz``."""
+    suffix = path.suffix.lower()
+    if suffix in _COMPRESSION_SUFFIXES:
+        return Path(path.stem).suffix.lower()
+    return suffix
+
+
+def _compression_notes(path: Path, fmt: Format, compression: Compression | None) -> list[str]:
+    named = _COMPRESSION_SUFFIXES.get(path.suffix.lower())
+    if compression is None:
+        return [f"named {path.suffix} but not compressed; read as plain text"] if named else []
+    if fmt not in ("csv", "json"):
+        raise _compressed_binary(path, compression, _NOT_KIND[fmt])
+    if named == compression:
+        return [f"{compression}-compressed, read directly"]
+    return [f"{compression}-compressed although named {path.suffix or 'without an extension'}; read directly"]
+
+
+def _duck_compression(compression: Compression | None) -> str:
+    """The value of DuckDB's ``compression`` option: always explicit, so a name ending in .gz
+    that is not compressed is read as it is, and a compressed file named .csv is decompressed."""
+    return compression or "none"
+
+
+class _Pipe(io.RawIOBase):
+    """The standard output of a decompressing program as a readable stream; closing it stops
+    the program."""
+
+    def __init__(self, argv: list[str]):
+        self._process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._process.stdout.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._process.stdout.close()
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+        super().close()
+
+
+def _zstd_stream(path: Path):
+    """A binary stream of the decompressed file: the zstandard package, else the zstd program."""
+    try:
+        import zstandard
+    except ImportError:
+        program = shutil.which("zstd")
+        if program is None:
+            raise InputError(
+                f"{path}: is zstd-compressed, and reading its head (for the encoding and the header) needs "
+                f"the zstandard package or the zstd program; pip install zstandard, or decompress it "
+                f"first (zstd -d {path.name})"
+            ) from None
+        return io.BufferedReader(_Pipe([program, "-dcq", "--", str(path)]))
+    raw = path.open("rb")
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True))
+
+
+@contextlib.contextmanager
+def _open_bytes(path: Path, compression: Compression | None):
+    """The file's bytes, decompressed as they are read (never to disk)."""
+    if compression is None:
+        stream = path.open("rb")
+    elif compression == "gzip":
+        stream = gzip.open(path, "rb")
+    else:
+        stream = _zstd_stream(path)
+    try:
+        yield stream
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(
+            f"{path}: is {compression}-compressed but cannot be decompressed ({_first_line(exc)}); "
+            "the file may be damaged or cut short — copy or download it again"
+        ) from None
+    finally:
+        stream.close()
+
+
+@contextlib.contextmanager
+def _open_text(path: Path, codec: str, compression: Compression | None):
+    with _open_bytes(path, compression) as raw:
+        yield io.TextIOWrapper(raw, encoding=codec, errors="replace", newline="")
+
+
+def _read_head(path: Path, compression: Compression | None, size: int) -> bytes:
+    """Up to ``size`` bytes from the start of the (decompressed) file."""
+    with _open_bytes(path, compression) as fh:
+        chunks, got = [], 0
+        while got < size:
+            chunk = fh.read(size - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+
+def _text_size(data: Path, compression: Compression | None) -> int:
+    """The size of the text in ``data``: the file size, or for a gzip file the size its
+    trailer records (modulo 4 GiB, so not below the compressed size times the usual ratio
+    once that passes 4 GiB), or for zstd the compressed size times the usual ratio."""
+    size = data.stat().st_size
+    if compression is None:
+        return size
+    estimate = size * _COMPRESSION_RATIO
+    if compression == "gzip" and size >= 18:
+        with data.open("rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            recorded = int.from_bytes(fh.read(4), "little")
+        if recorded >= size and estimate < (1 << 32):
+            return recorded
+    return estimate
+
+
+# --- what a file is --------------------------------------------------------------------------
+
+_EXPORT = "export the data as CSV, XLSX, Parquet or JSON lines"
+_EXTRACT = "extract the data file from it and read that"
+# Signatures of files that hold no table custseg reads: (magic, what, how to fix).
+_NOT_DATA: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", _EXPORT),
+    (b"\xff\xd8\xff", "a JPEG image", _EXPORT),
+    (b"GIF87a", "a GIF image", _EXPORT),
+    (b"GIF89a", "a GIF image", _EXPORT),
+    (b"II*\x00", "a TIFF image", _EXPORT),
+    (b"MM\x00*", "a TIFF image", _EXPORT),
+    (b"%PDF-", "a PDF document", _EXPORT + " (a table in a PDF is not data custseg can read)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", _EXTRACT),
+    (b"Rar!\x1a\x07", "a RAR archive", _EXTRACT),
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (unxz), or compress it with gzip or zstd, which custseg reads"),
+    (b"\x7fELF", "a program (an ELF executable)", "give the path of the data file"),
+    (b"{\\rtf", "an RTF document", _EXPORT),
+)
+# Formats custseg reads, found in a file named as another: (magic, what, how to fix).
+_BINARY_MAGIC = {
+    b"PAR1": ("a Parquet file", "give it the extension .parquet"),
+    b"PK\x03\x04": ("an Excel workbook or a zip archive", "give a workbook the extension .xlsx, unzip an archive"),
+    b"\xd0\xcf\x11\xe0": ("an old Excel (.xls) workbook", "give it the extension .xls"),
+    b"SQLite format 3": ("a SQLite database", "read it with sqlite:///PATH and --table or --query"),
+}
+_NOT_KIND = {"csv": "CSV text", "json": "JSON lines", "xlsx": "an Excel workbook", "parquet": "a Parquet file"}
+
+
+def _not_data(head: bytes) -> tuple[str, str] | None:
+    """(what, fix) for a head that shows a file holding no table, else None."""
+    for magic, what, fix in _NOT_DATA:
+        if head.startswith(magic):
+            return what, fix
+    if head.startswith(b"BZh") and head[4:10] == b"1AY&SY":
+        return "bzip2-compressed", "decompress it first (bunzip2), or compress it with gzip or zstd, which custseg reads"
+    if head.startswith(b"MZ") and b"\x00" in head[:64]:
+        return "a Windows program (.exe or .dll)", "give the path of the data file"
+    if head[257:262] == b"ustar":
+        return "a tar archive", _EXTRACT
+    text = head
+    for bom in (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        if text.startswith(bom):
+            text = text[len(bom):]
+            break
+    text = text.replace(b"\x00", b"").lstrip().lower()  # UTF-16 markup reads the same
+    if text.startswith((b"<!doctype html", b"<html")) or (text.startswith(b"<?xml") and b"<html" in text):
+        return "an HTML page", "save the data itself (the page's download or export link) as CSV, XLSX, Parquet or JSON lines"
+    if text.startswith(b"<?xml"):
+        if b"urn:schemas-microsoft-com:office:spreadsheet" in text:
+            return "an Excel 2003 XML spreadsheet", "open it in Excel and save it as .xlsx"
+        return "an XML document", _EXPORT
+    return None
+
+
+def _zip_contents(path: Path) -> tuple[str, str]:
+    """What a zip file is: ('workbook', '') for an XLSX, else (kind, what)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return "zip", "a damaged ZIP archive"
+    if "xl/workbook.xml" in names or "xl/workbook.bin" in names:
+        return "workbook", ""
+    if "word/document.xml" in names:
+        return "document", "a Word document"
+    if "ppt/presentation.xml" in names:
+        return "document", "a PowerPoint presentation"
+    if "content.xml" in names and "mimetype" in names:
+        return "document", "an OpenDocument file"
+    files = [n for n in names if not n.endswith("/")]
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return "zip", f"a ZIP archive (holding {shown})" if files else "an empty ZIP archive"
+
+
+def _refuse_non_data(path: Path, fmt: Format, compression: Compression | None) -> None:
+    """Name what a file is when it holds no data of its format: by its signature, before any
+    encoding or "no data rows" diagnosis."""
+    if compression is not None:
+        try:
+            inner = _read_head(path, compression, 512)
+        except InputError:
+            if compression == "zstd":
+                return  # no way to look inside here; DuckDB reads it or says what is wrong
+            raise
+        found = _not_data(inner)
+        if found is None:
+            magic = next((m for m in _BINARY_MAGIC if inner.startswith(m)), None)
+            if magic is not None:
+                raise _compressed_binary(path, compression, _BINARY_MAGIC[magic][0])
+            if _compression_of_bytes(inner):
+                raise _compressed_binary(path, compression, f"{_compression_of_bytes(inner)}-compressed data")
+        if found is not None:
+            what, fix = found
+            raise InputError(f"{path}: is {compression}-compressed and holds {what}, not a data file; {fix}")
+        return
+    head = _head(path, 512)
+    found = _not_data(head)
+    if found is None and head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        kind, what = _zip_contents(path)
+        if kind == "workbook":
+            if fmt == "xlsx":
+                return
+        else:
+            fix = _EXTRACT if kind == "zip" else "save it as .xlsx or CSV"
+            raise InputError(f"{path}: is {what}, not {_NOT_KIND[fmt] if fmt == 'xlsx' else 'a data file'}; {fix}")
+    if found is not None:
+        what, fix = found
+        raise InputError(f"{path}: is {what}, not a data file; {fix}")
+    own = {"parquet": (b"PAR1",), "xlsx": (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")}.get(fmt, ())
+    for magic, (what, fix) in _BINARY_MAGIC.items():
+        if head.startswith(magic) and magic not in own:
+            raise InputError(f"{path}: is {what}, not {_NOT_KIND[fmt]}; {fix}")
+
+
+def _compressed_binary(path: Path, compression: Compression, what: str) -> InputError:
+    return InputError(
+        f"{path}: is {compression}-compressed and holds {what}, which cannot be read compressed "
+        f"(CSV and JSON lines can); decompress it first ({_DECOMPRESS[compression]} {path.name})"
+    )
+
+
+def _compression_of_bytes(head: bytes) -> Compression | None:
+    return next((kind for magic, kind in _COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+
+
+def _guess_format(path: Path, compression: Compression | None = None) -> Format:
+    head = _read_head(path, compression, 8) if compression else _head(path, 8)
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
@@ -232,13 +525,6 @@ def _guess_format(path: Path) -> Format:
     return "csv"
 
 
-_BINARY_MAGIC = {
-    b"PAR1": ("a Parquet file", "give it the extension .parquet"),
-    b"PK\x03\x04": ("an Excel workbook or a zip archive", "give a workbook the extension .xlsx, unzip an archive"),
-    b"\xd0\xcf\x11\xe0": ("an old Excel (.xls) workbook", "give it the extension .xls"),
-    b"\x1f\x8b": ("gzip-compressed", "decompress it first (gunzip)"),
-    b"SQLite format 3": ("a SQLite database", "read it with sqlite:///PATH and --table or --query"),
-}
 # C0 control bytes that never occur in a text table (tab, newlines, form feed and ^Z do).
 _CONTROL = bytes(b for b in range(32) if b not in b"\t\n\r\x0c\x1a") + b"\x7f"
 _C1 = bytes(range(0x80, 0xA0))  # DuckDB's latin-1 reader refuses these; cp1252 uses them
@@ -248,22 +534,13 @@ _SCAN_RECORDS = 100_000  # how far a field-count diagnosis looks (the sniffer sa
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "utf-16": "utf-16", "iso8859-1": "latin-1"}
 
 
-def _refuse_binary(path: Path) -> None:
-    """A file named like text that holds a known binary format gets a message naming it."""
-    with path.open("rb") as fh:
-        head = fh.read(16)
-    for magic, (what, fix) in _BINARY_MAGIC.items():
-        if head.startswith(magic):
-            raise InputError(f"{path}: is {what}, not CSV text; {fix}")
-
-
-def _sniff_encoding(path: Path) -> str:
+def _sniff_encoding(path: Path, compression: Compression | None = None) -> str:
     """A Python codec: utf-8 (with or without BOM), utf-16 by BOM, cp1252 or latin-1.
 
-    Binary files (NUL or other control bytes) are refused.
+    Binary files (NUL or other control bytes) are refused.  A compressed file is judged by
+    the head of its decompressed text.
     """
-    with path.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
+    head = _read_head(path, compression, _SNIFF_BYTES)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     if b"\x00" in head:
@@ -315,17 +592,25 @@ def _encoding_label(codec: str) -> str:
     return {"iso8859-1": "latin-1", "utf-8-sig": "utf-8"}.get(codec, codec)
 
 
-def _transcode(path: Path, codec: str, *, strict: bool = True) -> Path | None:
+def _transcode(path: Path, codec: str, *, strict: bool = True, compression: Compression | None = None) -> Path | None:
     """Copy ``path`` to a temporary UTF-8 file (DuckDB reads only utf-8/utf-16/latin-1).
 
-    Returns None when ``strict`` is false and the bytes do not decode; raises InputError
-    (naming the line) when it is true.
+    A compressed source gets a gzip-compressed copy (which DuckDB reads as it is), so its
+    text never lies on disk uncompressed.  Returns None when ``strict`` is false and the
+    bytes do not decode; raises InputError (naming the line) when it is true.
     """
-    fd, name = tempfile.mkstemp(prefix="custseg-", suffix=".csv")
+    fd, name = tempfile.mkstemp(prefix="custseg-", suffix=".csv.gz" if compression else ".csv")
     decoder = codecs.getincrementaldecoder(codec)()
     line = 0
     try:
-        with path.open("rb") as src, os.fdopen(fd, "w", encoding="utf-8", newline="") as dst:
+        with contextlib.ExitStack() as stack:
+            src = stack.enter_context(_open_bytes(path, compression))
+            if compression:
+                raw_dst = stack.enter_context(os.fdopen(fd, "wb"))
+                dst = stack.enter_context(io.TextIOWrapper(
+                    gzip.GzipFile(fileobj=raw_dst, mode="wb", compresslevel=1), encoding="utf-8", newline=""))
+            else:
+                dst = stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline=""))
             for line, raw in enumerate(src, 1):
                 dst.write(decoder.decode(raw))
             dst.write(decoder.decode(b"", final=True))
@@ -350,9 +635,9 @@ def _unlink(name: str) -> None:
         pass
 
 
-def _header_line(path: Path, codec: str) -> str | None:
+def _header_line(path: Path, codec: str, compression: Compression | None = None) -> str | None:
     """The first line that is not blank (the header), or None if every line is blank."""
-    with path.open("r", encoding=codec, errors="replace", newline="") as fh:
+    with _open_text(path, codec, compression) as fh:
         for line in fh:
             if line.strip():
                 return line
@@ -364,41 +649,51 @@ def _header(line: str, delimiter: str, quote: str | None) -> list[str]:
     return [c.strip() for c in next(reader, [])]
 
 
-def _read_csv(con, path: Path, *, encoding: str | None, delimiter: str | None) -> tuple[str, str]:
-    """Register the CSV as the view ``source``; returns (encoding, delimiter).
+def _read_csv(
+    con, path: Path, *, encoding: str | None, delimiter: str | None, compression: Compression | None = None,
+) -> tuple[str, str, list[str]]:
+    """Register the CSV as the view ``source``; returns (encoding, delimiter, notes).
 
     DuckDB reads UTF-8, UTF-16 and latin-1 itself; any other encoding (cp1252 above all,
     the default of Windows programs) is first copied to a temporary UTF-8 file, which lives as
-    long as ``con``.
+    long as ``con`` (gzip-compressed when the source is compressed).
     """
-    codec = _codec(encoding, path) if encoding else _sniff_encoding(path)
-    data = path
+    codec = _codec(encoding, path) if encoding else _sniff_encoding(path, compression)
+    data, data_compression, notes = path, compression, []
     if codec not in _DUCKDB_ENCODINGS:
-        data = _transcode(path, codec)
+        data = _transcode(path, codec, compression=compression)
         weakref.finalize(con, _unlink, str(data))
+        data_compression = "gzip" if compression else None
+        notes.append(f"{_encoding_label(codec)} text, read through a temporary UTF-8 copy")
     try:
-        return _register_csv(con, path, data, codec, delimiter)
+        return _register_csv(con, path, data, codec, delimiter, data_compression, notes)
     except _Latin1Refused:
         # Bytes in 0x80-0x9F after the sample that chose latin-1: cp1252 (or latin-1 as Python
         # reads it) after all.
         fallbacks = ("cp1252", "iso8859-1") if encoding is None else (codec,)
         for fallback in fallbacks:
-            copy = _transcode(path, fallback, strict=fallback == fallbacks[-1])
+            copy = _transcode(path, fallback, strict=fallback == fallbacks[-1], compression=compression)
             if copy is not None:
                 break
         weakref.finalize(con, _unlink, str(copy))
-        return _register_csv(con, path, copy, fallback, delimiter)
+        notes.append(f"{_encoding_label(fallback)} text, read through a temporary UTF-8 copy")
+        return _register_csv(con, path, copy, fallback, delimiter, "gzip" if compression else None, notes)
 
 
 class _Latin1Refused(Exception):
     """DuckDB's latin-1 reader met a byte in 0x80-0x9F."""
 
 
-def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None) -> tuple[str, str]:
+def _register_csv(
+    con, path: Path, data: Path, codec: str, delimiter: str | None,
+    compression: Compression | None = None, notes: list[str] | None = None,
+) -> tuple[str, str, list[str]]:
     """Sniff and register ``data`` (``path`` itself or its UTF-8 copy); messages name ``path``."""
+    notes = list(notes or [])
     duck_encoding = _DUCKDB_ENCODINGS.get(codec, "utf-8") if data == path else "utf-8"
     text_codec = codec if data == path else "utf-8"
-    first = _header_line(data, "utf-8-sig" if text_codec == "utf-8" else text_codec)
+    python_codec = "utf-8-sig" if text_codec == "utf-8" else text_codec
+    first = _header_line(data, python_codec, compression)
     if first is None:
         raise InputError(f"{path}: has only blank lines, no header and no data; export the data again")
 
@@ -409,24 +704,53 @@ def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None
         message = str(exc)
         if "not latin-1 encoded" in message and duck_encoding == "latin-1":
             return _Latin1Refused()
-        diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter)
+        diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter, compression)
         return InputError(diagnosis or _csv_message(path, exc, data))
 
-    try:
-        sniff = con.execute(
+    if delimiter is None or delimiter in _WHITESPACE_DELIMITERS:
+        sample = _sample_lines(data, python_codec, compression)
+        fields = _whitespace_fields(sample, forced=delimiter is not None)
+        if fields:
+            try:
+                notes += _register_whitespace(con, path, data, python_codec, duck_encoding, compression, sample, fields)
+            except duckdb.Error as exc:
+                resource = resource_error(exc)
+                if resource is not None:
+                    raise resource from None
+                if "not latin-1 encoded" in str(exc) and duck_encoding == "latin-1":
+                    raise _Latin1Refused() from None
+                raise InputError(_csv_message(path, exc, data)) from None
+            return _encoding_label(codec), " ", notes
+
+    compressed = f", compression := {_duck_compression(compression)!r}"
+
+    def sniff_dialect(lenient: str = ""):
+        return con.execute(
             "SELECT Delimiter, Quote FROM sniff_csv(?, encoding := ?"
             + (", delim := ?" if delimiter else "")
-            + ", sample_size := 20480)",
+            + f"{compressed}{lenient}, sample_size := 20480)",
             [str(data), duck_encoding] + ([delimiter] if delimiter else []),
         ).fetchall()[0]
+
+    try:
+        sniff = sniff_dialect()
     except duckdb.Error as exc:
-        raise fail(exc) from None
+        # Lines ending in both CR LF and LF (an export appended to by another program) defeat
+        # DuckDB's strict parser; the lenient one reads them, so such a file gets it, no other.
+        if "sniffing" not in str(exc) or not _mixed_line_endings(data, compression):
+            raise fail(exc) from None
+        try:
+            sniff = sniff_dialect(", strict_mode := false")
+        except duckdb.Error:
+            raise fail(exc) from None
+        compressed += ", strict_mode := false"
+        notes.append("lines end in both CR LF and LF; read with DuckDB's lenient parser")
     delim, quote = sniff[0], sniff[1]
     if quote in ("(empty)", ""):
         quote = None
     header = _header(first, delim, quote)
     if len(header) == 1 and any(d in header[0] for d in _CANDIDATE_DELIMITERS if d != delim):
-        diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter)
+        diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter, compression)
         raise InputError(diagnosis or (
             f"{path}: found a single column '{header[0][:60]}'; the delimiter could not be "
             "detected — pass --delimiter"
@@ -439,11 +763,11 @@ def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None
         )
     options = {"encoding": duck_encoding, "delim": delim}
     opts = ", ".join(f"{k} := {v!r}" for k, v in options.items())
-    reader = f"read_csv({quote_text(data)}, {opts}, header := true, normalize_names := false"
+    reader = f"read_csv({quote_text(data)}, {opts}, header := true, normalize_names := false{compressed}"
     # The text is parsed once: every later pass — checks, cleaning, features — reads the
     # result, not the text.  Loading converts every value, so a bad late value fails here,
     # not in a later query.
-    stage = _stage_csv(con, data)
+    stage = _stage_csv(con, data, compression)
     try:
         stage(f"SELECT * FROM {reader}, sample_size := 20480)")
     except duckdb.ConversionException:
@@ -457,14 +781,210 @@ def _register_csv(con, path: Path, data: Path, codec: str, delimiter: str | None
             raise fail(exc) from None
     except duckdb.Error as exc:
         raise fail(exc) from None
-    return _encoding_label(codec), delim
+    return _encoding_label(codec), delim, notes
+
+
+def _mixed_line_endings(data: Path, compression: Compression | None) -> bool:
+    """Whether the head (and, uncompressed, the tail) of the text has both CR LF and bare LF."""
+    parts = [_read_head(data, compression, 1 << 20)]
+    size = data.stat().st_size
+    if compression is None and size > len(parts[0]):
+        with data.open("rb") as fh:
+            fh.seek(max(len(parts[0]), size - (1 << 16)))
+            parts.append(fh.read())
+    crlf = sum(part.count(b"\r\n") for part in parts)
+    bare = sum(part.count(b"\n") for part in parts) - crlf
+    return crlf > 0 and bare > 0
+
+
+# --- whitespace-aligned tables ---------------------------------------------------------------
+#
+# Older systems and papers publish tables whose columns are separated by runs of spaces
+# (``00001 19970101  1  11.77``).  Such a file is recognised by its content: no usual
+# delimiter splits its lines consistently, but splitting on whitespace gives the same number
+# (>= 2) of fields on nearly every line.  DuckDB reads each line as one text column and
+# splits it; each field gets the type all its values fit.
+
+_WHITESPACE_DELIMITERS = (" ", "whitespace", r"\s+")
+_SAMPLE_LINES = 1_000  # how many non-blank lines decide delimiter and header
+_CONSISTENT = 0.9  # share of sampled lines that must agree on the number of fields
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_INTEGER = r"[+-]?[0-9]+"
+_ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+#: Values that mean "missing" in a numeric or date column of a whitespace table (a text
+#: column keeps them as they are).
+_MISSING = ("NA", "N/A", "NaN", "nan", "NULL", "null", "-", ".", "?")
+
+
+def _sample_lines(data: Path, codec: str, compression: Compression | None) -> list[str]:
+    """The first non-blank lines of the text (at most :data:`_SAMPLE_LINES`, or 4 MB)."""
+    lines, size = [], 0
+    with _open_text(data, codec, compression) as fh:
+        for line in fh:
+            size += len(line)
+            if line.strip():
+                lines.append(line)
+            if len(lines) >= _SAMPLE_LINES or size >= _SNIFF_BYTES:
+                break
+    return lines
+
+
+def _usual_delimiter_fits(sample: list[str]) -> bool:
+    """Whether a usual delimiter in the first line splits the sampled lines consistently."""
+    for delim in _CANDIDATE_DELIMITERS:
+        if delim not in sample[0]:
+            continue
+        counts = Counter(len(row) for row in csv.reader(sample, delimiter=delim) if row)
+        if not counts:
+            continue
+        fields, lines = counts.most_common(1)[0]
+        if fields >= 2 and lines >= _CONSISTENT * sum(counts.values()):
+            return True
+    return False
+
+
+def _whitespace_fields(sample: list[str], *, forced: bool = False) -> int | None:
+    """The number of fields when the sampled lines make a whitespace-aligned table, else None."""
+    if not sample or (not forced and _usual_delimiter_fits(sample)):
+        return None
+    counts = Counter(len(line.split()) for line in sample)
+    fields, lines = counts.most_common(1)[0]
+    # Nearly all: nine in ten, or all but one of four or more (a bad line is then reported).
+    nearly_all = lines >= _CONSISTENT * len(sample) or (len(sample) >= 4 and lines >= len(sample) - 1)
+    if fields < 2 or not (forced or nearly_all):
+        return None
+    first = sample[0].split()
+    if len(first) < fields and not any(_numeric(v) for v in first):
+        return None  # a header with fewer names than values: one text column whose values hold spaces
+    return fields
+
+
+def _numeric(value: str) -> bool:
+    return re.fullmatch(_NUMBER, value) is not None
+
+
+def _has_header(rows: list[list[str]], fields: int) -> bool:
+    """Whether the first sampled line names the columns.
+
+    It does when one of its fields is text while the other lines hold numbers in that column
+    (``id date qty amount`` over numbers); it does not when one of its fields is a number (a
+    header names no column ``12``); when every column is text, it does when its fields are
+    distinct and none of them recurs in its column further down (a value usually does).
+    """
+    first, rest = rows[0], [row for row in rows[1:] if len(row) == fields]
+    if len(first) != fields:
+        return not any(_numeric(v) for v in first)
+    if not rest:
+        return not any(_numeric(v) for v in first)
+    for j, name in enumerate(first):
+        column = [row[j] for row in rest if row[j] not in _MISSING]
+        numeric = sum(_numeric(v) for v in column)
+        if column and numeric >= _CONSISTENT * len(column) and not _numeric(name) and name not in _MISSING:
+            return True
+    if any(_numeric(v) for v in first):
+        return False
+    if len({v.casefold() for v in first}) < len(first):
+        return False
+    return not any(name in {row[j] for row in rest} for j, name in enumerate(first))
+
+
+def _register_whitespace(
+    con, path: Path, data: Path, codec: str, duck_encoding: str, compression: Compression | None,
+    sample: list[str], fields: int,
+) -> list[str]:
+    """Register a whitespace-aligned table as the view ``source``; returns the notes."""
+    rows = [line.split() for line in sample]
+    header = _has_header(rows, fields)
+    if header and len(rows[0]) != fields:
+        raise InputError(
+            f"{path}: the header line has {len(rows[0])} names but the data lines have {fields} values "
+            "(a table aligned with spaces); a column name holds a space — join its words (e.g. "
+            "Customer_ID) or export the data as CSV"
+        )
+    names = rows[0] if header else [f"column_{i}" for i in range(1, fields + 1)]
+    dupes = duplicate_names(names)
+    if dupes:
+        raise SchemaError(
+            f"{path}: duplicate column names {dupes} in the header (compared ignoring case); "
+            "rename them so each is unique"
+        )
+    lines = (
+        f"read_csv({quote_text(data)}, columns := {{'line': 'VARCHAR'}}, delim := '', quote := '', "
+        f"escape := '', header := false, auto_detect := false, strict_mode := false, "
+        f"encoding := {duck_encoding!r}, compression := {_duck_compression(compression)!r})"
+    )
+    split = f"SELECT regexp_extract_all(line, '\\S+') AS f FROM {lines}"
+    table = f"(SELECT f FROM ({split}) WHERE len(f) > 0{' OFFSET 1' if header else ''})"
+    missing = ", ".join(quote_text(m) for m in _MISSING)
+    checks = ["count(*) FILTER (WHERE len(f) <> %d)" % fields]
+    for i in range(1, fields + 1):
+        v = f"f[{i}]"
+        checks += [
+            f"count(*) FILTER (WHERE {v} NOT IN ({missing}))",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_INTEGER}'))",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_INTEGER}') AND TRY_CAST({v} AS BIGINT) IS NULL)",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_NUMBER}'))",
+            f"min({v}) FILTER (WHERE regexp_full_match({v}, '0[0-9]+'))",
+            f"count(*) FILTER (WHERE regexp_full_match({v}, '{_ISO_DATE}') AND TRY_CAST({v} AS DATE) IS NOT NULL)",
+        ]
+    found = con.execute(f"SELECT {', '.join(checks)} FROM {table}").fetchall()[0]
+    if found[0]:
+        line, count = _first_uneven_line(data, codec, compression, fields, header)
+        raise InputError(
+            f"{path}: line {line} has {count} value{'s' if count != 1 else ''} but the table has {fields} "
+            "columns (aligned with spaces); a value holds a space or is missing — fix that line, "
+            "or export the data as CSV"
+        )
+    notes = [
+        f"read as a whitespace-aligned table with a header line ({fields} columns)" if header else
+        f"read as a whitespace-aligned table without a header: columns are named column_1..column_{fields}"
+    ]
+    select = []
+    for i, name in enumerate(names, 1):
+        present, integers, too_big, numbers, zero_led, dates = found[1 + 6 * (i - 1): 1 + 6 * i]
+        kind = "VARCHAR"
+        if present and integers == present:
+            if zero_led is not None:
+                notes.append(f"column '{name}' is read as text to keep its leading zeros (e.g. '{zero_led}')")
+            elif too_big:
+                notes.append(f"column '{name}' is read as text: its whole numbers are too large for 64 bits")
+            else:
+                kind = "BIGINT"
+        elif present and numbers == present:
+            kind = "DOUBLE"
+        elif present and dates == present:
+            kind = "DATE"
+        value = f"f[{i}]"
+        if kind != "VARCHAR":
+            value = f"CAST(CASE WHEN {value} IN ({missing}) THEN NULL ELSE {value} END AS {kind})"
+        select.append(f"{value} AS {quote_name(name)}")
+    stage = _stage_csv(con, data, compression)
+    stage(f"SELECT {', '.join(select)} FROM {table}")
+    return notes
+
+
+def _first_uneven_line(data: Path, codec: str, compression: Compression | None, fields: int, header: bool):
+    """(line number, number of values) of the first non-blank data line without ``fields`` values."""
+    seen = False
+    with _open_text(data, codec, compression) as fh:
+        for number, line in enumerate(fh, 1):
+            values = line.split()
+            if not values:
+                continue
+            if not seen:
+                seen = True
+                if header:
+                    continue
+            if len(values) != fields:
+                return number, len(values)
+    return 0, 0  # pragma: no cover - DuckDB found one
 
 
 #: A CSV is staged in memory when its text takes at most 1/this of the memory budget.
 _TEXT_SHARE_IN_MEMORY = 3
 
 
-def _stage_csv(con, data: Path):
+def _stage_csv(con, data: Path, compression: Compression | None = None):
     """Where a parsed CSV goes; returns a function that loads a SELECT there and points the
     view ``source`` at it.
 
@@ -475,9 +995,10 @@ def _stage_csv(con, data: Path):
     than writing the file costs (`custseg features` within 1 GB: 5M rows, 0.3 GB of text, 3.0 s
     from memory, 3.6 s from Parquet; 7M rows, 0.42 GB, 5.1 s against 4.4 s; 10M rows, 0.6 GB,
     7.1 s against 6.0 s).  Past the budget a table would spill to disk uncompressed (50M rows:
-    120 s for the features instead of about 80 s).
+    120 s for the features instead of about 80 s).  A compressed file counts by the size of
+    its text (:func:`_text_size`).
     """
-    if data.stat().st_size * _TEXT_SHARE_IN_MEMORY <= memory_budget(con):
+    if _text_size(data, compression) * _TEXT_SHARE_IN_MEMORY <= memory_budget(con):
         def to_table(select: str) -> None:
             con.execute(f"CREATE OR REPLACE TEMP TABLE source_data AS {select}")
             con.execute("CREATE OR REPLACE VIEW source AS SELECT * FROM source_data")
@@ -517,7 +1038,9 @@ def _pinned_types(con, reader: str) -> str:
     ) + "}"
 
 
-def _diagnose_fields(path: Path, data: Path, codec: str, first: str, delimiter: str | None) -> str | None:
+def _diagnose_fields(
+    path: Path, data: Path, codec: str, first: str, delimiter: str | None, compression: Compression | None = None,
+) -> str | None:
     """Explain a CSV the sniffer rejects: a wrong --delimiter, or a row with another field count."""
     counts = {d: first.count(d) for d in _CANDIDATE_DELIMITERS}
     likely = max(counts, key=lambda d: counts[d])
@@ -529,7 +1052,7 @@ def _diagnose_fields(path: Path, data: Path, codec: str, first: str, delimiter: 
     delim = delimiter or (likely if counts[likely] else None)
     if delim is None:
         return None
-    with data.open("r", encoding="utf-8-sig" if codec == "utf-8" else codec, errors="replace", newline="") as fh:
+    with _open_text(data, "utf-8-sig" if codec == "utf-8" else codec, compression) as fh:
         reader = csv.reader(fh, delimiter=delim)
         header = next((row for row in reader if row), None)
         if header is None:
@@ -585,7 +1108,8 @@ def _csv_message(path: Path, exc: Exception, data: Path | None = None) -> str:
     return f"{path}: cannot be read as CSV{where}: {first.strip()[:200]}"
 
 
-def _read_xlsx(con, path: Path, *, sheet: str | None) -> None:
+def _read_xlsx(con, path: Path, *, sheet: str | None) -> list[str]:
+    """Load a sheet as the view ``source``; returns the notes (which sheet was chosen, and why)."""
     head = _head(path, 8)
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0")):
         kind = "CSV text" if _looks_like_text(path) else "some other format"
@@ -603,6 +1127,10 @@ def _read_xlsx(con, path: Path, *, sheet: str | None) -> None:
     names = book.sheet_names
     if sheet is not None and sheet not in names:
         raise InputError(f"{path}: no sheet '{sheet}'; sheets are {', '.join(names)}")
+    notes: list[str] = []
+    if sheet is None and len(names) > 1:
+        sheet, note = _choose_sheet(path, book, names)
+        notes.append(note)
     rows = book.get_sheet_by_name(sheet or names[0]).to_python(skip_empty_area=True)
     if not rows:
         raise InputError(f"{path}: sheet '{sheet or names[0]}' is empty; pick another with --sheet")
@@ -621,6 +1149,52 @@ def _read_xlsx(con, path: Path, *, sheet: str | None) -> None:
             frame[column] = _uniform(frame[column])
     con.register("source_frame", frame)
     con.execute("CREATE OR REPLACE VIEW source AS SELECT * FROM source_frame")
+    return notes
+
+
+def _choose_sheet(path: Path, book, names: list[str]) -> tuple[str, str]:
+    """The sheet to read when ``--sheet`` is not given, and a note that says why.
+
+    The first sheet when its header has a customer id (as always); else the one sheet whose
+    header has one; else the one sheet that looks like a table (two columns or more and a
+    row of data); else the first.  Several candidates are an error that lists them.  A sheet
+    counts only with a row of data under its header.
+    """
+    with_id, tables = [], []
+    for name in names:
+        try:
+            rows = book.get_sheet_by_name(name).to_python(skip_empty_area=True, nrows=2)
+        except Exception:  # calamine raises its own error types; such a sheet is no candidate
+            continue
+        if len(rows) < 2 or not any(str(c).strip() for c in rows[1]):
+            continue
+        header = [str(c).strip() for c in rows[0] if str(c).strip()]
+        try:
+            if detect_roles(header).get("customer_id") is not None:
+                with_id.append(name)
+        except SchemaError:  # duplicate names: reported if this sheet is read
+            pass
+        if len(header) >= 2:
+            tables.append(name)
+    listed = ", ".join(names)
+    quoted = lambda chosen: ", ".join(f"'{n}'" for n in chosen)  # noqa: E731
+    if with_id and with_id[0] == names[0]:
+        also = f"; {quoted(with_id[1:])} also {'has' if len(with_id) == 2 else 'have'} one" if len(with_id) > 1 else ""
+        return names[0], f"read sheet '{names[0]}' (the first, which has a customer id{also}; sheets: {listed})"
+    if len(with_id) == 1:
+        return with_id[0], f"read sheet '{with_id[0]}' (the one with a customer id; sheets: {listed})"
+    if with_id:
+        raise InputError(
+            f"{path}: sheets {quoted(with_id)} all have a customer id column; pass --sheet NAME to choose one"
+        )
+    if len(tables) == 1:
+        return tables[0], f"read sheet '{tables[0]}' (the only one that looks like a table; sheets: {listed})"
+    if tables:
+        raise InputError(
+            f"{path}: no sheet has a customer id column and sheets {quoted(tables)} all look like tables; "
+            "pass --sheet NAME to choose one"
+        )
+    return names[0], f"read sheet '{names[0]}', the first (no sheet looks like a table; sheets: {listed})"
 
 
 def _uniform(values):
@@ -671,18 +1245,19 @@ def _parquet_columns(con, path: Path) -> list[str]:
     return names
 
 
-def _read_json(con, path: Path) -> None:
+def _read_json(con, path: Path, compression: Compression | None = None) -> None:
+    source = f"{quote_text(path)}, compression := {_duck_compression(compression)!r}"
     try:
-        con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json_auto({quote_text(path)})")
+        con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json_auto({source})")
         try:
             _scan_every_value(con)
         except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
             if "transform error" not in str(exc) and not isinstance(exc, duckdb.ConversionException):
                 raise
             # A late value does not fit the type chosen from the first rows: choose from all.
-            pinned = _pinned_types(con, f"read_json_auto({quote_text(path)}, sample_size := -1)")
+            pinned = _pinned_types(con, f"read_json_auto({source}, sample_size := -1)")
             con.execute(
-                f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json({quote_text(path)}, columns := {pinned})"
+                f"CREATE OR REPLACE VIEW source AS SELECT * FROM read_json({source}, columns := {pinned})"
             )
             _scan_every_value(con)
     except duckdb.Error as exc:
