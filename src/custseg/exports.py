@@ -9,8 +9,12 @@ Everything is read from a run folder written by ``custseg segment`` and written 
 * always ``crm_import.csv``: ``Email`` (when the data has e-mail addresses), ``Customer ID``,
   ``Segment``, ``Segment Name`` — the headers most CRM list imports map without help.
 
-Text cells that begin with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage return) are
-prefixed with an apostrophe, so a spreadsheet shows them as text and never runs them.
+Like every .csv and .xlsx file custseg writes, these have an apostrophe in front of each text
+cell and column name that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+(:func:`custseg.outputs.neutralise`), so a spreadsheet shows them as text and never runs them;
+Parquet files keep the text as it is.  The run folder's CSV files hold the text so
+neutralised; what is read from them is matched back to the customers of ``features.parquet``,
+so the lists carry each customer's id as it is in the source (before neutralising again).
 """
 
 from __future__ import annotations
@@ -24,26 +28,12 @@ import pandas as pd
 
 from custseg import outputs
 from custseg.errors import ConfigError, InputError
+from custseg.outputs import neutralise  # the one rule for text a spreadsheet opens
 
 __all__ = ["EXPORT_FORMATS", "export_run", "neutralise"]
 
 EXPORT_FORMATS = ("csv", "xlsx", "parquet")
-_RISKY = ("=", "+", "-", "@", "\t", "\r")
 _EXCEL_SHEET = re.compile(r"[\[\]:*?/\\]")
-
-
-def _defuse(value):
-    return "'" + value if isinstance(value, str) and value.startswith(_RISKY) else value
-
-
-def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy where every text cell (and header) starting with = + - @ tab or CR gets a ``'``."""
-    out = frame.copy()
-    for column in out.columns:
-        values = out[column]
-        if pd.api.types.is_string_dtype(values) or values.dtype == object:
-            out[column] = values.map(_defuse).astype(values.dtype)
-    return out.rename(columns=_defuse)
 
 
 def _slug(name: str) -> str:
@@ -68,6 +58,12 @@ def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, 
     if (run_dir / "contacts.parquet").is_file():
         contacts = pd.read_parquet(run_dir / "contacts.parquet")
         contacts["customer_id"] = contacts["customer_id"].astype("string")
+    # The CSV files hold text as written for spreadsheets ('=1+1 for =1+1): take it back.
+    assignments["customer_id"] = outputs.restore_ids(assignments["customer_id"], features["customer_id"])
+    for frame, text in ((assignments, ("segment_name",)), (profiles, ("name", "description", "rule"))):
+        for column in text:
+            if column in frame:
+                frame[column] = frame[column].map(outputs.unneutralise_text)
     return assignments, profiles, features, contacts
 
 
@@ -110,26 +106,21 @@ def export_run(
         members = table.loc[table["segment"] == row.segment].reset_index(drop=True)
         lists[f"segment-{row.segment}-{_slug(row.name)}"] = members
 
+    # Every file is neutralised as written (.csv and .xlsx; Parquet keeps the text as it is).
     files = []  # (sheets, path, option): written together, all or none
     if format == "xlsx":
-        sheets = {"Summary": neutralise(summary)}
+        sheets = {"Summary": summary}
         for key, members in lists.items():
-            name = _EXCEL_SHEET.sub("", key)[:31]
-            sheets[name] = neutralise(members)
+            sheets[_EXCEL_SHEET.sub("", key)[:31]] = members
         files.append((sheets, folder / "segments.xlsx", "--out"))
     else:
-        files.append(({"data": _prepared(summary, format)}, folder / f"summary.{format}", "--out"))
+        files.append(({"data": summary}, folder / f"summary.{format}", "--out"))
         for key, members in lists.items():
-            files.append(({"data": _prepared(members, format)}, folder / f"{key}.{format}", "--out"))
+            files.append(({"data": members}, folder / f"{key}.{format}", "--out"))
 
     crm = pd.DataFrame({"Customer ID": table["customer_id"], "Segment": table["segment"],
                         "Segment Name": table["segment_name"]})
     if "email" in table:
         crm.insert(0, "Email", table["email"])
-    files.append(({"data": neutralise(crm)}, folder / "crm_import.csv", "--out"))
+    files.append(({"data": crm}, folder / "crm_import.csv", "--out"))
     return outputs.write_together(files)
-
-
-def _prepared(frame: pd.DataFrame, format: str) -> pd.DataFrame:
-    # Parquet is not opened by spreadsheets; keep its text exactly as it is.
-    return frame if format == "parquet" else neutralise(frame)

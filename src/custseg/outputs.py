@@ -5,6 +5,12 @@ itself, without a copy in Python).  It is written to a temporary file beside the
 moved into place only when complete, so a failure never leaves a half-written file; files
 that belong together (features and their rejected rows, a set of exports) are moved into
 place only when all of them are complete (:func:`write_together`).
+
+No formula reaches a spreadsheet: in every .csv and .xlsx file, a text cell or a column name
+that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is written with an
+apostrophe in front (:func:`neutralise`), so a spreadsheet shows it as text and never runs it.
+Numeric, date and boolean columns are written as they are, and Parquet files (which
+spreadsheets do not open) keep every value exactly as it is.
 """
 
 from __future__ import annotations
@@ -28,10 +34,16 @@ if TYPE_CHECKING:
 
     Tabular = Union[pd.DataFrame, duckdb.DuckDBPyRelation]
 
-__all__ = ["OUTPUT_FORMATS", "write_table", "write_tables", "write_text", "write_together"]
+__all__ = ["OUTPUT_FORMATS", "RISKY_STARTS", "neutralise", "neutralise_text", "restore_ids", "unneutralise_text",
+           "write_table", "write_tables", "write_text", "write_together"]
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".xlsx")
 _EXCEL_MAX_ROWS = 1_048_575
+
+#: First characters that make a spreadsheet read a cell as a formula (or, tab and carriage
+#: return, hide one behind white space): OWASP's list for CSV injection.
+RISKY_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_RISKY_SQL = r"^[=+\-@\t\r]"  # the same, as a regular expression for DuckDB
 
 
 def check_target(path: Path, *, option: str = "--out") -> None:
@@ -92,6 +104,111 @@ def publish_file(tmp: str, path: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def neutralise_text(value):
+    """``value`` with an apostrophe in front when it is text that begins with one of
+    :data:`RISKY_STARTS`; anything else (numbers, dates, missing values) as it is.
+
+    Every such text gets it, a plain number in a text column included: ``"-12"`` becomes
+    ``"'-12"`` and ``"+44 20 7946 0000"`` ``"'+44 20 7946 0000"`` (OWASP's advice).  A text
+    column is text on every row, and telling a harmless number from a formula (``-1+2``,
+    ``-2*3``, ``+A1``, a locale's ``-1,5``) by its spelling is the guess spreadsheets make
+    differently; the apostrophe also keeps the text as written (the ``+`` of a phone number,
+    the zeros of ``-0012``) where a spreadsheet would turn it into a number.  Columns that
+    hold numbers are numeric columns and are never touched.  Text that already begins with an
+    apostrophe is left alone, so neutralising twice changes nothing.
+    """
+    return "'" + value if isinstance(value, str) and value.startswith(RISKY_STARTS) else value
+
+
+def neutralise(frame: Tabular) -> Tabular:
+    """``frame`` as a spreadsheet may open it: every text cell and every column name that begins
+    with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a ``'`` in front
+    (:func:`neutralise_text`, which says why a text ``"-12"`` gets one too).
+
+    Columns of numbers, dates and booleans are left as they are (a ``-5`` stays the number -5),
+    and so are the order and number of the columns.  What counts is the column's type: a
+    quantity column the source holds as text (one of its cells is not a number) is text, so
+    its ``-1`` is written ``'-1`` (in ``--rejects``, which has the rows as they were).  A DataFrame comes back as itself when
+    nothing needs a change, else as a changed copy (the frame passed is never modified); a
+    DuckDB relation comes back as a relation that does the same in SQL, without pandas.
+    """
+    if isinstance(frame, duckdb.DuckDBPyRelation):
+        return _neutralised_relation(frame)
+    import pandas as pd
+
+    changed = {}
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position]
+        if values.dtype != object and not isinstance(values.dtype, (pd.StringDtype, pd.CategoricalDtype)):
+            continue  # numbers, dates, booleans: never text
+        if isinstance(values.dtype, pd.StringDtype):
+            risky = values.str.startswith(RISKY_STARTS, na=False).astype(bool)
+        else:
+            risky = values.map(lambda v: isinstance(v, str) and v.startswith(RISKY_STARTS)).astype(bool)
+        if risky.any():
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                values = values.astype(object)
+            changed[position] = values.map(neutralise_text).astype(values.dtype)
+    names = [neutralise_text(c) for c in frame.columns]
+    if not changed and names == list(frame.columns):
+        return frame
+    out = frame.copy(deep=False)
+    for position, values in changed.items():
+        out.isetitem(position, values)
+    out.columns = names
+    return out
+
+
+def unneutralise_text(value):
+    """Text custseg made itself (a segment name, a rule, a description), read back from a CSV
+    file it wrote, without the apostrophe :func:`neutralise_text` put in front; writing it
+    again puts it back.  Not for source text, which may begin with an apostrophe of its own:
+    match ids with :func:`restore_ids`."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(RISKY_STARTS):
+        return value[1:]
+    return value
+
+
+def restore_ids(read: pd.Series, ids: pd.Series) -> pd.Series:
+    """Customer ids read back from a CSV file custseg wrote (``read``: neutralised, ``'=1+1``),
+    as they are in the Parquet file of the same run (``ids``: ``=1+1``), as pandas strings.
+
+    Both are matched on the neutralised form, which neutralising again leaves as it is (so ids
+    of a CSV written before neutralising match as well): row by row when the two list the same
+    customers in the same order, as a run writes them, else by id where one neutralised id
+    stands for one customer; an id that matches none is left as read.
+    """
+    import pandas as pd
+
+    written = ids.map(neutralise_text).astype("string").reset_index(drop=True)
+    key = read.map(neutralise_text).astype("string")
+    if key.reset_index(drop=True).equals(written):
+        return pd.Series(ids.to_numpy(), index=read.index, dtype="string")
+    lookup = pd.Series(ids.to_numpy(), index=written.to_numpy(), dtype="string")
+    lookup = lookup[~lookup.index.duplicated(keep=False)]
+    return key.map(lookup).fillna(read.astype("string")).astype("string")
+
+
+def _neutralised_relation(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """:func:`neutralise` for a relation: text columns get a CASE, names an alias (in order)."""
+    def quoted(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    columns = []
+    changed = False
+    for name, kind in zip(relation.columns, relation.types):
+        alias = neutralise_text(name)
+        if kind.id in ("varchar", "enum"):
+            text = quoted(name) if kind.id == "varchar" else f"CAST({quoted(name)} AS VARCHAR)"
+            columns.append(f"CASE WHEN regexp_matches({text}, '{_RISKY_SQL}') THEN '''' || {text} "
+                           f"ELSE {text} END AS {quoted(alias)}")
+            changed = True
+        else:
+            columns.append(quoted(name) if alias == name else f"{quoted(name)} AS {quoted(alias)}")
+            changed |= alias != name
+    return relation.select(", ".join(columns)) if changed else relation
 
 
 def write_table(frame: Tabular, path: str | os.PathLike[str], *, option: str = "--out") -> Path:
@@ -155,7 +272,7 @@ def _write_file(sheets: Mapping[str, Tabular], tmp: str, path: Path, option: str
                 for name, frame in sheets.items():
                     frame = frame.df() if isinstance(frame, duckdb.DuckDBPyRelation) else frame
                     check_fits(path, len(frame), option=option)
-                    _excel_ready(frame).to_excel(writer, sheet_name=name[:31], index=False)
+                    _excel_ready(neutralise(frame)).to_excel(writer, sheet_name=name[:31], index=False)
             with open(tmp, "wb") as fh:
                 fh.write(workbook.getbuffer())
         else:
@@ -184,6 +301,8 @@ def _collect_quietly() -> None:
 
 
 def _write_one(frame: Tabular, tmp: str, suffix: str) -> None:
+    if suffix == ".csv":  # spreadsheets open it: no formulas (Parquet keeps the text as it is)
+        frame = neutralise(frame)
     if isinstance(frame, duckdb.DuckDBPyRelation):
         if suffix == ".csv":
             frame.write_csv(tmp, header=True, use_tmp_file=False)  # tmp is already one
