@@ -203,12 +203,13 @@ def unknown_sheet(d, o):
 
 
 def orders_on_a_later_sheet(d, o):
+    # One data sheet after a notes sheet is read (tests/test_sources_real_files.py); two are a choice.
     with pd.ExcelWriter(d / "orders.xlsx", engine="openpyxl") as writer:
         pd.DataFrame({"note": ["read me"]}).to_excel(writer, sheet_name="Notes", index=False)
         o.head(20).to_excel(writer, sheet_name="Orders", index=False)
+        o.head(20).to_excel(writer, sheet_name="Returns", index=False)
     return [str(d / "orders.xlsx")], (
-        r"orders\.xlsx: no customer id column found among note; name it with --map customer_id=COLUMN, "
-        r"or read another sheet with --sheet NAME$"
+        r"orders\.xlsx: sheets 'Orders', 'Returns' all have a customer id column; pass --sheet NAME to choose one$"
     )
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import duckdb
 
 from custseg.errors import DataError, SchemaError
-from custseg.schema import ColumnMap, normalise_name
+from custseg.schema import ColumnMap, flag_text, normalise_name
 from custseg.sources import Table, quote_name, quote_text
 
 if TYPE_CHECKING:  # customer tables are cleaned in pandas, imported there: logs do not need it
@@ -435,24 +435,41 @@ def clean_customers(
     """
     import pandas as pd
 
-    id_col = column_map.column("customer_id")
     frame = table.con.execute("SELECT * FROM source").df()
     rows_in = len(frame)
-    ids = frame[id_col]
-    missing_id = ids.isna() | (ids.astype("string").str.strip() == "")
-    frame = frame.loc[~missing_id]
-    duplicated_rows = frame.duplicated()
-    frame = frame.loc[~duplicated_rows]
-    duplicated_ids = frame[id_col].duplicated()
-    frame = frame.loc[~duplicated_ids].reset_index(drop=True)
-
-    out = pd.DataFrame({"customer_id": _id_strings(frame[id_col])})
-    dropped_columns: dict[str, str] = {}
     notes: list[str] = []
+    if column_map.row_ids:
+        # No id column: each row is a customer (equal rows are equal answers of two people).
+        id_col = None
+        missing_id = duplicated_rows = duplicated_ids = pd.Series(False, index=frame.index)
+        out = pd.DataFrame({"customer_id": pd.array([str(i) for i in range(1, rows_in + 1)], dtype="string")})
+    else:
+        id_col = column_map.column("customer_id")
+        ids = frame[id_col]
+        missing_id = ids.isna() | (ids.astype("string").str.strip() == "")
+        frame = frame.loc[~missing_id]
+        duplicated_rows = frame.duplicated()
+        frame = frame.loc[~duplicated_rows]
+        duplicated_ids = frame[id_col].duplicated()
+        frame = frame.loc[~duplicated_ids].reset_index(drop=True)
+        out = pd.DataFrame({"customer_id": _id_strings(frame[id_col])})
+    dropped_columns: dict[str, str] = {}
+    outcomes = column_map.outcomes
+    for column in frame.columns:
+        if column == id_col or column in outcomes:
+            continue
+        numbers = _numbers_with_blanks(frame[column])
+        if numbers is not None:
+            frame[column] = numbers
+            notes.append(f"'{column}': numbers with {int(numbers.isna().sum()):,} blank cells, read as numbers "
+                         "with missing values")
+        elif _is_date_name(column, column_map) and (as_dates := _yyyymmdd(frame[column])) is not None:
+            frame[column] = as_dates
+            notes.append(f"'{column}': whole numbers written yyyymmdd, read as dates")
 
     dates = {
         c: pd.to_datetime(frame[c]) for c in frame.columns
-        if c != id_col and (pd.api.types.is_datetime64_any_dtype(frame[c]) or isinstance(frame[c].dropna().iloc[0] if frame[c].notna().any() else None, date))
+        if c != id_col and c not in outcomes and (pd.api.types.is_datetime64_any_dtype(frame[c]) or isinstance(frame[c].dropna().iloc[0] if frame[c].notna().any() else None, date))
     }
     latest = max((d.max() for d in dates.values() if d.notna().any()), default=None)
     if as_of is None:
@@ -476,6 +493,13 @@ def clean_customers(
         if column == id_col:
             continue
         values = frame[column]
+        if column in outcomes:
+            # 1 = the outcome happened, 0 = it did not; a missing value stays missing (rates
+            # count the customers whose outcome is known), never imputed.
+            positive = outcomes[column]
+            flags = values.map(lambda v: float(flag_text(v) == positive), na_action="ignore")
+            out[column] = flags.astype("Float64")
+            continue
         if column == email:
             dropped_columns[column] = "a contact detail, kept for exports only"
             continue
@@ -503,6 +527,8 @@ def clean_customers(
             out[column] = values.astype("string")
     imputed_rows = []
     for column in out.columns[1:]:
+        if column in outcomes:
+            continue
         n_missing = int(out[column].isna().sum())
         if not n_missing:
             continue
@@ -525,10 +551,12 @@ def clean_customers(
             f"{table.label}: no customer left after cleaning ({rows_in:,} rows in, {int(missing_id.sum()):,} "
             f"without a customer id in '{id_col}'); check that column or map another with --map customer_id=COLUMN"
         )
-    if len(out.columns) == 1:
+    if len(out.columns) == 1 + sum(c in out.columns for c in outcomes):
         why = "; ".join(f"'{c}' {reason}" for c, reason in dropped_columns.items())
         raise DataError(
-            f"{table.label}: no column describes the customers besides the id '{id_col}'"
+            f"{table.label}: no column describes the customers besides "
+            + (f"the id '{id_col}'" if id_col else "the row number")
+            + (f" and the outcome{'s' if len(outcomes) > 1 else ''} {', '.join(repr(c) for c in outcomes)}" if outcomes else "")
             + (f" ({why})" if why else "")
             + "; a customer table needs columns such as income, age, spend or visits"
         )
@@ -540,6 +568,57 @@ def clean_customers(
     report = CleaningReport(table.label, rows_in, len(out), dropped, tuple(notes))
     imputed = pd.DataFrame(imputed_rows, columns=["column", "missing", "method", "value"])
     return CleanCustomers(out, report, dropped_columns, imputed, as_of_ts.to_pydatetime(), contacts)
+
+
+def _numbers_with_blanks(values: pd.Series) -> pd.Series | None:
+    """A text column whose values are all numbers but for empty or whitespace-only cells, as
+    numbers with missing values; None for anything else (real text, an all-blank column)."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) \
+            or pd.api.types.is_datetime64_any_dtype(values):
+        return None
+    present = values.dropna()
+    if present.empty or not all(isinstance(v, str) for v in present):
+        return None
+    text = values.astype("string").str.strip()
+    blank = text.isna() | (text == "")
+    if blank.all():
+        return None
+    numbers = pd.to_numeric(text.where(~blank), errors="coerce")
+    if numbers[~blank].isna().any():
+        return None
+    return numbers.astype("float64")
+
+
+def _is_date_name(column: str, column_map: ColumnMap) -> bool:
+    """A column whose role or name says it holds dates (``Dt_Customer``, ``signup_date``)."""
+    norm = normalise_name(column)
+    return (column in (column_map.get("joined_at"), column_map.get("ordered_at"))
+            or "date" in norm or norm.startswith("dt"))
+
+
+def _yyyymmdd(values: pd.Series) -> pd.Series | None:
+    """Whole numbers (or digit strings) written yyyymmdd (``19970101``) as dates; None unless
+    every value is one."""
+    import pandas as pd
+
+    present = values.dropna()
+    if present.empty:
+        return None
+    if pd.api.types.is_float_dtype(values):
+        if not (present % 1 == 0).all():
+            return None
+        present = present.astype("int64")
+    elif not (pd.api.types.is_integer_dtype(values) or all(isinstance(v, str) for v in present)):
+        return None
+    text = present.astype(str).str.strip()
+    if not text.str.fullmatch(r"(19|20)\d{6}").all():
+        return None
+    parsed = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
+    if parsed.isna().any():
+        return None
+    return parsed.reindex(values.index)
 
 
 def _id_strings(values: pd.Series) -> pd.Series:

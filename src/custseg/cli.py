@@ -157,6 +157,8 @@ def inspect(
     found = pipeline.inspect(loaded, policy=_policy(returns, bad_values, date_format))
     out.print(f"[bold]{found.label}[/bold]: {found.format}, {found.rows:,} rows, "
               f"{len(found.columns)} columns — a {'transaction log' if found.kind == 'transactions' else 'customer table'}")
+    for note in loaded.notes:
+        out.print(f"  {note}", highlight=False)
     columns = RichTable(title="Columns", title_justify="left")
     for name in found.columns.columns:
         columns.add_column(name, justify="right" if name in ("nulls", "distinct") else "left")
@@ -182,7 +184,7 @@ def features_cmd(
     _check_rejects(rejects, loaded.kind, source, out_)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
-    _write_with_rejects(made.table, out_, made, rejects)
+    _write_with_rejects(made.for_output(), out_, made, rejects)
     customers, columns = made.shape
     out.print(f"{customers:,} customers × {columns - 1} features "
               f"(as of {made.as_of.date()}) → {out_}")
@@ -206,7 +208,7 @@ def rfm_cmd(
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
     )
-    _write_with_rejects(scored, out_, made, rejects)
+    _write_with_rejects(made.for_output(scored), out_, made, rejects)
     _print_rfm_summary(rfm.summary(scored), made)
     out.print(f"{len(scored):,} customers scored → {out_}")
 
@@ -265,6 +267,7 @@ def segment(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same segments.")] = 0,
     previous: Annotated[Optional[Path], typer.Option(help="The model of an earlier run: matching segments keep its ids; new and gone segments are reported.")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report (RUN_DIR/report.html).")] = False,
+    value: Annotated[Optional[str], typer.Option("--value", help="The column that says what a customer is worth, for value share and best/worst segments (default: monetary, or a spend/revenue/charges column).")] = None,
     sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
@@ -287,7 +290,7 @@ def segment(
     config = pipeline.SegmentConfig(
         algorithm=algorithm, n_clusters=None if k == "auto" else int(k),
         features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
-        random_state=seed,
+        random_state=seed, value_column=value,
     )
     from custseg import model as model_io
 
@@ -330,6 +333,16 @@ def segment(
             row.description, f"{row.rule} ({row.rule_precision:.0%}/{row.rule_recall:.0%})",
         )
     out.print(profile)
+    outcomes = list(result.customers.outcomes)
+    if outcomes:
+        rates = RichTable(title="Outcomes per segment: rate (95 % Wilson interval) and lift against all customers",
+                          title_justify="left")
+        rates.add_column("id", justify="right")
+        for outcome in outcomes:
+            rates.add_column(outcome, justify="right")
+        for row in result.profiles.table.to_dict("records"):
+            rates.add_row(str(row["segment"]), *[_rate(row, outcome) for outcome in outcomes])
+        out.print(rates)
     best, worst = result.profiles.best, result.profiles.worst
     if best is not None and best != worst:
         out.print(f"Best segment by value per customer: {result.profiles.name_of(best)}; "
@@ -343,6 +356,15 @@ def segment(
     if noise:
         out.print(f"{noise:,} customers fit no segment (label -1).")
     out.print(f"Results in {out_}/: " + ", ".join(p.name for p in written), highlight=False)
+
+
+def _rate(row: dict, outcome: str) -> str:
+    """An outcome's rate in a segment with its 95 % interval and lift: ``26.5% (24.1–29.0) ×1.40``."""
+    rate = row[f"{outcome}_rate"]
+    if rate != rate:
+        return "n/a"
+    return (f"{rate:.1%} ({100 * row[f'{outcome}_rate_low']:.1f}–{100 * row[f'{outcome}_rate_high']:.1f}) "
+            f"×{row[f'{outcome}_lift']:.2f}")
 
 
 @app.command()

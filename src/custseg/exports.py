@@ -40,6 +40,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "-", name.lower()).strip("-")[:40] or "segment"
 
 
+def id_name(run_dir: Path) -> str:
+    """What the run's files call ``customer_id`` (``row`` when its customers were numbered by row)."""
+    from custseg.report._run import _id_name
+
+    return _id_name(run_dir)
+
+
 def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run folder; run `custseg segment SOURCE --out {run_dir}` first")
@@ -50,13 +57,14 @@ def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, 
             f"{run_dir}: lacks {', '.join(missing)}; it is not a complete run folder — "
             f"run `custseg segment SOURCE --out {run_dir}` again"
         )
-    assignments = pd.read_csv(run_dir / "assignments.csv", dtype={"customer_id": "string"})
+    named = {id_name(run_dir): "customer_id"}  # 'row' when the customers were numbered by row
+    assignments = pd.read_csv(run_dir / "assignments.csv", dtype={id_name(run_dir): "string"}).rename(columns=named)
     profiles = pd.read_csv(run_dir / "profiles.csv")
-    features = pd.read_parquet(run_dir / "features.parquet")
+    features = pd.read_parquet(run_dir / "features.parquet").rename(columns=named)
     features["customer_id"] = features["customer_id"].astype("string")
     contacts = None
     if (run_dir / "contacts.parquet").is_file():
-        contacts = pd.read_parquet(run_dir / "contacts.parquet")
+        contacts = pd.read_parquet(run_dir / "contacts.parquet").rename(columns=named)
         contacts["customer_id"] = contacts["customer_id"].astype("string")
     # The CSV files hold text as written for spreadsheets ('=1+1 for =1+1): take it back.
     assignments["customer_id"] = outputs.restore_ids(assignments["customer_id"], features["customer_id"])
@@ -104,7 +112,7 @@ def export_run(
     lists: dict[str, pd.DataFrame] = {}
     for row in profiles.itertuples(index=False):
         members = table.loc[table["segment"] == row.segment].reset_index(drop=True)
-        lists[f"segment-{row.segment}-{_slug(row.name)}"] = members
+        lists[f"segment-{row.segment}-{_slug(row.name)}"] = members.rename(columns={"customer_id": id_name(run_dir)})
 
     # Every file is neutralised as written (.csv and .xlsx; Parquet keeps the text as it is).
     files = []  # (sheets, path, option): written together, all or none

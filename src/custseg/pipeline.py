@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -44,8 +44,12 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class Loaded:
+    """A source read, with its column roles and kind, and what was decided on the way
+    (``notes``: one line each, shown by ``inspect`` and kept in the run)."""
+
     table: sources.Table
     column_map: schema.ColumnMap
+    notes: tuple[str, ...] = ()
 
     @property
     def kind(self) -> Kind:
@@ -58,6 +62,9 @@ class CustomerTable:
 
     ``table`` is the feature table where its step made it: in the engine (a DuckDB relation)
     for a transaction log, a DataFrame for a customer table; ``features`` is it as a DataFrame.
+    ``outcomes`` are the columns of it that record a result (0/1), not a trait; ``id_name``
+    is what outputs call ``customer_id`` (:data:`custseg.schema.ROW_ID` when the customers
+    are numbered by row).
     """
 
     table: duckdb.DuckDBPyRelation | pd.DataFrame
@@ -66,6 +73,8 @@ class CustomerTable:
     kind: Kind
     clean: cleaning.CleanTransactions | None = None
     contacts: pd.DataFrame | None = None  # customer_id, email (customer tables with an email column)
+    outcomes: tuple[str, ...] = ()
+    id_name: str = "customer_id"
 
     @functools.cached_property
     def features(self) -> pd.DataFrame:
@@ -80,28 +89,141 @@ class CustomerTable:
             return int(self.table.aggregate("count(*)").fetchall()[0][0]), len(self.table.columns)
         return self.table.shape
 
+    def for_output(self, frame=None):
+        """``frame`` (default: the feature table) with ``customer_id`` named as outputs name it."""
+        frame = self.table if frame is None else frame
+        if self.id_name == "customer_id":
+            return frame
+        if isinstance(frame, duckdb.DuckDBPyRelation):
+            q = sources.quote_name
+            return frame.select(", ".join(f"customer_id AS {q(self.id_name)}" if c == "customer_id" else q(c)
+                                          for c in frame.columns))
+        return frame.rename(columns={"customer_id": self.id_name})
+
+
+_GENERATED_NAME = r"column_\d+"
+
 
 def load(spec: SourceSpec) -> Loaded:
-    """Read the source and decide column roles and kind (transaction log or customer table)."""
+    """Read the source and decide column roles and kind (transaction log or customer table).
+
+    A table without a header (columns named ``column_1`` …) gets its roles from the values;
+    a customer table without an id column numbers its customers by row; columns named like an
+    outcome whose values are yes/no are outcomes (:func:`custseg.schema.outcome_positive`).
+    """
+    import re
+
     table = sources.read(
         spec.source, sheet=spec.sheet, table=spec.table, query=spec.query,
         encoding=spec.encoding, delimiter=spec.delimiter,
     )
+    notes = list(getattr(table, "notes", ()))
     cmap = schema.detect_roles(table.columns, overrides=spec.mapping, source=table.label)
+    if all(re.fullmatch(_GENERATED_NAME, c) for c in table.columns):
+        guessed = _roles_from_values(table, spec.mapping)
+        if guessed:
+            cmap = schema.detect_roles(table.columns, overrides={**guessed, **spec.mapping}, source=table.label)
+            cmap = replace(cmap, overridden=tuple(spec.mapping))
+            notes.append("no header: roles read from the values: "
+                         + ", ".join(f"{role}={column}" for role, column in guessed.items())
+                         + "; change them with --map ROLE=COLUMN")
     if "customer_id" not in cmap:
-        other_sheet = ", or read another sheet with --sheet NAME" if table.format == "xlsx" else ""
-        raise SchemaError(
-            f"{table.label}: no customer id column found among {', '.join(table.columns)}; "
-            f"name it with --map customer_id=COLUMN{other_sheet}"
-        )
+        has_money = ("quantity" in cmap and "unit_price" in cmap) or "amount" in cmap
+        looks_like_a_log = "order_id" in cmap or ("ordered_at" in cmap and has_money and spec.kind != "customers")
+        if looks_like_a_log or spec.kind == "transactions":
+            other_sheet = ", or read another sheet with --sheet NAME" if table.format == "xlsx" else ""
+            raise SchemaError(
+                f"{table.label}: no customer id column found among {', '.join(table.columns)}; "
+                f"name it with --map customer_id=COLUMN{other_sheet}"
+            )
+        cmap = replace(cmap, row_ids=True)
+        notes.append(f"no id column: customers are numbered by row (1-based, '{_row_id_name(table)}' in "
+                     "outputs); name an id with --map customer_id=COLUMN")
     kind = spec.kind or _decide_kind(table, cmap)
-    return Loaded(table, cmap.with_kind(kind))
+    cmap = cmap.with_kind(kind)
+    outcomes: dict[str, str] = {}
+    if kind == "customers":
+        for column in cmap.outcomes:
+            distinct = [row[0] for row in table.con.execute(
+                f"SELECT DISTINCT {sources.quote_name(column)} FROM source "
+                f"WHERE {sources.quote_name(column)} IS NOT NULL LIMIT 3"
+            ).fetchall()]
+            positive = schema.outcome_positive(distinct)
+            if positive is None and column in spec.mapping.values():
+                raise SchemaError(
+                    f"--map outcome={column}: '{column}' in {table.label} is not a yes/no column "
+                    f"(values such as {', '.join(repr(v) for v in distinct[:3])}); an outcome has two values "
+                    "such as 0/1, yes/no or true/false"
+                )
+            if positive is not None:
+                outcomes[column] = positive
+        if outcomes:
+            notes.append(
+                "outcome column" + ("s " if len(outcomes) > 1 else " ") + ", ".join(f"'{c}'" for c in outcomes)
+                + ": a result, not a trait — profiled per segment, left out of the features "
+                "(name it in --features to cluster on it)"
+            )
+    cmap = replace(cmap, outcomes=outcomes)
+    return Loaded(table, cmap, tuple(notes))
+
+
+def _row_id_name(table: sources.Table) -> str:
+    """:data:`custseg.schema.ROW_ID`, or ``row_number`` when the source has a column ``row``."""
+    taken = {c.casefold() for c in table.columns}
+    return schema.ROW_ID if schema.ROW_ID not in taken else "row_number"
+
+
+def _roles_from_values(table: sources.Table, mapping: Mapping[str, str]) -> dict[str, str]:
+    """Roles of a table without a header, read from its values (``--map`` still wins).
+
+    A date column (dates, or whole numbers written yyyymmdd) with a column of repeated ids to
+    its left makes a transaction log: the id is the leftmost whole-number or text column whose
+    values repeat; the first column with fractions is the amount, the first other whole-number
+    column the quantity.  Anything else is a customer table without an id (roles: none).
+    """
+    con, q = table.con, sources.quote_name
+    types = {c: table.types[c].upper() for c in table.columns}
+    integer = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+    stats = {}
+    for column in table.columns:
+        col = q(column)
+        text = f"trim(CAST({col} AS VARCHAR))"
+        stats[column] = con.execute(
+            f"SELECT count({col}), count(DISTINCT {col}), "
+            f"count(*) FILTER (WHERE {col} IS NOT NULL AND try_strptime({text}, '%Y%m%d') IS NULL) "
+            f"FROM (SELECT * FROM source LIMIT 200000)"
+        ).fetchall()[0]
+    date = next((c for c in table.columns
+                 if types[c] in ("DATE", "TIMESTAMP")
+                 or (types[c] in integer + ("VARCHAR",) and stats[c][0] and stats[c][2] == 0
+                     and table.con.execute(f"SELECT min(length(trim(CAST({q(c)} AS VARCHAR)))) = 8 AND "
+                                           f"max(length(trim(CAST({q(c)} AS VARCHAR)))) = 8 FROM source").fetchall()[0][0])),
+                None)
+    if date is None:
+        return {}
+    left = table.columns[: table.columns.index(date)]
+    customer = next((c for c in left if (types[c] in integer or types[c] == "VARCHAR")
+                     and 0 < stats[c][1] < stats[c][0]), None)
+    if customer is None:
+        return {}
+    roles = {"customer_id": customer, "ordered_at": date}
+    rest = [c for c in table.columns if c not in roles.values()]
+    amount = next((c for c in rest if types[c] in ("DOUBLE", "FLOAT", "REAL") or types[c].startswith("DECIMAL")), None)
+    if amount is not None:
+        roles["amount"] = amount
+        quantity = next((c for c in rest if c != amount and types[c] in integer), None)
+        if quantity is not None:
+            roles["quantity"] = quantity
+    taken = set(mapping.values())
+    return {role: column for role, column in roles.items() if role not in mapping and column not in taken}
 
 
 def _decide_kind(table: sources.Table, cmap: schema.ColumnMap) -> Kind:
     """A transaction log has an order id, or order dates with amounts and repeated customers."""
     if "order_id" in cmap:
         return "transactions"
+    if cmap.row_ids:
+        return "customers"
     has_money = ("quantity" in cmap and "unit_price" in cmap) or "amount" in cmap
     if "ordered_at" in cmap and has_money:
         column = sources.quote_name(cmap.column("customer_id"))
@@ -134,10 +256,18 @@ def customer_table(
         as_of = as_of.astimezone().replace(tzinfo=None)
     if loaded.kind == "customers":
         made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
-        return CustomerTable(made.features, made.report, made.as_of, "customers", contacts=made.contacts)
+        id_name = _row_id_name(loaded.table) if loaded.column_map.row_ids else "customer_id"
+        return CustomerTable(made.features, _with_notes(made.report, loaded.notes), made.as_of, "customers",
+                             contacts=made.contacts, outcomes=tuple(loaded.column_map.outcomes), id_name=id_name)
     cleaned = clean(loaded, policy=policy)
     computed = features.customer_features(cleaned, as_of=as_of)
-    return CustomerTable(computed.relation, computed.report, computed.as_of, "transactions", cleaned)
+    return CustomerTable(computed.relation, _with_notes(computed.report, loaded.notes), computed.as_of,
+                         "transactions", cleaned)
+
+
+def _with_notes(report: cleaning.CleaningReport, notes: tuple[str, ...]) -> cleaning.CleaningReport:
+    """The cleaning report with what reading the source decided first."""
+    return replace(report, notes=(*notes, *report.notes)) if notes else report
 
 
 def rfm_table(
@@ -168,7 +298,7 @@ def assign_segments(
     :class:`custseg.model.SegmentationModel`): ``customer_id, segment, segment_name, ...``."""
     made = customer_table(loaded, policy=policy, as_of=as_of)
     with _naming(loaded):  # e.g. a table without the columns the model was trained on
-        return saved.assign(made.features)
+        return made.for_output(saved.assign(made.features))
 
 
 @contextmanager
@@ -211,7 +341,7 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
     import pandas as pd
 
     table, cmap = loaded.table, loaded.column_map
-    role_of = {column: role for role, column in cmap.roles.items()}
+    role_of = {column: cmap.role_of(column) for column in table.columns}
     stats = table.con.execute(
         "SELECT " + ", ".join(
             f"count(*) - count({sources.quote_name(c)}), count(DISTINCT {sources.quote_name(c)})" for c in table.columns
@@ -268,6 +398,7 @@ class SegmentConfig:
     random_state: int = 0
     k_values: tuple[int, ...] = tuple(range(2, 16))
     candidates: tuple[str, ...] = ("kmeans", "gmm")
+    value_column: str | None = None  # what "value share" adds up (default: see profiling.value_of)
 
 
 @dataclass(frozen=True)
@@ -326,7 +457,10 @@ def run_segmentation(
         raise ConfigError(
             f"--algorithm must be auto or one of {', '.join(cluster.ALGORITHMS)}, got '{config.algorithm}'"
         )
-    columns = list(config.features) if config.features else preprocessing.default_feature_columns(features, kind=made.kind)
+    if config.features:
+        columns = list(config.features)
+    else:  # outcomes are results, not traits: profiled, not clustered on
+        columns = [c for c in preprocessing.default_feature_columns(features, kind=made.kind) if c not in made.outcomes]
     spec = cluster.ALGORITHMS.get(config.algorithm)
     if spec is not None and spec.input == "rfm":
         columns = ["recency_days", "frequency", "monetary"]
@@ -402,10 +536,12 @@ def run_segmentation(
         labels = np.array([label_map.get(int(s), int(s)) for s in labels], dtype="int64")
 
     scored = rfm.score(features) if all(c in features for c in ("recency_days", "frequency", "monetary")) else None
-    profiles = profiling.profile(
-        features, labels, random_state=config.random_state,
-        rfm_segments=scored["rfm_segment"] if scored is not None else None,
-    )
+    with _naming(loaded):  # e.g. an unknown --value column
+        profiles = profiling.profile(
+            features, labels, random_state=config.random_state,
+            rfm_segments=scored["rfm_segment"] if scored is not None else None,
+            outcomes=made.outcomes, value_column=config.value_column,
+        )
     names = {p.segment: p.name for p in profiles.segments}
     run = {
         "source": loaded.table.label,
@@ -414,6 +550,8 @@ def run_segmentation(
         "as_of": made.as_of.isoformat(),
         "config": {"algorithm": algorithm, "n_clusters": int(k) if k else None, "features": used,
                    "random_state": config.random_state},
+        "outcomes": list(made.outcomes),
+        "customer_id": made.id_name,
         "fingerprint": _fingerprint(features[used]),
         "versions": {"custseg": _version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__, "python": platform.python_version()},
@@ -529,20 +667,21 @@ def _write_run_files(result: SegmentationResult, folder: Path) -> list:
     from custseg import cohorts
 
     profiles = result.profiles
+    named = result.customers.for_output  # customer_id as outputs call it ('row' for row numbers)
     written = [
-        outputs.write_table(result.assignments, folder / "assignments.csv"),
+        outputs.write_table(named(result.assignments), folder / "assignments.csv"),
         outputs.write_table(profiles.table, folder / "profiles.csv"),
         outputs.write_table(profiles.means.reset_index(), folder / "segment_means.csv"),
         outputs.write_table(profiles.lifts.reset_index(), folder / "segment_lifts.csv"),
         outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv"),
         outputs.write_table(result.selection.elbow, folder / "elbow.csv"),
-        outputs.write_table(result.customers.features, folder / "features.parquet"),
+        outputs.write_table(named(result.customers.features), folder / "features.parquet"),
         outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv"),
     ]
     if result.rfm is not None:
-        written.append(outputs.write_table(result.rfm, folder / "rfm.csv"))
+        written.append(outputs.write_table(named(result.rfm), folder / "rfm.csv"))
     if result.customers.contacts is not None:
-        written.append(outputs.write_table(result.customers.contacts, folder / "contacts.parquet"))
+        written.append(outputs.write_table(named(result.customers.contacts), folder / "contacts.parquet"))
     if result.customers.clean is not None:
         matrix = cohorts.retention(result.customers.clean).matrix
         written.append(outputs.write_table(matrix, folder / "cohorts.csv"))
@@ -558,6 +697,8 @@ def _write_run_files(result: SegmentationResult, folder: Path) -> list:
         "cleaning": {"source": result.customers.report.source, "rows_in": result.customers.report.rows_in,
                      "rows_out": result.customers.report.rows_out, "notes": list(result.customers.report.notes)},
         "value_column": profiles.value_column,
+        "outcomes": list(result.customers.outcomes),
+        "customer_id": result.customers.id_name,
         "best_segment": profiles.best,
         "worst_segment": profiles.worst,
         "kind": result.customers.kind,

@@ -13,9 +13,13 @@ and one segment label per row (``-1`` = noise / unassigned).  Output: :class:`Pr
   "Champions"), followed by the evidence ("bought 9 days ago, 12 orders, spends 6.1× the
   average").  Without them, the two most distinguishing features ("High Income, low Kidhome").
   Names are unique: a repeated name gets its most distinguishing feature added.
-* **value**: ``monetary`` when present; otherwise the sum of spend-like columns (names starting
-  with ``Mnt`` or containing spend, amount, revenue or sales); best and worst segments rank by
-  mean value per customer.
+* **value**: ``value_column`` when given; else ``monetary`` when present; else a column named
+  like a total (``TotalCharges``, ``total_spend``, ``Total Revenue``); otherwise the sum of
+  spend-like columns (names starting with ``Mnt`` or containing spend, amount, revenue, sales or
+  charges); best and worst segments rank by mean value per customer.
+* **outcomes** (0/1 columns that record a result — churned, responded — not a trait): per
+  segment the rate among customers whose outcome is known, its lift against all customers and
+  a 95 % Wilson score interval.  They take no part in lifts, rules or names.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
 from custseg import rfm
-from custseg.errors import DataError
+from custseg.errors import ConfigError, DataError
 
-__all__ = ["Profiles", "SegmentProfile", "profile", "value_of"]
+__all__ = ["Profiles", "SegmentProfile", "profile", "value_of", "wilson_interval", "OUTCOME_STATS"]
 
 _NOT_FEATURES = ("customer_id", "first_order_at", "last_order_at")
 _RULE_SAMPLE = 50_000
@@ -68,24 +72,85 @@ class Profiles:
     value_column: str | None
     best: int | None
     worst: int | None
+    outcomes: pd.DataFrame | None = None  # segment, outcome, known, positive, rate, lift, rate_low, rate_high
 
     def name_of(self, segment: int) -> str:
         return next(p.name for p in self.segments if p.segment == segment)
 
 
-def value_of(features: pd.DataFrame) -> tuple[pd.Series | None, str | None]:
-    """The value of each customer (see the module docstring) and what it is called."""
+_SPEND = r"spend|amount|revenue|sales|charges"
+
+
+def value_of(
+    features: pd.DataFrame, column: str | None = None, *, exclude: Sequence[str] = ()
+) -> tuple[pd.Series | None, str | None]:
+    """The value of each customer (see the module docstring) and what it is called.
+
+    ``column`` names it (``--value``); ``exclude`` lists columns that are not values (outcomes).
+    """
+    if column is not None:
+        if column not in features.columns or column in _NOT_FEATURES:
+            usable = [c for c in features.columns if c not in _NOT_FEATURES and pd.api.types.is_numeric_dtype(features[c])]
+            raise ConfigError(
+                f"--value {column}: no such column among the customer features; choose one of {', '.join(usable)}",
+            )
+        if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(features[column]):
+            raise ConfigError(f"--value {column}: the column holds {features[column].dtype} values, not amounts; "
+                              "choose a column of numbers")
+        return features[column].astype("float64"), column
     if "monetary" in features:
         return features["monetary"].astype("float64"), "monetary"
-    spend = [
+    numeric = [
         c for c in features.columns
-        if c not in _NOT_FEATURES and pd.api.types.is_numeric_dtype(features[c])
-        and (c.lower().startswith("mnt") or re.search(r"spend|amount|revenue|sales", c.lower()))
+        if c not in _NOT_FEATURES and c not in exclude and pd.api.types.is_numeric_dtype(features[c])
+        and not pd.api.types.is_bool_dtype(features[c])
     ]
+    total = next((c for c in numeric if "total" in c.lower() and re.search(_SPEND + "|value", c.lower())), None)
+    if total is not None:
+        return features[total].astype("float64"), total
+    spend = [c for c in numeric if c.lower().startswith("mnt") or re.search(_SPEND, c.lower())]
     if not spend:
         return None, None
     label = spend[0] if len(spend) == 1 else "total of " + ", ".join(spend)
     return features[spend].sum(axis=1).astype("float64"), label
+
+
+#: Per-outcome columns of the profile table, each prefixed with the outcome's name.
+OUTCOME_STATS = ("rate", "lift", "rate_low", "rate_high")
+
+
+def wilson_interval(positive: int, known: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``positive / known`` (NaN, NaN when ``known`` is 0).
+
+    scipy's ``binomtest(...).proportion_ci(method="wilson")`` computes it; it stays sensible
+    for small segments and rates near 0 or 1, where the normal approximation does not.
+
+    >>> [round(x, 4) for x in wilson_interval(15, 50)]
+    [0.191, 0.4375]
+    """
+    if known == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(positive), int(known)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _outcome_table(features: pd.DataFrame, labels: np.ndarray, outcomes: Sequence[str]) -> pd.DataFrame | None:
+    rows = []
+    for outcome in outcomes:
+        values = pd.to_numeric(features[outcome], errors="coerce").astype("float64").to_numpy()
+        known_all = ~np.isnan(values)
+        overall = float(values[known_all].mean()) if known_all.any() else float("nan")
+        for segment in sorted(set(labels.tolist())):
+            member = (labels == segment) & known_all
+            known, positive = int(member.sum()), int(values[member].sum())
+            rate = positive / known if known else float("nan")
+            low, high = wilson_interval(positive, known)
+            rows.append({"segment": int(segment), "outcome": outcome, "known": known, "positive": positive,
+                         "rate": rate, "lift": rate / overall if overall else float("nan"),
+                         "rate_low": low, "rate_high": high})
+    return pd.DataFrame(rows) if rows else None
 
 
 def profile(
@@ -96,20 +161,27 @@ def profile(
     rfm_segments: pd.Series | None = None,
     max_depth: int = 3,
     random_state: int | None = 0,
+    outcomes: Sequence[str] = (),
+    value_column: str | None = None,
 ) -> Profiles:
-    """Profile every segment of ``labels`` (aligned with the rows of ``features``)."""
+    """Profile every segment of ``labels`` (aligned with the rows of ``features``).
+
+    ``outcomes`` are 0/1 columns profiled as rates (and left out of everything else);
+    ``value_column`` names the value that "value share" adds up (see :func:`value_of`).
+    """
     labels = np.asarray(labels)
     if len(labels) != len(features):
         raise DataError(f"profile: {len(labels)} labels for {len(features)} customers; they must match")
     if len(features) == 0:
         raise DataError("profile: no customers to profile")
+    outcomes = [c for c in outcomes if c in features.columns]
     numeric = [
         c for c in (columns or features.columns)
-        if c not in _NOT_FEATURES and pd.api.types.is_numeric_dtype(features[c])
+        if c not in _NOT_FEATURES and c not in outcomes and pd.api.types.is_numeric_dtype(features[c])
         and not pd.api.types.is_bool_dtype(features[c])
     ]
     data = features[numeric].astype("float64")
-    value, value_column = value_of(features)
+    value, value_column = value_of(features, value_column, exclude=outcomes)
     segments = sorted(set(labels.tolist()))
     grouped = data.groupby(labels)
     means, medians = grouped.mean(), grouped.median()
@@ -117,7 +189,7 @@ def profile(
     lifts = means / overall_mean.replace(0, np.nan)
     z = (means - overall_mean) / overall_std
 
-    rule_frame = _rule_frame(features, numeric)
+    rule_frame = _rule_frame(features.drop(columns=outcomes), numeric)
     counts = pd.Series(labels).value_counts()
     total_value = float(value.sum()) if value is not None else None
     profiles = []
@@ -148,13 +220,19 @@ def profile(
         "description": p.description,
         "distinguishing": ", ".join(f"{f} ×{lift:.2f}" for f, lift in p.distinguishing[:3]),
     } for p in result])
+    outcome_table = _outcome_table(features, labels, outcomes)
+    if outcome_table is not None:
+        for outcome, stats in outcome_table.groupby("outcome", sort=False):
+            by_segment = stats.set_index("segment")
+            for stat in OUTCOME_STATS:
+                table[f"{outcome}_{stat}"] = table["segment"].map(by_segment[stat]).astype("float64")
     mix = None
     if rfm_segments is not None:
         mix = pd.crosstab(labels, np.asarray(rfm_segments), normalize="index")
         mix.index.name, mix.columns.name = "segment", "rfm_segment"
     for frame in (medians, means, lifts):
         frame.index.name = "segment"
-    return Profiles(result, table, medians, means, lifts, mix, value_column, best, worst)
+    return Profiles(result, table, medians, means, lifts, mix, value_column, best, worst, outcome_table)
 
 
 # --- rules ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from custseg.errors import ConfigError, SchemaError
@@ -27,6 +27,10 @@ __all__ = [
     "parse_mapping",
     "normalise_name",
     "duplicate_names",
+    "ROW_ID",
+    "is_outcome_name",
+    "outcome_positive",
+    "flag_text",
 ]
 
 #: Roles of a transaction log, in canonical order.
@@ -42,8 +46,14 @@ TRANSACTION_ROLES: tuple[str, ...] = (
     "channel",
 )
 
-#: Roles that only make sense in a customer table (one row per customer).
-CUSTOMER_ROLES: tuple[str, ...] = ("joined_at", "birth_year", "email")
+#: Roles that only make sense in a customer table (one row per customer).  ``outcome`` is a
+#: column that records a result (churned, responded, converted) rather than a trait: it is
+#: profiled per segment but not clustered on; a table may have several (``ColumnMap.outcomes``).
+CUSTOMER_ROLES: tuple[str, ...] = ("joined_at", "birth_year", "email", "outcome")
+
+#: The name of the customer id in every output when a customer table has no id column and its
+#: customers are numbered by row (1-based).
+ROW_ID = "row"
 
 ROLES: tuple[str, ...] = TRANSACTION_ROLES + CUSTOMER_ROLES
 
@@ -86,6 +96,68 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
 # A bare "ID" column is the customer id of a customer table only when nothing better exists.
 _WEAK_SYNONYMS: dict[str, tuple[str, ...]] = {"customer_id": ("id",)}
 
+# Normalised names of outcome columns: a result of the relationship, not a trait.  Stems match
+# the start of a name (``AcceptedCmp3``, ``Attrition_Flag``, ``churn_label``); whole words only
+# match the whole name (``left``, ``y``).
+_OUTCOME_STEMS = (
+    "churn", "attrition", "attrited", "exited", "response", "responded", "converted",
+    "conversion", "subscribed", "accepted", "cancelled", "canceled", "defaulted", "retained",
+)
+_OUTCOME_WORDS = ("left", "y", "exit", "outcome", "target")
+# The value that means "yes" in a two-valued outcome column (compared case-insensitively).
+_YES = ("1", "1.0", "yes", "y", "true", "t")
+_NO = ("0", "0.0", "no", "n", "false", "f")
+# Stems of the positive value of a two-valued text outcome ("Attrited Customer" against
+# "Existing Customer").
+_POSITIVE_STEMS = ("attrit", "churn", "exit", "left", "leav", "respond", "convert", "subscrib",
+                   "accept", "cancel", "default", "lost", "closed")
+
+
+def is_outcome_name(name: str) -> bool:
+    """Whether a column name reads like an outcome (churn, response, converted, ``y`` …).
+
+    >>> [is_outcome_name(n) for n in ("Churn", "AcceptedCmp3", "Exited", "y", "Income", "Year")]
+    [True, True, True, True, False, False]
+    """
+    norm = normalise_name(name)
+    return norm.startswith(_OUTCOME_STEMS) or norm in _OUTCOME_WORDS
+
+
+def outcome_positive(values: Iterable[object]) -> str | None:
+    """The value meaning "yes" among the distinct non-missing ``values`` of a column named
+    like an outcome, as text; None when they are not a yes/no pair.
+
+    A column with values {0, 1}, {yes, no}, {true, false}, {y, n} (or one of each, or only one
+    value), or two texts of which exactly one reads as the outcome ("Attrited Customer" /
+    "Existing Customer") is an outcome.
+
+    >>> outcome_positive(["No", "Yes"]), outcome_positive([0, 1]), outcome_positive([1, 2])
+    ('yes', '1', None)
+    >>> outcome_positive(["Existing Customer", "Attrited Customer"])
+    'attrited customer'
+    """
+    texts = {flag_text(v) for v in values}
+    if not texts or len(texts) > 2:
+        return None
+    if texts <= set(_YES) | set(_NO):
+        yes = texts & set(_YES)
+        if len(yes) > 1 or len(texts - set(_YES)) > 1:
+            return None
+        return next(iter(yes)) if yes else _YES[_NO.index(next(iter(texts)))]
+    if len(texts) != 2:
+        return None
+    positive = [t for t in texts if any(stem in t for stem in _POSITIVE_STEMS)]
+    return positive[0] if len(positive) == 1 else None
+
+
+def flag_text(value: object) -> str:
+    """A value of a yes/no column as the lower-case text :func:`outcome_positive` compares."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip().casefold()
+
 
 def normalise_name(name: str) -> str:
     """Lower-case a column name and drop everything but letters and digits."""
@@ -121,13 +193,18 @@ class ColumnMap:
 
     ``roles`` maps a role to a source column name; ``kind`` says whether the source is a
     transaction log (several rows per customer) or a customer table (one row per customer);
-    ``source`` names the source in messages.
+    ``source`` names the source in messages.  ``outcomes`` maps each outcome column to the
+    value that means "yes" (as lower-case text).  ``row_ids`` says that the source has no
+    customer id column: its customers are numbered by row (1-based) and the id is called
+    :data:`ROW_ID` in outputs.
     """
 
     roles: dict[str, str]
     kind: Kind = "transactions"
     overridden: tuple[str, ...] = field(default=())
     source: str = "the source"
+    outcomes: dict[str, str] = field(default_factory=dict)
+    row_ids: bool = False
 
     def get(self, role: str) -> str | None:
         return self.roles.get(role)
@@ -146,7 +223,13 @@ class ColumnMap:
             ) from None
 
     def with_kind(self, kind: Kind) -> ColumnMap:
-        return ColumnMap(dict(self.roles), kind, self.overridden, self.source)
+        return replace(self, roles=dict(self.roles), kind=kind)
+
+    def role_of(self, column: str) -> str:
+        """The role of a source column ("" for none)."""
+        if column in self.outcomes:
+            return "outcome"
+        return next((role for role, c in self.roles.items() if c == column), "")
 
 
 def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
@@ -192,7 +275,9 @@ def detect_roles(
 
     The kind (transactions or customers) is decided later from the values
     (:func:`custseg.pipeline.load`); here it is a guess from the names: a source with an
-    order id or an order date is a transaction log.
+    order id or an order date is a transaction log.  ``outcomes`` holds the columns named like
+    an outcome (or the one given with ``--map outcome=COLUMN``), their "yes" value still to be
+    read from the values (:func:`outcome_positive`).
     """
     overrides = dict(overrides or {})
     columns = list(columns)
@@ -224,6 +309,10 @@ def detect_roles(
                     taken.add(hit)
                     break
     roles.update(overrides)
+    if "outcome" in roles:
+        outcomes = {roles.pop("outcome"): ""}
+    else:
+        outcomes = {c: "" for c in columns if c not in taken and is_outcome_name(c)}
     ordered = {r: roles[r] for r in ROLES if r in roles}
     kind: Kind = "transactions" if ({"order_id", "ordered_at"} & ordered.keys()) else "customers"
-    return ColumnMap(ordered, kind, tuple(overrides), source)
+    return ColumnMap(ordered, kind, tuple(overrides), source, outcomes)

@@ -69,6 +69,7 @@ class Card:
     numbers: list[tuple[str, str, str]]  # (feature (unit), segment median, all customers median)
     distinguishing: str
     badge: str = ""
+    outcomes: list[str] = field(default_factory=list)  # "Churn: 63% of customers (95 % interval …), ×2.17"
 
 
 @dataclass
@@ -641,10 +642,19 @@ def _tsne(X: np.ndarray, *, random_state: int) -> np.ndarray | None:
                     max_iter=_TSNE_ITERATIONS, random_state=random_state).fit_transform(X)
 
 
+def _outcomes(run: _Run) -> list[str]:
+    """The run's outcome columns that profiles.csv has rates for."""
+    return [o for o in run.summary.get("outcomes") or [] if f"{o}_rate" in run.folder.profiles.columns]
+
+
 def _ordered_lifts(run: _Run) -> pd.DataFrame:
+    """Segment × feature lifts, clustering features first, then each outcome's rate lift."""
     lifts = run.folder.lifts
     first = [c for c in run.summary.get("feature_columns", []) if c in lifts.columns]
-    lifts = lifts[first + [c for c in lifts.columns if c not in first]]
+    lifts = lifts[first + [c for c in lifts.columns if c not in first]].copy()
+    by_segment = run.folder.profiles.set_index("segment")
+    for outcome in _outcomes(run):
+        lifts[f"{outcome} rate"] = by_segment[f"{outcome}_lift"].reindex(lifts.index).astype("float64")
     lifts = lifts.loc[:, lifts.notna().any()]
     return lifts.reindex([s for s in run.segments if s in lifts.index])
 
@@ -669,7 +679,9 @@ def _profiles(run: _Run, chart: _Charts) -> Section | None:
         "lifts", figs.lift_heatmap(lifts, [run.names[int(s)] for s in lifts.index]),
         alt="Heatmap of each segment's mean of each feature divided by the mean of all customers",
         caption="Lift = segment mean ÷ mean of all customers; ×1 is average, ×2 twice the average, ×½ half. "
-                "The colour scale is logarithmic and stops at ×4 and ×¼.",
+                "The colour scale is logarithmic and stops at ×4 and ×¼."
+                + (" Columns ending in 'rate' are outcomes (a result, not a feature): the segment's rate ÷ the "
+                   "rate of all customers." if _outcomes(run) else ""),
     ))
     return section
 
@@ -678,10 +690,12 @@ def _segments(run: _Run) -> Section:
     profiles = run.folder.profiles
     features, labels = run.folder.features, run.folder.labels
     numeric, _ = _feature_columns(run)
+    outcomes = _outcomes(run)
+    numeric = [c for c in numeric if c not in outcomes]
     key: list[str] = [c for c in ("recency_days", "frequency", "monetary", "tenure_days") if c in numeric]
     cards = []
     best, worst = run.summary.get("best_segment"), run.summary.get("worst_segment")
-    for row in profiles.itertuples(index=False):
+    for position, row in enumerate(profiles.itertuples(index=False)):
         segment = int(row.segment)
         distinguishing = [part.split(" ×")[0].strip() for part in str(row.distinguishing or "").split(",") if part.strip()]
         chosen = list(dict.fromkeys(key + [c for c in distinguishing if c in numeric]))[:_CARD_NUMBERS]
@@ -697,6 +711,7 @@ def _segments(run: _Run) -> Section:
         cards.append(Card(
             segment, run.names[segment], run.colors[segment], facts, str(row.description), str(row.rule),
             pct(row.rule_precision, 0), pct(row.rule_recall, 0), numbers, str(row.distinguishing or ""), badge,
+            [_outcome_fact(run, outcome, profiles.iloc[position]) for outcome in outcomes],
         ))
     counted = profiles[profiles["segment"] != -1] if (profiles["segment"] != -1).any() else profiles
     largest = counted.loc[counted["customers"].idxmax()]
@@ -710,6 +725,17 @@ def _segments(run: _Run) -> Section:
                     "share the rule picks. Key numbers are medians (for yes/no features the share with 1), with the "
                     "value for all customers beside them.")
     return section
+
+
+def _outcome_fact(run: _Run, outcome: str, row: pd.Series) -> str:
+    """``Churn: 63.4% (95 % interval 56.4%–69.9%), 2.17× the rate of all customers (29.2%)``."""
+    rate = row[f"{outcome}_rate"]
+    if pd.isna(rate):
+        return f"{outcome}: not known for any customer of the segment"
+    overall = run.folder.features[outcome].astype("float64").mean()
+    return (f"{outcome}: {pct(rate)} (95 % interval {pct(row[f'{outcome}_rate_low'])}–"
+            f"{pct(row[f'{outcome}_rate_high'])}), {row[f'{outcome}_lift']:.2f}× the rate of all customers "
+            f"({pct(overall)})")
 
 
 def _key_number(series: pd.Series, member: np.ndarray, column: str) -> tuple[str, str, str]:

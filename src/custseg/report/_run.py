@@ -71,6 +71,16 @@ def _fix(run_dir: Path) -> str:
     return f"run `custseg segment SOURCE --out {run_dir}` first"
 
 
+def _id_name(run_dir: Path) -> str:
+    """What the run's files call ``customer_id`` (run.json's ``customer_id``; 'row' when the
+    customers were numbered by row)."""
+    try:
+        name = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("customer_id", "customer_id")
+    except (OSError, ValueError, AttributeError):
+        return "customer_id"  # run.json itself is checked below
+    return name if isinstance(name, str) and name else "customer_id"
+
+
 def read_run(run_dir: str | Path) -> RunFolder:
     """Read and check every file the report needs; one :class:`InputError` lists all problems."""
     run_dir = Path(run_dir)
@@ -86,6 +96,7 @@ def read_run(run_dir: str | Path) -> RunFolder:
 
     problems: list[str] = []
     tables: dict[str, pd.DataFrame | None] = {}
+    id_name = _id_name(run_dir)  # 'row' when the customers were numbered by row
     for name in (*REQUIRED_FILES, *OPTIONAL_FILES):
         path = run_dir / name
         if name in ("run.json", "model.skops") or not path.is_file():
@@ -94,7 +105,9 @@ def read_run(run_dir: str | Path) -> RunFolder:
             if name.endswith(".parquet"):
                 frame = pd.read_parquet(path)
             else:
-                frame = pd.read_csv(path, dtype={"customer_id": "string", "cohort": "string", "rfm_code": "string"})
+                frame = pd.read_csv(path, dtype={id_name: "string", "cohort": "string", "rfm_code": "string"})
+            if id_name != "customer_id" and "customer_id" not in frame.columns:
+                frame = frame.rename(columns={id_name: "customer_id"})
         except Exception as exc:  # any parser error: name the file
             problems.append(f"{name} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
             continue
@@ -121,6 +134,18 @@ def read_run(run_dir: str | Path) -> RunFolder:
 
     features = tables["features.parquet"].copy()
     features["customer_id"] = features["customer_id"].astype("string")
+    from custseg import outputs
+
+    # The CSV files hold text as written for spreadsheets ('=1+1 for =1+1): take it back.
+    for name in ("assignments.csv", "rfm.csv"):
+        if tables.get(name) is not None:
+            tables[name]["customer_id"] = outputs.restore_ids(tables[name]["customer_id"], features["customer_id"])
+    for name, text in (("assignments.csv", ("segment_name",)),
+                       ("profiles.csv", ("name", "description", "rule", "distinguishing"))):
+        for column in text:
+            if column in tables[name]:
+                tables[name][column] = tables[name][column].map(outputs.unneutralise_text)
+    tables["segment_lifts.csv"] = tables["segment_lifts.csv"].rename(columns=outputs.unneutralise_text)
     assignments = tables["assignments.csv"]
     by_id = assignments.set_index("customer_id")
     if not by_id.index.is_unique or len(assignments) != len(features) or not features["customer_id"].isin(by_id.index).all():
