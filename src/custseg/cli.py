@@ -446,6 +446,17 @@ def demo(
 
 # --- entry point ---------------------------------------------------------------------------
 
+#: The library's parameter names as this edge spells them (errors name parameters; see
+#: custseg.errors.CustsegError.render).
+FLAGS: dict[str, str] = {
+    "source": "SOURCE", "sheet": "--sheet", "table": "--table", "query": "--query",
+    "encoding": "--encoding", "delimiter": "--delimiter", "mapping": "--map", "kind": "--kind",
+    "returns": "--returns", "bad_values": "--bad-values", "date_format": "--date-format",
+    "as_of": "--as-of", "algorithm": "--algorithm", "n_clusters": "--k", "features": "--features",
+    "random_state": "--seed", "value_column": "--value", "previous": "--previous", "out": "--out",
+    "rejects": "--rejects", "segment_map": "--segment-map", "report": "--no-report",
+}
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -457,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     except CustsegError as exc:
         if debug:
             raise
-        err.print(f"custseg: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"custseg: error: {exc.render(FLAGS)}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -309,7 +309,7 @@ def _naming(loaded: Loaded) -> Iterator[None]:
     except CustsegError as exc:
         if str(exc).startswith(loaded.table.label):
             raise
-        raise type(exc)(f"{loaded.table.label}: {exc}") from None
+        raise exc.with_prefix(f"{loaded.table.label}: ") from None
 
 
 def cohort_table(
