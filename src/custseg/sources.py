@@ -48,6 +48,7 @@ from typing import Literal
 
 import duckdb
 
+from custseg import settings as _settings
 from custseg.errors import InputError, ResourceError, SchemaError
 from custseg.schema import detect_roles, duplicate_names
 
@@ -99,33 +100,41 @@ class Table:
         return self.con.sql("SELECT * FROM source")
 
 
-#: DuckDB's memory budget unless CUSTSEG_MEMORY_LIMIT says otherwise: what does not fit is
-#: spilled to a temporary folder, so 50M transactions are summarised in about 1.5 GB.
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = _settings.DEFAULT_MEMORY_LIMIT
 
 
-def connect(*, memory_limit: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    *, memory_limit: str | None = None, threads: int | None = None, settings: _settings.Settings | None = None,
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that spills to a temporary directory instead of running out of memory.
 
-    ``memory_limit`` (e.g. ``"4GB"``) defaults to the environment variable
-    ``CUSTSEG_MEMORY_LIMIT``, else :data:`DEFAULT_MEMORY_LIMIT`.
+    Limits come from ``settings`` (:class:`custseg.settings.Settings`; without it, from the
+    environment, read now); ``memory_limit`` and ``threads`` override them.  Each connection
+    spills into a folder of its own under the settings' temporary folder, removed with it.
     """
+    settings = settings or _settings.Settings.from_env()
+    spill = tempfile.mkdtemp(prefix="custseg-duckdb-", dir=settings.temp_dir) if settings.temp_dir.is_dir() \
+        else os.path.join(str(settings.temp_dir), "custseg-duckdb")
     config: dict[str, str | int | bool] = {
-        "temp_directory": os.path.join(tempfile.gettempdir(), "custseg-duckdb"),
+        "temp_directory": spill,
         "preserve_insertion_order": True,  # row numbers in messages and rejects follow the file
-        "memory_limit": memory_limit or _configured_memory_limit(),
+        "memory_limit": memory_limit or settings.memory_limit,
     }
+    threads = threads or settings.threads
     if threads:
         config["threads"] = threads
     try:
-        return duckdb.connect(config=config)
+        con = duckdb.connect(config=config)
     except duckdb.Error as exc:
+        shutil.rmtree(spill, ignore_errors=True)
         raise InputError(f"cannot start DuckDB with memory limit {config['memory_limit']!r}: {exc}; "
                          "set CUSTSEG_MEMORY_LIMIT to a size like 2GB") from None
+    weakref.finalize(con, shutil.rmtree, spill, True)
+    return con
 
 
 def _configured_memory_limit() -> str:
-    """``CUSTSEG_MEMORY_LIMIT``, else :data:`DEFAULT_MEMORY_LIMIT`."""
+    """``CUSTSEG_MEMORY_LIMIT``, else :data:`DEFAULT_MEMORY_LIMIT` (for messages only)."""
     return os.environ.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
 
 

@@ -1,0 +1,68 @@
+"""Where and within what limits custseg works: passed explicitly, read from the environment once.
+
+The library never reads environment variables while it works: an edge (the CLI, the web app, a
+worker) builds one :class:`Settings` — usually :meth:`Settings.from_env` — and passes it down.
+Two runs with different settings can then share one process.
+
+=========================  ==================================  ===================================
+variable                   field                               default
+=========================  ==================================  ===================================
+``CUSTSEG_MEMORY_LIMIT``   ``memory_limit`` (DuckDB's budget)  ``1GB``
+``CUSTSEG_TEMP_DIR``       ``temp_dir`` (spill, staging)       ``TMPDIR`` / the system's temp dir
+``CUSTSEG_DATA_DIR``       ``data_dir`` (the web app's data)   ``./custseg-data``
+``CUSTSEG_THREADS``        ``threads`` (DuckDB's threads)      all cores
+=========================  ==================================  ===================================
+
+>>> Settings.from_env({"CUSTSEG_MEMORY_LIMIT": "4GB", "CUSTSEG_THREADS": "2"}).memory_limit
+'4GB'
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from custseg.errors import ConfigError
+
+__all__ = ["Settings", "DEFAULT_MEMORY_LIMIT"]
+
+#: DuckDB's memory budget unless configured otherwise: what does not fit is spilled to the
+#: temporary folder, so 50M transactions are summarised in about 1.5 GB.
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+@dataclass(frozen=True)
+class Settings:
+    """Limits and places of the work (see the module docstring)."""
+
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    data_dir: Path = Path("custseg-data")
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        # memory_limit is checked by DuckDB when a connection starts (sources.connect).
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"{{param}} must be a whole number ≥ 1, got {self.threads!r}", param="threads")
+        object.__setattr__(self, "temp_dir", Path(self.temp_dir))
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``CUSTSEG_*`` variables (``environ`` defaults to ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        threads = env.get("CUSTSEG_THREADS") or None
+        if threads is not None:
+            if not threads.strip().isdigit():
+                raise ConfigError(f"CUSTSEG_THREADS must be a whole number ≥ 1, got {threads!r}",
+                                  param="threads")
+            threads = int(threads)
+        temp = env.get("CUSTSEG_TEMP_DIR") or env.get("TMPDIR") or tempfile.gettempdir()
+        return cls(
+            memory_limit=env.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
+            temp_dir=Path(temp),
+            data_dir=Path(env.get("CUSTSEG_DATA_DIR") or "custseg-data"),
+            threads=threads,
+        )
