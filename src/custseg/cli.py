@@ -17,9 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from custseg import cleaning, outputs, pipeline, sources
-from custseg.errors import ConfigError, CustsegError, InputError
-from custseg.schema import parse_mapping
+from custseg import outputs, pipeline
+from custseg.errors import ConfigError, CustsegError
+from custseg.request import Policy, RunRequest, SegmentConfig, SourceSpec, parse_as_of, parse_k, parse_mapping
+from custseg.settings import Settings
 
 app = typer.Typer(
     name="custseg",
@@ -57,16 +58,16 @@ def _choice(value: str | None, choices: tuple[str, ...], option: str) -> str | N
     return value
 
 
-def _spec(source, sheet, table, query, encoding, delimiter, map_, kind) -> pipeline.SourceSpec:
-    return pipeline.SourceSpec(
+def _spec(source, sheet, table, query, encoding, delimiter, map_, kind) -> SourceSpec:
+    return SourceSpec(
         source=source, sheet=sheet, table=table, query=query, encoding=encoding,
         delimiter=delimiter, mapping=parse_mapping(map_),
         kind=_choice(kind, ("transactions", "customers"), "--kind"),
     )
 
 
-def _policy(returns: str, bad_values: str, date_format: str | None) -> cleaning.Policy:
-    return cleaning.Policy(
+def _policy(returns: str, bad_values: str, date_format: str | None) -> Policy:
+    return Policy(
         returns=_choice(returns, ("drop", "net"), "--returns"),
         bad_values=_choice(bad_values, ("error", "drop"), "--bad-values"),
         date_format=date_format,
@@ -74,12 +75,7 @@ def _policy(returns: str, bad_values: str, date_format: str | None) -> cleaning.
 
 
 def _as_of(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"--as-of must be a date like 2011-12-10, got '{value}'") from None
+    return None if value is None else parse_as_of(value)
 
 
 def _check_out(path: Path, source: str, option: str = "--out") -> None:
@@ -100,16 +96,10 @@ def _check_rejects(path: Path | None, kind: str, source: str, out_: Path) -> Non
         raise ConfigError(f"--rejects {path}: is also --out; give the rejected rows a file of their own")
 
 
-def _same_file(path: Path, source: str) -> bool:
-    """Whether ``path`` is the file ``source`` names (through links too); False for a path that
-    does not exist yet and for a SQL URL."""
-    try:
-        return os.path.samefile(path, source)
-    except OSError:
-        return False
+_same_file = pipeline.same_file
 
 
-def _print_report(report: cleaning.CleaningReport) -> None:
+def _print_report(report: pipeline.cleaning.CleaningReport) -> None:
     if not report.rows_dropped:
         out.print(f"Cleaning: {report.rows_in:,} rows in, all kept")
         for note in report.notes:
@@ -199,17 +189,15 @@ def rfm_cmd(
     segment_map: Annotated[Optional[Path], typer.Option(help="CSV (pattern,segment) or JSON segment map replacing the default.")] = None,
 ) -> None:
     """Score customers on recency, frequency and monetary value (1..5) and name their segment."""
-    from custseg import rfm
-
     _check_out(out_, source)
-    mapping = rfm.load_segment_map(segment_map) if segment_map else rfm.DEFAULT_SEGMENT_MAP
+    mapping = pipeline.load_segment_map(segment_map) if segment_map else None
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
     _check_rejects(rejects, loaded.kind, source, out_)
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
     )
     _write_with_rejects(made.for_output(scored), out_, made, rejects)
-    _print_rfm_summary(rfm.summary(scored), made)
+    _print_rfm_summary(pipeline.rfm_summary(scored), made)
     out.print(f"{len(scored):,} customers scored → {out_}")
 
 
@@ -278,47 +266,33 @@ def segment(
 
     from custseg.model import NOISE
 
-    if out_.exists() and not out_.is_dir():
-        raise ConfigError(f"--out {out_}: is a file; give a folder for the results")
-    outputs.check_folder(out_)
-    clash = [name for name in pipeline.RUN_FILES if _same_file(out_ / name, source)]
-    if clash:
-        raise ConfigError(f"--out {out_}: the run would write {clash[0]} over the source, which custseg "
-                          "never modifies; give another folder")
-    if k != "auto" and not (k.isdigit() and int(k) >= 2):
-        raise ConfigError(f"--k must be auto or a whole number ≥ 2, got '{k}'")
-    config = pipeline.SegmentConfig(
-        algorithm=algorithm, n_clusters=None if k == "auto" else int(k),
-        features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
-        random_state=seed, value_column=value,
+    request = RunRequest(
+        source=_spec(source, sheet, table, query, encoding, delimiter, map_, kind),
+        policy=_policy(returns, bad_values, date_format),
+        as_of=_as_of(as_of),
+        segment=SegmentConfig(
+            algorithm=algorithm, n_clusters=parse_k(k),
+            features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
+            random_state=seed, value_column=value,
+        ),
+        previous=None if previous is None else str(previous),
+        report=not no_report,
     )
-    from custseg import model as model_io
-
-    earlier = model_io.load(previous) if previous is not None else None
-    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    config = request.segment
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def progress(step: str, done: int, total: int) -> None:
+            if step in pipeline.RUN_STEPS:
+                return
             name = "final fit" if step == "final fit" else "comparing algorithms × k"
             if name not in tasks:
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
-        result = pipeline.run_segmentation(
-            loaded, config=config, policy=_policy(returns, bad_values, date_format),
-            as_of=_as_of(as_of), progress=progress, previous=earlier,
-        )
-    written = pipeline.write_run(result, out_)
-    if not no_report:
-        from custseg.report import build_report
-
-        try:
-            written.append(build_report(out_, random_state=seed))
-        except InputError as exc:
-            raise InputError(f"{exc}; the run itself is written: build the report again with "
-                             f"`custseg report {out_}`") from None
+        folder = pipeline.run(request, out_, settings=Settings.from_env(), progress=progress)
+    result, written = folder.result, list(folder.files)
     _print_report(result.customers.report)
     out.print(f"\n[bold]Recommendation[/bold]: {result.selection.recommendation.text}", highlight=False)
     if config.algorithm != "auto" or config.n_clusters is not None:
@@ -486,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unexpected: one line, the traceback with --debug
         if debug:
             raise
-        resource = sources.resource_error(exc)  # out of memory or disk space: the user can fix it
+        resource = pipeline.resource_error(exc)  # out of memory or disk space: the user can fix it
         if resource is not None:
             err.print(f"custseg: error: {resource}", markup=False, highlight=False, soft_wrap=True)
             return 2

@@ -12,6 +12,7 @@ the HTTP status the service answers it with:
 :class:`ConfigError`   400     a parameter or configuration file is invalid (also a ``ValueError``)
 :class:`OutputError`   507     an output cannot be written (full disk, read-only place)
 :class:`ResourceError` 503     the machine ran out of memory or temporary disk space for the work
+:class:`Cancelled`     409     the caller cancelled the run
 =====================  ======  =================================================================
 
 ``param`` names the library parameter at fault (``n_clusters``, ``source``, ``out``) and
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigError",
     "OutputError",
     "ResourceError",
+    "Cancelled",
 ]
 
 
@@ -104,3 +106,9 @@ class ResourceError(CustsegError):
     """The machine ran out of memory or of temporary disk space for the work."""
 
     http_status = 503
+
+
+class Cancelled(CustsegError):
+    """The run was cancelled by its caller (a job's cancel button); nothing half-written remains."""
+
+    http_status = 409

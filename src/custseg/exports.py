@@ -27,6 +27,7 @@ from typing import Literal
 import pandas as pd
 
 from custseg import outputs
+from custseg.runs import id_name
 from custseg.errors import ConfigError, InputError
 from custseg.outputs import neutralise  # the one rule for text a spreadsheet opens
 
@@ -38,13 +39,6 @@ _EXCEL_SHEET = re.compile(r"[\[\]:*?/\\]")
 
 def _slug(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "-", name.lower()).strip("-")[:40] or "segment"
-
-
-def id_name(run_dir: Path) -> str:
-    """What the run's files call ``customer_id`` (``row`` when its customers were numbered by row)."""
-    from custseg.report._run import _id_name
-
-    return _id_name(run_dir)
 
 
 def _read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:

@@ -7,7 +7,7 @@ they return.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -17,29 +17,18 @@ import duckdb
 
 from custseg import cleaning, features, outputs, schema, sources
 from custseg.errors import CustsegError, DataError, InputError, SchemaError
+from custseg.request import RunRequest, SegmentConfig, SourceSpec
+from custseg.settings import Settings
 
 if TYPE_CHECKING:  # pandas and the steps that need it load when a step runs: start-up stays short
     import pandas as pd
 
     from custseg import cohorts, rfm
 
-__all__ = ["SourceSpec", "Loaded", "CustomerTable", "load", "customer_table", "inspect"]
+__all__ = ["SourceSpec", "Loaded", "CustomerTable", "load", "customer_table", "inspect", "run",
+           "run_segmentation", "SegmentationResult"]
 
 Kind = Literal["transactions", "customers"]
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Where the data is and how to read it (the reading options of every command)."""
-
-    source: str
-    sheet: str | None = None
-    table: str | None = None
-    query: str | None = None
-    encoding: str | None = None
-    delimiter: str | None = None
-    mapping: Mapping[str, str] = field(default_factory=dict)
-    kind: Kind | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +93,7 @@ class CustomerTable:
 _GENERATED_NAME = r"column_\d+"
 
 
-def load(spec: SourceSpec) -> Loaded:
+def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
     """Read the source and decide column roles and kind (transaction log or customer table).
 
     A table without a header (columns named ``column_1`` …) gets its roles from the values;
@@ -115,7 +104,7 @@ def load(spec: SourceSpec) -> Loaded:
 
     table = sources.read(
         spec.source, sheet=spec.sheet, table=spec.table, query=spec.query,
-        encoding=spec.encoding, delimiter=spec.delimiter,
+        encoding=spec.encoding, delimiter=spec.delimiter, con=sources.connect(settings=settings),
     )
     notes = list(getattr(table, "notes", ()))
     cmap = schema.detect_roles(table.columns, overrides=spec.mapping, source=table.label)
@@ -385,23 +374,6 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
 # --- segmentation --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SegmentConfig:
-    """What ``custseg segment`` was asked to do.
-
-    ``algorithm="auto"`` sweeps ``candidates`` and picks one; ``n_clusters=None`` picks k
-    from ``k_values``; ``features=None`` uses the default columns for the kind of source.
-    """
-
-    algorithm: str = "auto"
-    n_clusters: int | None = None
-    features: tuple[str, ...] | None = None
-    random_state: int = 0
-    k_values: tuple[int, ...] = tuple(range(2, 16))
-    candidates: tuple[str, ...] = ("kmeans", "gmm")
-    value_column: str | None = None  # what "value share" adds up (default: see profiling.value_of)
-
-
-@dataclass(frozen=True)
 class SegmentationResult:
     """Everything one run produced (frozen; the report and exports read from it)."""
 
@@ -429,6 +401,7 @@ def run_segmentation(
     as_of: date | datetime | None = None,
     progress=None,
     previous=None,
+    segment_map=None,
 ) -> SegmentationResult:
     """Source → customer features → matrix → sweep → final fit → profiles → model.
 
@@ -447,6 +420,7 @@ def run_segmentation(
     from custseg.model import SegmentationModel
 
     started = time.time()
+    RunRequest(SourceSpec(loaded.table.label), policy=policy, segment=config).validate()
     made = customer_table(loaded, policy=policy, as_of=as_of)
     features = made.features
     if len(features) < 3:
@@ -535,7 +509,8 @@ def run_segmentation(
         label_map = dict(alignment.mapping)
         labels = np.array([label_map.get(int(s), int(s)) for s in labels], dtype="int64")
 
-    scored = rfm.score(features) if all(c in features for c in ("recency_days", "frequency", "monetary")) else None
+    segment_map = rfm.DEFAULT_SEGMENT_MAP if segment_map is None else segment_map
+    scored = rfm.score(features, segment_map=segment_map) if all(c in features for c in ("recency_days", "frequency", "monetary")) else None
     with _naming(loaded):  # e.g. an unknown --value column
         profiles = profiling.profile(
             features, labels, random_state=config.random_state,
@@ -594,122 +569,112 @@ def _version() -> str:
         return "unknown"
 
 
-#: Every file a run folder may hold (:func:`write_run`, and report.html from the report).
-RUN_FILES = (
-    "assignments.csv", "profiles.csv", "segment_means.csv", "segment_lifts.csv", "leaderboard.csv",
-    "elbow.csv", "features.parquet", "rfm.csv", "cohorts.csv", "contacts.parquet", "cleaning.csv",
-    "run.json", "model.skops", "report.html",
-)
+# --- the entry point -----------------------------------------------------------------------
+
+#: The steps :func:`run` reports to ``progress`` itself (the sweep and the final fit report theirs).
+RUN_STEPS = ("reading the source", "segmenting", "writing the run", "writing the report")
 
 
-def write_run(result: SegmentationResult, folder) -> list:
-    """Write a run into ``folder`` (created if needed); return the paths written.
+def resource_error(exc: BaseException):
+    """A one-line ResourceError for the engine running out of memory or disk space, else None."""
+    return sources.resource_error(exc)
 
-    Everything the report and the exports need is in the folder, so they can be rebuilt from
-    it alone (``custseg report RUN_DIR``).  The run is written to a hidden folder inside
-    ``folder`` first and moved into place only when every file is complete; then a folder that
-    holds an earlier run loses every file of it (a failed write leaves the earlier run whole):
 
-    ====================  ===================================================================
-    assignments.csv       customer_id, segment, segment_name[, probability]
-    profiles.csv          one row per segment: name, customers, share, value_share, rule, …
-    segment_means.csv     segment × numeric feature means (unscaled)
-    segment_lifts.csv     segment × numeric feature lift (segment mean / overall mean)
-    leaderboard.csv       algorithm × k metrics of the sweep
-    elbow.csv             k, inertia (K-Means, k = 1..15)
-    features.parquet      the customer feature table that was segmented
-    rfm.csv               RFM scores and segments (when recency, frequency, monetary exist)
-    cohorts.csv           retention matrix (transaction logs only)
-    contacts.parquet      customer_id, email (when the source has an email column)
-    cleaning.csv          rows per cleaning rule
-    run.json              recommendation and reasons, knee, config, preprocessing decisions,
-                          cleaning notes, best/worst segment, the run record
-    model.skops           the saved model (custseg assign --model)
-    ====================  ===================================================================
+def load_segment_map(path):
+    """An RFM segment map from a CSV (``pattern,segment``) or JSON file."""
+    from custseg import rfm
+
+    return rfm.load_segment_map(path)
+
+
+def rfm_summary(scored: pd.DataFrame) -> pd.DataFrame:
+    """Customers, shares and medians per RFM segment of :func:`rfm_table`'s scores."""
+    from custseg import rfm
+
+    return rfm.summary(scored)
+
+
+def run(
+    request: RunRequest,
+    out,
+    *,
+    settings: Settings | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+):
+    """Do a whole segmentation run and return its :class:`custseg.runs.RunFolder`.
+
+    Validates ``request`` (every problem at once), reads the source (and the previous model),
+    segments, writes the run folder ``out`` (all files or none) and, unless
+    ``request.report`` is false, its report — a report that cannot be written says the run is
+    there and how to rebuild it.  ``progress(step, done, total)`` hears about the work;
+    ``cancel()`` is asked between steps and a true answer stops the run with
+    :class:`custseg.errors.Cancelled` (nothing is written once the folder's write has begun
+    only whole).  The CLI, jobs and tests all come through here.
     """
-    import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
-    folder = Path(folder)
-    created = not folder.exists()
-    outputs.make_folder(folder)
+    from custseg import runs
+    from custseg.errors import Cancelled, ConfigError
+
+    request.validate()
+    settings = settings or Settings.from_env()
+    out = Path(out)
+
+    def step(name: str) -> None:
+        if cancel is not None and cancel():
+            raise Cancelled(f"the run was cancelled before {name}")
+        if progress is not None:
+            progress(name, 0, 1)
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{{param}} {out}: is a file; give a folder for the results", param="out")
+    outputs.check_folder(out)
+    clash = [name for name in runs.RUN_FILES if same_file(out / name, request.source.source)]
+    if clash:
+        raise ConfigError(f"{{param}} {out}: the run would write {clash[0]} over the source, which custseg "
+                          "never modifies; give another folder", param="out")
+    earlier = None
+    if request.previous is not None:
+        from custseg import model as model_io
+
+        earlier = model_io.load(request.previous)
+    step("reading the source")
+    loaded = load(request.source, settings=settings)
+    step("segmenting")
+    result = run_segmentation(
+        loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
+        progress=progress, previous=earlier, segment_map=request.segment_map,
+    )
+    step("writing the run")
+    written = runs.write_run(result, out, request=request)
+    if request.report:
+        from custseg.report import build_report
+
+        step("writing the report")
+        try:
+            written.append(build_report(out, random_state=request.segment.random_state))
+        except CustsegError as exc:
+            raise type(exc)(f"{exc}; the run itself is written: build the report again with "
+                            f"`custseg report {out}`", param=exc.param) from None
+    return runs.RunFolder.of(out, result=result, files=tuple(written))
+
+
+def same_file(path, source: str) -> bool:
+    """Whether ``path`` is the file ``source`` names (through links too); False for a path that
+    does not exist yet and for a SQL URL."""
+    import os
+
     try:
-        staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder))
-    except OSError as exc:
-        raise outputs.cannot_write(folder, exc) from None
-    staged: list = []
-    try:
-        staged = _write_run_files(result, staging)
-        if (folder / "run.json").is_file() and (folder / "model.skops").is_file():
-            # An earlier run: none of its files may outlive it (its contacts.parquet would put
-            # other people's e-mail addresses on these customers in the CRM export).
-            for name in RUN_FILES:
-                (folder / name).unlink(missing_ok=True)
-        for path in staged:
-            os.replace(path, folder / path.name)
-    except InputError as exc:
-        raise InputError(f"{str(exc).replace(str(staging), str(folder))}; the folder is left as it was") from None
-    except OSError as exc:
-        raise outputs.cannot_write(folder, exc) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(folder.iterdir()):
-            folder.rmdir()
-    return [folder / path.name for path in staged]
+        return os.path.samefile(path, source)
+    except OSError:
+        return False
 
 
-def _write_run_files(result: SegmentationResult, folder: Path) -> list:
-    """Every file of the run (see :func:`write_run`) in ``folder``; returns their paths."""
-    import json
+def __getattr__(name: str):
+    # The run folder's writer lives in custseg.runs (which needs pandas: loaded when asked for).
+    if name in ("write_run", "RUN_FILES"):
+        from custseg import runs
 
-    from custseg import cohorts
-
-    profiles = result.profiles
-    named = result.customers.for_output  # customer_id as outputs call it ('row' for row numbers)
-    written = [
-        outputs.write_table(named(result.assignments), folder / "assignments.csv"),
-        outputs.write_table(profiles.table, folder / "profiles.csv"),
-        outputs.write_table(profiles.means.reset_index(), folder / "segment_means.csv"),
-        outputs.write_table(profiles.lifts.reset_index(), folder / "segment_lifts.csv"),
-        outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv"),
-        outputs.write_table(result.selection.elbow, folder / "elbow.csv"),
-        outputs.write_table(named(result.customers.features), folder / "features.parquet"),
-        outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv"),
-    ]
-    if result.rfm is not None:
-        written.append(outputs.write_table(named(result.rfm), folder / "rfm.csv"))
-    if result.customers.contacts is not None:
-        written.append(outputs.write_table(named(result.customers.contacts), folder / "contacts.parquet"))
-    if result.customers.clean is not None:
-        matrix = cohorts.retention(result.customers.clean).matrix
-        written.append(outputs.write_table(matrix, folder / "cohorts.csv"))
-    recommendation = result.selection.recommendation
-    summary = {
-        "algorithm": result.algorithm,
-        "n_clusters": result.n_clusters,
-        "recommendation": {"algorithm": recommendation.algorithm, "n_clusters": recommendation.n_clusters,
-                           "text": recommendation.text, "reasons": list(recommendation.reasons)},
-        "knee": result.selection.knee,
-        "feature_columns": result.feature_columns,
-        "preprocessing": result.preprocessing,
-        "cleaning": {"source": result.customers.report.source, "rows_in": result.customers.report.rows_in,
-                     "rows_out": result.customers.report.rows_out, "notes": list(result.customers.report.notes)},
-        "value_column": profiles.value_column,
-        "outcomes": list(result.customers.outcomes),
-        "customer_id": result.customers.id_name,
-        "best_segment": profiles.best,
-        "worst_segment": profiles.worst,
-        "kind": result.customers.kind,
-        "as_of": result.customers.as_of.isoformat(),
-        "run": result.model.run,
-        "alignment": None if result.alignment is None else {
-            "matched": [{"segment": old, "was_label": new, "distance": round(d, 3)}
-                        for new, old, d in result.alignment.matched],
-            "new": list(result.alignment.new), "gone": list(result.alignment.gone),
-        },
-    }
-    written.append(outputs.write_text(json.dumps(summary, indent=2, default=str), folder / "run.json"))
-    written.append(result.model.save(folder / "model.skops"))
-    return written
+        return getattr(runs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

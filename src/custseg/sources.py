@@ -38,6 +38,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 import weakref
 import zipfile
 import zlib
@@ -113,8 +114,8 @@ def connect(
     spills into a folder of its own under the settings' temporary folder, removed with it.
     """
     settings = settings or _settings.Settings.from_env()
-    spill = tempfile.mkdtemp(prefix="custseg-duckdb-", dir=settings.temp_dir) if settings.temp_dir.is_dir() \
-        else os.path.join(str(settings.temp_dir), "custseg-duckdb")
+    # A folder name of its own, made by DuckDB only when it spills.
+    spill = os.path.join(str(settings.temp_dir), f"custseg-duckdb-{uuid.uuid4().hex[:12]}")
     config: dict[str, str | int | bool] = {
         "temp_directory": spill,
         "preserve_insertion_order": True,  # row numbers in messages and rejects follow the file

@@ -1,0 +1,332 @@
+"""The run folder: the one definition of a run's files, written and read only here.
+
+:func:`write_run` writes a :class:`~custseg.pipeline.SegmentationResult` (all files or none);
+:func:`read_run` reads and checks one back as a :class:`RunFolder` — the report, the exports and
+``assign`` read a run only through it.  ``run.json`` carries :data:`SCHEMA_VERSION` and the
+:class:`~custseg.request.RunRequest` that made the run, so the run can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from custseg.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    from custseg.pipeline import SegmentationResult
+    from custseg.request import RunRequest
+
+#: The version of the run folder's layout, recorded in run.json.
+SCHEMA_VERSION = 1
+
+#: Files every run folder has; the report cannot be built without them.
+REQUIRED_FILES: tuple[str, ...] = (
+    "run.json",
+    "assignments.csv",
+    "profiles.csv",
+    "segment_lifts.csv",
+    "leaderboard.csv",
+    "elbow.csv",
+    "features.parquet",
+    "cleaning.csv",
+    "model.skops",
+)
+
+#: Files a run folder has only for some sources (RFM columns, transaction logs).
+OPTIONAL_FILES: tuple[str, ...] = ("rfm.csv", "cohorts.csv")
+
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "assignments.csv": ("customer_id", "segment", "segment_name"),
+    "profiles.csv": ("segment", "name", "customers", "share", "value_share", "mean_value", "rule",
+                     "rule_precision", "rule_recall", "description", "distinguishing"),
+    "segment_lifts.csv": ("segment",),
+    "leaderboard.csv": ("algorithm", "n_clusters", "silhouette", "davies_bouldin", "calinski_harabasz"),
+    "elbow.csv": ("k", "inertia"),
+    "features.parquet": ("customer_id",),
+    "cleaning.csv": ("rule", "rows", "description"),
+    "rfm.csv": ("customer_id", "monetary", "rfm_segment"),
+    "cohorts.csv": ("cohort", "customers", "month_0"),
+}
+_SUMMARY_KEYS = ("algorithm", "n_clusters", "recommendation", "feature_columns", "cleaning", "kind")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The tables of one run folder, read and checked.
+
+    ``labels`` holds the segment of each row of ``features`` (from ``assignments.csv``) and
+    ``probability`` its membership probability when the algorithm gives one.
+    """
+
+    path: Path
+    summary: dict[str, Any]
+    assignments: pd.DataFrame
+    profiles: pd.DataFrame
+    lifts: pd.DataFrame
+    leaderboard: pd.DataFrame
+    elbow: pd.DataFrame
+    features: pd.DataFrame
+    labels: np.ndarray
+    probability: np.ndarray | None
+    cleaning: pd.DataFrame
+    model: Any
+    rfm: pd.DataFrame | None
+    cohorts: pd.DataFrame | None
+    result: SegmentationResult | None = None  # in the process that made the run only
+    files: tuple[Path, ...] = ()  # the files the run wrote (in the process that made it)
+
+    @classmethod
+    def of(cls, path: str | Path, *, result: SegmentationResult | None = None,
+           files: tuple[Path, ...] = ()) -> RunFolder:
+        """The run folder at ``path``, read and checked (:func:`read_run`)."""
+        from dataclasses import replace
+
+        return replace(read_run(path), result=result, files=tuple(files))
+
+    @property
+    def request(self) -> RunRequest | None:
+        """The request that made the run (None for a run written before requests were kept)."""
+        from custseg.request import RunRequest
+
+        recorded = self.summary.get("request")
+        return None if recorded is None else RunRequest.from_json(recorded)
+
+
+def _fix(run_dir: Path) -> str:
+    return f"run `custseg segment SOURCE --out {run_dir}` first"
+
+
+def id_name(run_dir: Path) -> str:
+    """What the run's files call ``customer_id`` (run.json's ``customer_id``; 'row' when the
+    customers were numbered by row)."""
+    try:
+        name = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("customer_id", "customer_id")
+    except (OSError, ValueError, AttributeError):
+        return "customer_id"  # run.json itself is checked below
+    return name if isinstance(name, str) and name else "customer_id"
+
+
+def read_run(run_dir: str | Path) -> RunFolder:
+    """Read and check every file the report needs; one :class:`InputError` lists all problems."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise InputError(f"{run_dir}: no such run folder; {_fix(run_dir)}")
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: is a file, not a run folder; {_fix(run_dir)}")
+    missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise InputError(
+            f"{run_dir}: not a complete run folder, missing {', '.join(missing)}; {_fix(run_dir)}"
+        )
+
+    problems: list[str] = []
+    tables: dict[str, pd.DataFrame | None] = {}
+    id_name_ = id_name(run_dir)  # 'row' when the customers were numbered by row
+    for name in (*REQUIRED_FILES, *OPTIONAL_FILES):
+        path = run_dir / name
+        if name in ("run.json", "model.skops") or not path.is_file():
+            continue
+        try:
+            if name.endswith(".parquet"):
+                frame = pd.read_parquet(path)
+            else:
+                frame = pd.read_csv(path, dtype={id_name_: "string", "cohort": "string", "rfm_code": "string"})
+            if id_name_ != "customer_id" and "customer_id" not in frame.columns:
+                frame = frame.rename(columns={id_name_: "customer_id"})
+        except Exception as exc:  # any parser error: name the file
+            problems.append(f"{name} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            continue
+        absent = [c for c in _COLUMNS.get(name, ()) if c not in frame.columns]
+        if absent:
+            problems.append(f"{name} lacks column{'s' if len(absent) > 1 else ''} {', '.join(absent)}")
+        tables[name] = frame
+    summary: dict[str, Any] = {}
+    try:
+        summary = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+        absent = [k for k in _SUMMARY_KEYS if k not in summary]
+        if absent:
+            problems.append(f"run.json lacks {', '.join(absent)}")
+    except (OSError, ValueError) as exc:
+        problems.append(f"run.json cannot be read ({exc})")
+    if problems:
+        raise InputError(f"{run_dir}: {'; '.join(problems)}; {_fix(run_dir)} again")
+
+    from custseg import model as model_io
+
+    model = model_io.load(run_dir / "model.skops")
+
+    features = tables["features.parquet"].copy()
+    features["customer_id"] = features["customer_id"].astype("string")
+    from custseg import outputs
+
+    # The CSV files hold text as written for spreadsheets ('=1+1 for =1+1): take it back.
+    for name in ("assignments.csv", "rfm.csv"):
+        if tables.get(name) is not None:
+            tables[name]["customer_id"] = outputs.restore_ids(tables[name]["customer_id"], features["customer_id"])
+    for name, text in (("assignments.csv", ("segment_name",)),
+                       ("profiles.csv", ("name", "description", "rule", "distinguishing"))):
+        for column in text:
+            if column in tables[name]:
+                tables[name][column] = tables[name][column].map(outputs.unneutralise_text)
+    tables["segment_lifts.csv"] = tables["segment_lifts.csv"].rename(columns=outputs.unneutralise_text)
+    assignments = tables["assignments.csv"]
+    by_id = assignments.set_index("customer_id")
+    if not by_id.index.is_unique or len(assignments) != len(features) or not features["customer_id"].isin(by_id.index).all():
+        raise InputError(
+            f"{run_dir}: assignments.csv and features.parquet do not list the same customers; {_fix(run_dir)} again"
+        )
+    labels = by_id["segment"].reindex(features["customer_id"]).to_numpy().astype("int64")
+    probability = None
+    if "probability" in assignments:
+        probability = by_id["probability"].reindex(features["customer_id"]).to_numpy().astype("float64")
+
+    return RunFolder(
+        path=run_dir,
+        summary=summary,
+        assignments=assignments,
+        profiles=tables["profiles.csv"],
+        lifts=tables["segment_lifts.csv"].set_index("segment"),
+        leaderboard=tables["leaderboard.csv"],
+        elbow=tables["elbow.csv"],
+        features=features,
+        labels=labels,
+        probability=probability,
+        cleaning=tables["cleaning.csv"],
+        model=model,
+        rfm=tables.get("rfm.csv"),
+        cohorts=tables.get("cohorts.csv"),
+    )
+
+
+# --- writing -------------------------------------------------------------------------------
+
+#: Every file a run folder may hold (:func:`write_run`, and report.html from the report).
+RUN_FILES = (
+    "assignments.csv", "profiles.csv", "segment_means.csv", "segment_lifts.csv", "leaderboard.csv",
+    "elbow.csv", "features.parquet", "rfm.csv", "cohorts.csv", "contacts.parquet", "cleaning.csv",
+    "run.json", "model.skops", "report.html",
+)
+
+
+def write_run(result: SegmentationResult, folder, *, request: RunRequest | None = None) -> list:
+    """Write a run into ``folder`` (created if needed); return the paths written.
+
+    Everything the report and the exports need is in the folder, so they can be rebuilt from
+    it alone (``custseg report RUN_DIR``).  The run is written to a hidden folder inside
+    ``folder`` first and moved into place only when every file is complete; then a folder that
+    holds an earlier run loses every file of it (a failed write leaves the earlier run whole):
+
+    ====================  ===================================================================
+    assignments.csv       customer_id, segment, segment_name[, probability]
+    profiles.csv          one row per segment: name, customers, share, value_share, rule, …
+    segment_means.csv     segment × numeric feature means (unscaled)
+    segment_lifts.csv     segment × numeric feature lift (segment mean / overall mean)
+    leaderboard.csv       algorithm × k metrics of the sweep
+    elbow.csv             k, inertia (K-Means, k = 1..15)
+    features.parquet      the customer feature table that was segmented
+    rfm.csv               RFM scores and segments (when recency, frequency, monetary exist)
+    cohorts.csv           retention matrix (transaction logs only)
+    contacts.parquet      customer_id, email (when the source has an email column)
+    cleaning.csv          rows per cleaning rule
+    run.json              recommendation and reasons, knee, config, preprocessing decisions,
+                          cleaning notes, best/worst segment, the run record
+    model.skops           the saved model (custseg assign --model)
+    ====================  ===================================================================
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from custseg import outputs
+
+    folder = Path(folder)
+    created = not folder.exists()
+    outputs.make_folder(folder)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder))
+    except OSError as exc:
+        raise outputs.cannot_write(folder, exc) from None
+    staged: list = []
+    try:
+        staged = _write_run_files(result, staging, request)
+        if (folder / "run.json").is_file() and (folder / "model.skops").is_file():
+            # An earlier run: none of its files may outlive it (its contacts.parquet would put
+            # other people's e-mail addresses on these customers in the CRM export).
+            for name in RUN_FILES:
+                (folder / name).unlink(missing_ok=True)
+        for path in staged:
+            os.replace(path, folder / path.name)
+    except (InputError, OutputError) as exc:
+        raise type(exc)(f"{str(exc).replace(str(staging), str(folder))}; the folder is left as it was") from None
+    except OSError as exc:
+        raise outputs.cannot_write(folder, exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+    return [folder / path.name for path in staged]
+
+
+def _write_run_files(result: SegmentationResult, folder: Path, request: RunRequest | None) -> list:
+    """Every file of the run (see :func:`write_run`) in ``folder``; returns their paths."""
+    import json
+
+    from custseg import cohorts, outputs
+
+    profiles = result.profiles
+    named = result.customers.for_output  # customer_id as outputs call it ('row' for row numbers)
+    written = [
+        outputs.write_table(named(result.assignments), folder / "assignments.csv"),
+        outputs.write_table(profiles.table, folder / "profiles.csv"),
+        outputs.write_table(profiles.means.reset_index(), folder / "segment_means.csv"),
+        outputs.write_table(profiles.lifts.reset_index(), folder / "segment_lifts.csv"),
+        outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv"),
+        outputs.write_table(result.selection.elbow, folder / "elbow.csv"),
+        outputs.write_table(named(result.customers.features), folder / "features.parquet"),
+        outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv"),
+    ]
+    if result.rfm is not None:
+        written.append(outputs.write_table(named(result.rfm), folder / "rfm.csv"))
+    if result.customers.contacts is not None:
+        written.append(outputs.write_table(named(result.customers.contacts), folder / "contacts.parquet"))
+    if result.customers.clean is not None:
+        matrix = cohorts.retention(result.customers.clean).matrix
+        written.append(outputs.write_table(matrix, folder / "cohorts.csv"))
+    recommendation = result.selection.recommendation
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "algorithm": result.algorithm,
+        "n_clusters": result.n_clusters,
+        "recommendation": {"algorithm": recommendation.algorithm, "n_clusters": recommendation.n_clusters,
+                           "text": recommendation.text, "reasons": list(recommendation.reasons)},
+        "knee": result.selection.knee,
+        "feature_columns": result.feature_columns,
+        "preprocessing": result.preprocessing,
+        "cleaning": {"source": result.customers.report.source, "rows_in": result.customers.report.rows_in,
+                     "rows_out": result.customers.report.rows_out, "notes": list(result.customers.report.notes)},
+        "value_column": profiles.value_column,
+        "outcomes": list(result.customers.outcomes),
+        "customer_id": result.customers.id_name,
+        "best_segment": profiles.best,
+        "worst_segment": profiles.worst,
+        "kind": result.customers.kind,
+        "as_of": result.customers.as_of.isoformat(),
+        "run": result.model.run,
+        "request": None if request is None else request.to_json(),
+        "alignment": None if result.alignment is None else {
+            "matched": [{"segment": old, "was_label": new, "distance": round(d, 3)}
+                        for new, old, d in result.alignment.matched],
+            "new": list(result.alignment.new), "gone": list(result.alignment.gone),
+        },
+    }
+    written.append(outputs.write_text(json.dumps(summary, indent=2, default=str), folder / "run.json"))
+    written.append(result.model.save(folder / "model.skops"))
+    return written
