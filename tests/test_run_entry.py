@@ -166,3 +166,23 @@ def test_the_cli_uses_only_the_public_entry_points():
     assert not {name for name in imported if name.startswith("custseg") and name.rsplit(".", 1)[-1] in steps}
     source = (Path(custseg.__file__).parent / "cli.py").read_text(encoding="utf-8")
     assert "build_report(out_" not in source and "run_segmentation(" not in source
+
+
+def test_the_public_surface_resolves_and_imports_light():
+    import subprocess
+    import sys
+
+    assert all(hasattr(custseg, name) for name in custseg.__all__)
+    from importlib.metadata import version
+
+    assert version("custseg") == custseg.__version__
+    code = "import custseg, sys; print(sorted(m for m in ('pandas', 'numpy', 'sklearn') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_a_missing_optional_package_names_its_extra():
+    from custseg._optional import require
+
+    with pytest.raises(ConfigError, match=r"reading Spark needs the Python package 'pyspark\.nothing', which is "
+                                          r"not installed; install it with pip install 'custseg\[spark\]'"):
+        require("pyspark.nothing", feature="reading Spark")

@@ -7,37 +7,60 @@
 837
 """
 
+__version__ = "0.1.0"  # the one version source (pyproject.toml reads it)
+
 from custseg.cleaning import CleaningReport, Policy
 from custseg.errors import (
-    ConfigError, CustsegError, DataError, InputError, ModelError, ResourceError, SchemaError,
+    Cancelled, ConfigError, CustsegError, DataError, InputError, ModelError, OutputError, ResourceError,
+    SchemaError,
 )
-from custseg.pipeline import CustomerTable, Loaded, SourceSpec, customer_table, inspect, load
-
-__version__ = "0.1.0"
+from custseg.pipeline import (
+    CustomerTable, Loaded, SegmentationResult, customer_table, inspect, load, run, run_segmentation,
+)
+from custseg.request import RunRequest, SegmentConfig, SourceSpec
+from custseg.settings import Settings
 
 __all__ = [
+    # the entry point and what it takes
+    "run",
+    "RunRequest",
+    "SourceSpec",
+    "Policy",
+    "SegmentConfig",
+    "Settings",
+    # what it gives
+    "RunFolder",
+    "SegmentationResult",
     "CleaningReport",
-    "ConfigError",
-    "CustomerTable",
+    # steps, for notebooks
+    "load",
+    "inspect",
+    "customer_table",
+    "run_segmentation",
+    "rfm_score",
+    "datasets",
+    # saved models, reports, exports
+    "load_model",
+    "build_report",
+    "export_run",
+    # errors
     "CustsegError",
     "DataError",
     "InputError",
-    "Loaded",
-    "ModelError",
-    "Policy",
-    "ResourceError",
     "SchemaError",
-    "SourceSpec",
-    "customer_table",
-    "datasets",
-    "inspect",
-    "load",
-    "rfm_score",
+    "ModelError",
+    "ConfigError",
+    "OutputError",
+    "ResourceError",
+    "Cancelled",
+    "CustomerTable",
+    "Loaded",
 ]
 
 
 def __getattr__(name: str):
-    """``datasets`` and ``rfm_score`` load pandas: they are imported on first use, so that
+    """``datasets``, ``rfm_score`` and the run folder, model, report and export entry points load
+    pandas: they are imported on first use, so that
     ``import custseg`` (and the command line) starts without it."""
     import importlib
 
@@ -45,4 +68,9 @@ def __getattr__(name: str):
         return importlib.import_module("custseg.datasets")
     if name == "rfm_score":
         return importlib.import_module("custseg.rfm").score
+    lazy = {"RunFolder": ("custseg.runs", "RunFolder"), "load_model": ("custseg.model", "load"),
+            "build_report": ("custseg.report", "build_report"), "export_run": ("custseg.exports", "export_run")}
+    if name in lazy:
+        module, attribute = lazy[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'custseg' has no attribute {name!r}")

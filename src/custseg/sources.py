@@ -50,7 +50,7 @@ from typing import Literal
 import duckdb
 
 from custseg import settings as _settings
-from custseg.errors import InputError, ResourceError, SchemaError
+from custseg.errors import CustsegError, InputError, ResourceError, SchemaError
 from custseg.schema import detect_roles, duplicate_names
 
 __all__ = ["Table", "read", "connect", "FORMATS", "is_sql_url"]
@@ -1295,6 +1295,13 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
             f"{label}: not a usable database URL ({_first_line(exc)}); "
             "e.g. postgresql+psycopg://user@host/db or sqlite:///file.db"
         ) from None
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        from custseg._optional import require
+
+        try:
+            require("psycopg", feature="reading PostgreSQL")
+        except CustsegError as exc:
+            raise InputError(f"{label}: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
