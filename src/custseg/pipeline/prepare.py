@@ -1,32 +1,29 @@
-"""The one orchestrator: source → roles → cleaning → customer features → RFM / cohorts.
-
-The CLI (and later the web app) only parse arguments, call these functions and format what
-they return.
+"""Prepare: source → roles → cleaning → customer table (and the RFM, cohort, inspect and assign
+views of it) → the matrix a segmentation clusters.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Literal
 
 import duckdb
 
-from custseg import cleaning, features, outputs, schema, sources
-from custseg.errors import CustsegError, DataError, InputError, SchemaError
-from custseg.request import RunRequest, SegmentConfig, SourceSpec
+from custseg import cleaning, features, schema, sources
+from custseg.errors import ConfigError, CustsegError, DataError, SchemaError
+from custseg.request import SegmentConfig, SourceSpec
 from custseg.settings import Settings
 
 if TYPE_CHECKING:  # pandas and the steps that need it load when a step runs: start-up stays short
     import pandas as pd
 
     from custseg import cohorts, rfm
-
-__all__ = ["SourceSpec", "Loaded", "CustomerTable", "load", "customer_table", "inspect", "run",
-           "run_segmentation", "SegmentationResult"]
+    from custseg.cluster import AlgorithmSpec
+    from custseg.preprocessing import Preprocessor
 
 Kind = Literal["transactions", "customers"]
 
@@ -272,7 +269,7 @@ def rfm_table(
 
     segment_map = rfm.DEFAULT_SEGMENT_MAP if segment_map is None else segment_map
     made = customer_table(loaded, policy=policy, as_of=as_of)
-    with _naming(loaded):  # e.g. a customer table without RFM columns
+    with naming(loaded):  # e.g. a customer table without RFM columns
         return rfm.score(made.features, segment_map=segment_map), made
 
 
@@ -286,12 +283,12 @@ def assign_segments(
     """The customers of ``loaded`` in the segments of ``saved`` (a
     :class:`custseg.model.SegmentationModel`): ``customer_id, segment, segment_name, ...``."""
     made = customer_table(loaded, policy=policy, as_of=as_of)
-    with _naming(loaded):  # e.g. a table without the columns the model was trained on
+    with naming(loaded):  # e.g. a table without the columns the model was trained on
         return made.for_output(saved.assign(made.features))
 
 
 @contextmanager
-def _naming(loaded: Loaded) -> Iterator[None]:
+def naming(loaded: Loaded) -> Iterator[None]:
     """Errors of the steps inside name the source: the engine's messages do not know it."""
     try:
         yield
@@ -371,310 +368,71 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
     return Inspection(table.label, table.format, loaded.kind, rows, columns, quality, report)
 
 
-# --- segmentation --------------------------------------------------------------------------
+# --- the matrix ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SegmentationResult:
-    """Everything one run produced (frozen; the report and exports read from it)."""
+class Prepared:
+    """A customer table made ready to cluster: the columns used, the fitted preprocessing and
+    the matrix (``numeric`` is its numeric part, what the sweep compares)."""
 
-    config: SegmentConfig
+    loaded: Loaded
     customers: CustomerTable
-    feature_columns: list[str]
-    preprocessing: list[str]
-    selection: object  # custseg.selection.SelectionResult
-    algorithm: str
-    n_clusters: int
-    labels: object  # numpy array, one per customer
-    assignments: pd.DataFrame
-    profiles: object  # custseg.profiling.Profiles
-    model: object  # custseg.model.SegmentationModel
-    rfm: pd.DataFrame | None
+    columns: list[str]
+    preprocessor: Preprocessor
     matrix: pd.DataFrame
-    alignment: object = None  # custseg.model.Alignment when retrained against a previous model
+    numeric: pd.DataFrame
+    spec: AlgorithmSpec | None  # the algorithm asked for (None for auto)
+
+    @property
+    def features(self) -> pd.DataFrame:
+        return self.customers.features
 
 
-def run_segmentation(
+def prepare(
     loaded: Loaded,
     *,
     config: SegmentConfig = SegmentConfig(),
     policy: cleaning.Policy = cleaning.Policy(),
     as_of: date | datetime | None = None,
-    progress=None,
-    previous=None,
-    segment_map=None,
-) -> SegmentationResult:
-    """Source → customer features → matrix → sweep → final fit → profiles → model.
-
-    With ``previous`` (a :class:`custseg.model.SegmentationModel`), segments keep the ids of
-    the previous model's segments they match (see :func:`custseg.model.align`).
-    """
-    import platform
-    import time
-
-    import numpy as np
+) -> Prepared:
+    """The customer table of ``loaded`` and its preprocessed matrix, with the checks that need
+    the data (too few customers, a k as large as the table, k-prototypes without a category)."""
     import pandas as pd
-    import sklearn
 
-    from custseg import cluster, preprocessing, profiling, rfm, selection
-    from custseg.errors import ConfigError
-    from custseg.model import SegmentationModel
+    from custseg import cluster, preprocessing
 
-    started = time.time()
-    RunRequest(SourceSpec(loaded.table.label), policy=policy, segment=config).validate()
     made = customer_table(loaded, policy=policy, as_of=as_of)
-    features = made.features
-    if len(features) < 3:
+    table = made.features
+    if len(table) < 3:
         raise DataError(
-            f"{loaded.table.label}: {len(features)} customer(s) after cleaning; segments need at least 3"
-        )
-    if config.algorithm != "auto" and config.algorithm not in cluster.ALGORITHMS:
-        raise ConfigError(
-            f"--algorithm must be auto or one of {', '.join(cluster.ALGORITHMS)}, got '{config.algorithm}'"
+            f"{loaded.table.label}: {len(table)} customer(s) after cleaning; segments need at least 3"
         )
     if config.features:
         columns = list(config.features)
     else:  # outcomes are results, not traits: profiled, not clustered on
-        columns = [c for c in preprocessing.default_feature_columns(features, kind=made.kind) if c not in made.outcomes]
+        columns = [c for c in preprocessing.default_feature_columns(table, kind=made.kind) if c not in made.outcomes]
     spec = cluster.ALGORITHMS.get(config.algorithm)
     if spec is not None and spec.input == "rfm":
         columns = ["recency_days", "frequency", "monetary"]
-    with _naming(loaded):  # e.g. an unknown or unusable column in --features, no usable column
-        prep = preprocessing.build_preprocessor(features, columns=columns, one_hot=not (spec and spec.needs_categorical))
+    with naming(loaded):  # e.g. an unknown or unusable column in --features, no usable column
+        prep = preprocessing.build_preprocessor(table, columns=columns, one_hot=not (spec and spec.needs_categorical))
         used = prep.columns
-        matrix = prep.fit_transform(features[used])
-    numeric_matrix = matrix.select_dtypes("number")
-    if spec is not None and spec.needs_categorical and numeric_matrix.shape[1] == matrix.shape[1]:
-        text = [c for c in features.columns[1:] if not pd.api.types.is_numeric_dtype(features[c])
-                and not pd.api.types.is_datetime64_any_dtype(features[c])]
+        matrix = prep.fit_transform(table[used])
+    numeric = matrix.select_dtypes("number")
+    if spec is not None and spec.needs_categorical and numeric.shape[1] == matrix.shape[1]:
+        text = [c for c in table.columns[1:] if not pd.api.types.is_numeric_dtype(table[c])
+                and not pd.api.types.is_datetime64_any_dtype(table[c])]
         raise ConfigError(
             f"{loaded.table.label}: --algorithm {config.algorithm} mixes numbers and categories, but the "
             f"features {', '.join(used)} are all numbers; "
             + (f"add a category with --features {','.join([*used, text[0]])}" if text else "the table has no category")
-            + ", or choose kmeans"
+            + ", or choose kmeans",
+            param="algorithm",
         )
-    if config.n_clusters is not None and config.n_clusters >= len(numeric_matrix):
+    if config.n_clusters is not None and config.n_clusters >= len(numeric):
         raise DataError(
             f"{loaded.table.label}: --k {config.n_clusters} needs more than {config.n_clusters} customers, "
-            f"found {len(numeric_matrix)}; lower --k"
+            f"found {len(numeric)}; lower --k",
+            param="n_clusters",
         )
-    if config.algorithm == "auto":
-        algorithms = config.candidates
-    elif spec.input == "rfm":
-        algorithms = ()
-    else:
-        algorithms = (config.algorithm,) if spec.input == "matrix" else ("kmeans",)
-    if config.n_clusters and config.algorithm != "auto":
-        k_values = (config.n_clusters,)
-    else:  # a small table: only the k that leave more customers (and distinct ones) than segments
-        most = min(len(numeric_matrix) - 1, len(numeric_matrix.drop_duplicates()))
-        k_values = tuple(k for k in config.k_values if k <= most) or config.k_values[:1]
-        if config.n_clusters:  # the algorithms are compared at the k asked for, too
-            k_values = tuple(sorted({*k_values, config.n_clusters}))
-    with _naming(loaded):  # e.g. every customer alike
-        result = selection.compare(
-            numeric_matrix, algorithms=algorithms or ("kmeans",), k_values=k_values,
-            random_state=config.random_state, progress=progress,
-        )
-    if config.algorithm == "auto" or config.n_clusters is None:
-        choice = selection.recommend(
-            result.leaderboard, knee=result.knee,
-            algorithm=None if config.algorithm == "auto" else (config.algorithm if spec.input == "matrix" else None),
-            n_clusters=config.n_clusters,
-        )
-        algorithm = choice.algorithm if config.algorithm == "auto" else config.algorithm
-        k = choice.n_clusters
-    else:
-        algorithm, k = config.algorithm, config.n_clusters
-    spec = cluster.ALGORITHMS[algorithm]
-    if progress:
-        progress("final fit", 0, 1)
-    estimator = cluster.make_estimator(
-        algorithm, n_clusters=k if spec.takes_k else None, random_state=config.random_state,
-    )
-    fit_input = features[used] if spec.input == "rfm" else matrix
-    estimator.fit(fit_input)
-    labels = np.asarray(estimator.labels_).astype("int64")
-    if progress:
-        progress("final fit", 1, 1)
-    label_map, alignment = None, None
-    if previous is not None:
-        from custseg.model import align
-
-        shared = [c for c in features.columns if any(c in m for m in previous.reference_means.values())
-                  and pd.api.types.is_numeric_dtype(features[c])]
-        new_means = {int(s): {c: float(features.loc[labels == s, c].mean()) for c in shared}
-                     for s in sorted(set(labels.tolist())) if s != -1}
-        alignment = align(new_means, previous.reference_means,
-                          scale={c: float(features[c].std()) or 1.0 for c in shared})
-        label_map = dict(alignment.mapping)
-        labels = np.array([label_map.get(int(s), int(s)) for s in labels], dtype="int64")
-
-    segment_map = rfm.DEFAULT_SEGMENT_MAP if segment_map is None else segment_map
-    scored = rfm.score(features, segment_map=segment_map) if all(c in features for c in ("recency_days", "frequency", "monetary")) else None
-    with _naming(loaded):  # e.g. an unknown --value column
-        profiles = profiling.profile(
-            features, labels, random_state=config.random_state,
-            rfm_segments=scored["rfm_segment"] if scored is not None else None,
-            outcomes=made.outcomes, value_column=config.value_column,
-        )
-    names = {p.segment: p.name for p in profiles.segments}
-    run = {
-        "source": loaded.table.label,
-        "kind": made.kind,
-        "customers": len(features),
-        "as_of": made.as_of.isoformat(),
-        "config": {"algorithm": algorithm, "n_clusters": int(k) if k else None, "features": used,
-                   "random_state": config.random_state},
-        "outcomes": list(made.outcomes),
-        "customer_id": made.id_name,
-        "fingerprint": _fingerprint(features[used]),
-        "versions": {"custseg": _version(), "scikit-learn": sklearn.__version__, "numpy": np.__version__,
-                     "pandas": pd.__version__, "python": platform.python_version()},
-        "trained_at": datetime.now().isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 2),
-    }
-    model = SegmentationModel.from_fit(
-        features=features, matrix=numeric_matrix if spec.input != "rfm" else features[used],
-        labels=labels, preprocessor=prep.transformer, estimator=estimator, algorithm=algorithm,
-        feature_columns=used, segment_names=names, run=run, label_map=label_map,
-    )
-    assignments = pd.DataFrame({
-        "customer_id": features["customer_id"].to_numpy(),
-        "segment": labels,
-        "segment_name": [names.get(int(s), "Unassigned") for s in labels],
-    })
-    if spec.has_proba:
-        assignments["probability"] = np.asarray(estimator.predict_proba(matrix)).max(axis=1)
-    return SegmentationResult(
-        config, made, used, list(prep.report), result, algorithm, int(len(names) - (1 if -1 in names else 0)),
-        labels, assignments, profiles, model, scored, matrix, alignment,
-    )
-
-
-def _fingerprint(frame: pd.DataFrame) -> str:
-    import hashlib
-
-    import pandas as pd
-
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return f"sha256:{digest.hexdigest()[:16]} ({len(frame)} rows × {frame.shape[1]} columns)"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("custseg")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
-
-
-# --- the entry point -----------------------------------------------------------------------
-
-#: The steps :func:`run` reports to ``progress`` itself (the sweep and the final fit report theirs).
-RUN_STEPS = ("reading the source", "segmenting", "writing the run", "writing the report")
-
-
-def resource_error(exc: BaseException):
-    """A one-line ResourceError for the engine running out of memory or disk space, else None."""
-    return sources.resource_error(exc)
-
-
-def load_segment_map(path):
-    """An RFM segment map from a CSV (``pattern,segment``) or JSON file."""
-    from custseg import rfm
-
-    return rfm.load_segment_map(path)
-
-
-def rfm_summary(scored: pd.DataFrame) -> pd.DataFrame:
-    """Customers, shares and medians per RFM segment of :func:`rfm_table`'s scores."""
-    from custseg import rfm
-
-    return rfm.summary(scored)
-
-
-def run(
-    request: RunRequest,
-    out,
-    *,
-    settings: Settings | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-):
-    """Do a whole segmentation run and return its :class:`custseg.runs.RunFolder`.
-
-    Validates ``request`` (every problem at once), reads the source (and the previous model),
-    segments, writes the run folder ``out`` (all files or none) and, unless
-    ``request.report`` is false, its report — a report that cannot be written says the run is
-    there and how to rebuild it.  ``progress(step, done, total)`` hears about the work;
-    ``cancel()`` is asked between steps and a true answer stops the run with
-    :class:`custseg.errors.Cancelled` (nothing is written once the folder's write has begun
-    only whole).  The CLI, jobs and tests all come through here.
-    """
-    from pathlib import Path
-
-    from custseg import runs
-    from custseg.errors import Cancelled, ConfigError
-
-    request.validate()
-    settings = settings or Settings.from_env()
-    out = Path(out)
-
-    def step(name: str) -> None:
-        if cancel is not None and cancel():
-            raise Cancelled(f"the run was cancelled before {name}")
-        if progress is not None:
-            progress(name, 0, 1)
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{{param}} {out}: is a file; give a folder for the results", param="out")
-    outputs.check_folder(out)
-    clash = [name for name in runs.RUN_FILES if same_file(out / name, request.source.source)]
-    if clash:
-        raise ConfigError(f"{{param}} {out}: the run would write {clash[0]} over the source, which custseg "
-                          "never modifies; give another folder", param="out")
-    earlier = None
-    if request.previous is not None:
-        from custseg import model as model_io
-
-        earlier = model_io.load(request.previous)
-    step("reading the source")
-    loaded = load(request.source, settings=settings)
-    step("segmenting")
-    result = run_segmentation(
-        loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
-        progress=progress, previous=earlier, segment_map=request.segment_map,
-    )
-    step("writing the run")
-    written = runs.write_run(result, out, request=request)
-    if request.report:
-        from custseg.report import build_report
-
-        step("writing the report")
-        try:
-            written.append(build_report(out, random_state=request.segment.random_state))
-        except CustsegError as exc:
-            raise type(exc)(f"{exc}; the run itself is written: build the report again with "
-                            f"`custseg report {out}`", param=exc.param) from None
-    return runs.RunFolder.of(out, result=result, files=tuple(written))
-
-
-def same_file(path, source: str) -> bool:
-    """Whether ``path`` is the file ``source`` names (through links too); False for a path that
-    does not exist yet and for a SQL URL."""
-    import os
-
-    try:
-        return os.path.samefile(path, source)
-    except OSError:
-        return False
-
-
-def __getattr__(name: str):
-    # The run folder's writer lives in custseg.runs (which needs pandas: loaded when asked for).
-    if name in ("write_run", "RUN_FILES"):
-        from custseg import runs
-
-        return getattr(runs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return Prepared(loaded, made, used, prep, matrix, numeric, spec)

@@ -1,0 +1,187 @@
+"""The one orchestrator, cut by step.
+
+:func:`run` is the entry point of the CLI, jobs and tests: a :class:`~custseg.request.RunRequest`
+in, a :class:`~custseg.runs.RunFolder` out.  :func:`run_segmentation` composes the steps:
+
+- :mod:`~custseg.pipeline.prepare` — source → roles → cleaning → customer table → matrix
+  (also the RFM, cohort, inspect and assign views of the customer table);
+- :mod:`~custseg.pipeline.choose` — sweep algorithms × k and recommend, with reasons;
+- :mod:`~custseg.pipeline.fit` — the final fit; ids kept from a previous model;
+- :mod:`~custseg.pipeline.describe` — RFM, profiles and names, the run record, the model.
+
+A new analysis is a step of its own here (or a module the describe step calls); a new engine
+sits behind :mod:`custseg.engines`; a new edge calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+from custseg import cleaning, outputs, sources
+from custseg.errors import CustsegError
+from custseg.pipeline.prepare import (
+    CustomerTable, Inspection, Loaded, Prepared, assign_segments, clean, cohort_table, customer_table,
+    inspect, load, naming, prepare, rfm_table,
+)
+from custseg.request import RunRequest, SegmentConfig, SourceSpec
+from custseg.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from custseg.model import SegmentationModel
+    from custseg.pipeline.describe import SegmentationResult
+    from custseg.rfm import SegmentMap
+
+__all__ = [
+    "run", "run_segmentation", "SegmentationResult", "SourceSpec", "SegmentConfig", "Loaded", "CustomerTable",
+    "Prepared", "Inspection", "load", "clean", "customer_table", "prepare", "rfm_table", "cohort_table",
+    "assign_segments", "inspect", "RUN_STEPS",
+]
+
+
+def run_segmentation(
+    loaded: Loaded,
+    *,
+    config: SegmentConfig = SegmentConfig(),
+    policy: cleaning.Policy = cleaning.Policy(),
+    as_of: date | datetime | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    previous: SegmentationModel | None = None,
+    segment_map: SegmentMap | None = None,
+) -> SegmentationResult:
+    """Source → customer features → matrix → sweep → final fit → profiles → model.
+
+    With ``previous`` (a :class:`custseg.model.SegmentationModel`), segments keep the ids of
+    the previous model's segments they match (see :func:`custseg.model.align`).
+    """
+    import time
+
+    from custseg.pipeline.choose import choose
+    from custseg.pipeline.describe import describe
+    from custseg.pipeline.fit import fit
+
+    started = time.time()
+    RunRequest(SourceSpec(loaded.table.label), policy=policy, segment=config).validate()
+    prepared = prepare(loaded, config=config, policy=policy, as_of=as_of)
+    choice = choose(prepared, config=config, progress=progress)
+    fitted = fit(prepared, choice, config=config, previous=previous, progress=progress)
+    return describe(prepared, choice, fitted, config=config, segment_map=segment_map, started=started)
+
+
+# --- the entry point -----------------------------------------------------------------------
+
+#: The steps :func:`run` reports to ``progress`` itself (the sweep and the final fit report theirs).
+RUN_STEPS = ("reading the source", "segmenting", "writing the run", "writing the report")
+
+
+def resource_error(exc: BaseException):
+    """A one-line ResourceError for the engine running out of memory or disk space, else None."""
+    return sources.resource_error(exc)
+
+
+def load_segment_map(path):
+    """An RFM segment map from a CSV (``pattern,segment``) or JSON file."""
+    from custseg import rfm
+
+    return rfm.load_segment_map(path)
+
+
+def rfm_summary(scored: pd.DataFrame) -> pd.DataFrame:
+    """Customers, shares and medians per RFM segment of :func:`rfm_table`'s scores."""
+    from custseg import rfm
+
+    return rfm.summary(scored)
+
+
+def run(
+    request: RunRequest,
+    out,
+    *,
+    settings: Settings | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+):
+    """Do a whole segmentation run and return its :class:`custseg.runs.RunFolder`.
+
+    Validates ``request`` (every problem at once), reads the source (and the previous model),
+    segments, writes the run folder ``out`` (all files or none) and, unless
+    ``request.report`` is false, its report — a report that cannot be written says the run is
+    there and how to rebuild it.  ``progress(step, done, total)`` hears about the work;
+    ``cancel()`` is asked between steps and a true answer stops the run with
+    :class:`custseg.errors.Cancelled` (nothing is written once the folder's write has begun
+    only whole).  The CLI, jobs and tests all come through here.
+    """
+    from pathlib import Path
+
+    from custseg import runs
+    from custseg.errors import Cancelled, ConfigError
+
+    request.validate()
+    settings = settings or Settings.from_env()
+    out = Path(out)
+
+    def step(name: str) -> None:
+        if cancel is not None and cancel():
+            raise Cancelled(f"the run was cancelled before {name}")
+        if progress is not None:
+            progress(name, 0, 1)
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{{param}} {out}: is a file; give a folder for the results", param="out")
+    outputs.check_folder(out)
+    clash = [name for name in runs.RUN_FILES if same_file(out / name, request.source.source)]
+    if clash:
+        raise ConfigError(f"{{param}} {out}: the run would write {clash[0]} over the source, which custseg "
+                          "never modifies; give another folder", param="out")
+    earlier = None
+    if request.previous is not None:
+        from custseg import model as model_io
+
+        earlier = model_io.load(request.previous)
+    step("reading the source")
+    loaded = load(request.source, settings=settings)
+    step("segmenting")
+    result = run_segmentation(
+        loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
+        progress=progress, previous=earlier, segment_map=request.segment_map,
+    )
+    step("writing the run")
+    written = runs.write_run(result, out, request=request)
+    if request.report:
+        from custseg.report import build_report
+
+        step("writing the report")
+        try:
+            written.append(build_report(out, random_state=request.segment.random_state))
+        except CustsegError as exc:
+            raise type(exc)(f"{exc}; the run itself is written: build the report again with "
+                            f"`custseg report {out}`", param=exc.param) from None
+    return runs.RunFolder.of(out, result=result, files=tuple(written))
+
+
+def same_file(path, source: str) -> bool:
+    """Whether ``path`` is the file ``source`` names (through links too); False for a path that
+    does not exist yet and for a SQL URL."""
+    import os
+
+    try:
+        return os.path.samefile(path, source)
+    except OSError:
+        return False
+
+
+def __getattr__(name: str):
+    # The run folder's writer lives in custseg.runs and the result in the describe step (both
+    # need pandas: loaded when asked for).
+    if name in ("write_run", "RUN_FILES"):
+        from custseg import runs
+
+        return getattr(runs, name)
+    if name == "SegmentationResult":
+        from custseg.pipeline.describe import SegmentationResult
+
+        return SegmentationResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
