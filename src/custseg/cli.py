@@ -31,8 +31,21 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 # Piped output (files, CI logs) is not squeezed into 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+class _Console:
+    """A rich Console made on first use, for the stream of that moment (nothing is built at import)."""
+
+    def __init__(self, *, stderr: bool, piped_width: int) -> None:
+        self._stderr, self._piped_width, self._console = stderr, piped_width, None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            stream = sys.stderr if self._stderr else sys.stdout
+            self._console = Console(stderr=self._stderr, width=None if stream.isatty() else self._piped_width)
+        return getattr(self._console, name)
+
+
+out = _Console(stderr=False, piped_width=120)
+err = _Console(stderr=True, piped_width=400)
 
 # --- shared options ------------------------------------------------------------------------
 
