@@ -48,15 +48,15 @@ def choose(
     from custseg import selection
 
     spec = prepared.spec
+    if spec is not None and spec.input == "rfm":
+        return _rules(prepared)
     if config.algorithm == "auto":
         algorithms = config.candidates
-    elif spec.input == "rfm":
-        algorithms = ()
     else:
         algorithms = (config.algorithm,) if spec.input == "matrix" else ("kmeans",)
     with naming(prepared.loaded):  # e.g. every customer alike
         result = selection.compare(
-            prepared.numeric, algorithms=algorithms or ("kmeans",), k_values=k_values_for(prepared, config),
+            prepared.numeric, algorithms=algorithms, k_values=k_values_for(prepared, config),
             random_state=config.random_state, progress=progress,
         )
     if config.algorithm == "auto" or config.n_clusters is None:
@@ -68,3 +68,24 @@ def choose(
         algorithm = recommended.algorithm if config.algorithm == "auto" else config.algorithm
         return Choice(result, algorithm, recommended.n_clusters)
     return Choice(result, config.algorithm, config.n_clusters)
+
+
+def _rules(prepared: Prepared) -> Choice:
+    """RFM rules fix the segments themselves: no sweep is run, and the evidence says so."""
+    import pandas as pd
+
+    from custseg import cluster, selection
+
+    found = cluster.make_estimator("rfm").fit(prepared.features[prepared.columns])
+    n = len(set(found.labels_.tolist()))
+    text = (f"RFM rules with {n} segments (as asked): each customer is named by the RFM segment map from "
+            "their recency, frequency and monetary scores; the rules fix the segments, so no algorithm "
+            "or k was compared")
+    reasons = [f"{n} of the map's segments occur among the customers", "no sweep: the rules need no k"]
+    result = selection.SelectionResult(
+        leaderboard=pd.DataFrame(columns=list(selection.LEADERBOARD_COLUMNS)),
+        elbow=pd.DataFrame({"k": pd.Series(dtype="int64"), "inertia": pd.Series(dtype="float64")}),
+        knee=None,
+        recommendation=selection.Recommendation("rfm", n, reasons, text),
+    )
+    return Choice(result, "rfm", None)
