@@ -26,7 +26,7 @@ elapsed 24-hour periods, not calendar-day boundaries: an order at 23:00 the even
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -46,7 +46,6 @@ FEATURE_COLUMNS = (
     "avg_days_between_orders", "n_products", "first_order_at", "last_order_at", "country", "channel",
 )
 _TEXT_COLUMNS = ("customer_id", "country", "channel")
-_TABLES = itertools.count(1)  # each computation keeps its own table: customer_features_N
 _DAY_US = 86_400_000_000  # microseconds in a day
 
 
@@ -127,7 +126,7 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
             f"({report.rows_in:,} rows in); see the cleaning report with `custseg inspect`"
         )
     reference = as_of if as_of is not None else datetime.combine(latest.date() + timedelta(days=1), time())
-    name = f"customer_features_{next(_TABLES)}"
+    name = f"customer_features_{uuid.uuid4().hex[:12]}"  # each computation keeps its own table
     con.execute(f"CREATE TEMP TABLE {name} AS {_derived(con, reference)} ORDER BY customer_id")
     con.execute("DROP TABLE __per")
     return CustomerFeatures(con.table(name), reference, report)
