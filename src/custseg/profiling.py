@@ -11,7 +11,9 @@ and one segment label per row (``-1`` = noise / unassigned).  Output: :class:`Pr
 * **name**: with recency, frequency and monetary columns, the segment's median customer is
   scored against all customers like an RFM code and named by the RFM segment map (e.g.
   "Champions"), followed by the evidence ("bought 9 days ago, 12 orders, spends 6.1× the
-  average").  Without them, the two most distinguishing features ("High Income, low Kidhome").
+  average").  Without them, the two most distinguishing features ("High Income, low Kidhome");
+  when no number sets a segment apart (a table of categories only), the two category levels
+  most over-represented in it ("Plan pro, region north").
   Names are unique: a repeated name gets its most distinguishing feature added.
 * **value**: ``value_column`` when given; else ``monetary`` when present; else a column named
   like a total (``TotalCharges``, ``total_spend``, ``Total Revenue``); otherwise the sum of
@@ -208,7 +210,8 @@ def profile(
             rule=rule, rule_precision=precision, rule_recall=recall,
             distinguishing=distinguishing,
         ))
-    _name(profiles, features, labels, medians, means, z)
+    categorical = _categorical_columns(features.drop(columns=outcomes), numeric)
+    _name(profiles, features, labels, medians, means, z, _level_shares(features, labels, categorical))
     ranked = [p for p in profiles if p["segment"] != -1 and p["mean_value"] is not None]
     best = max(ranked, key=lambda p: p["mean_value"])["segment"] if ranked else None
     worst = min(ranked, key=lambda p: p["mean_value"])["segment"] if ranked else None
@@ -237,13 +240,18 @@ def profile(
 
 # --- rules ---------------------------------------------------------------------------------
 
-def _rule_frame(features: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
-    categorical = [
+def _categorical_columns(features: pd.DataFrame, numeric: list[str]) -> list[str]:
+    """The text or category columns with few enough values (≤ 30) for rules and names."""
+    return [
         c for c in features.columns
         if c not in _NOT_FEATURES and c not in numeric
         and (pd.api.types.is_string_dtype(features[c]) or isinstance(features[c].dtype, pd.CategoricalDtype))
         and features[c].nunique() <= 30
     ]
+
+
+def _rule_frame(features: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    categorical = _categorical_columns(features, numeric)
     frame = features[numeric].astype("float64").fillna(features[numeric].median(numeric_only=True))
     if categorical:
         dummies = pd.get_dummies(features[categorical].astype("string"), prefix_sep="=", dtype="float64")
@@ -341,7 +349,37 @@ def _score_against(population: pd.Series, value: float) -> int:
     return int(min(5, 1 + np.floor((below + equal / 2) * 5)))
 
 
-def _name(profiles: list[dict], features, labels, medians, means, z) -> None:
+def _level_shares(features: pd.DataFrame, labels: np.ndarray, categorical: list[str]) -> dict[int, list[tuple]]:
+    """Per segment, the category level most over-represented in it for each categorical column
+    (when one is): ``(column, level, share in the segment, share among all customers)``, the
+    largest lift (segment share / overall share) first."""
+    found: dict[int, list[tuple]] = {}
+    for column in categorical:
+        values = features[column].astype("string").fillna("missing").to_numpy(dtype=object)
+        overall = pd.Series(values).value_counts(normalize=True)
+        shares = pd.crosstab(labels, values, normalize="index")
+        for segment, row in shares.iterrows():
+            lift = row / overall.reindex(row.index)
+            level = lift.idxmax()  # ties: the first level in sorted order
+            levels = found.setdefault(int(segment), [])
+            if lift[level] > 1 + 1e-9:  # a level as common here as everywhere says nothing
+                levels.append((column, str(level), float(row[level]), float(overall[level])))
+    for levels in found.values():
+        levels.sort(key=lambda item: -item[2] / item[3])
+    return found
+
+
+def _category_name(levels: list[tuple]) -> tuple[str, str]:
+    """A name and description from the two most over-represented category levels of a segment
+    (``"Plan pro, region north"``, ``"plan pro: 90% of the segment, 33% overall, ..."``)."""
+    words = [f"{column} {level}" for column, level, _, _ in levels[:2]]
+    name = ", ".join([words[0][0].upper() + words[0][1:]] + words[1:])
+    description = ", ".join(f"{column} {level}: {share:.0%} of the segment, {overall:.0%} overall"
+                            for column, level, share, overall in levels[:3])
+    return name, description
+
+
+def _name(profiles: list[dict], features, labels, medians, means, z, levels: dict[int, list[tuple]]) -> None:
     has_rfm = all(c in features for c in _RFM)
     for p in profiles:
         segment = p["segment"]
@@ -363,8 +401,13 @@ def _name(profiles: list[dict], features, labels, medians, means, z) -> None:
         else:
             top = [f for f, _ in p["distinguishing"][:2]]
             words = [("High " if z.loc[segment, f] > 0 else "Low ") + f for f in top]
-            p["name"] = ", ".join([words[0]] + [w[0].lower() + w[1:] for w in words[1:]]) or f"Segment {segment}"
-            p["description"] = ", ".join(f"{f} {lift:.1f}× the average" for f, lift in p["distinguishing"][:3])
+            if words:
+                p["name"] = ", ".join([words[0]] + [w[0].lower() + w[1:] for w in words[1:]])
+                p["description"] = ", ".join(f"{f} {lift:.1f}× the average" for f, lift in p["distinguishing"][:3])
+            elif levels.get(segment):  # no number sets it apart (e.g. a table of categories only)
+                p["name"], p["description"] = _category_name(levels[segment])
+            else:
+                p["name"], p["description"] = f"Segment {segment}", "no feature sets it apart"
     seen: dict[str, list[dict]] = {}
     for p in profiles:
         seen.setdefault(p["name"], []).append(p)
@@ -372,6 +415,11 @@ def _name(profiles: list[dict], features, labels, medians, means, z) -> None:
         if len(group) == 1:
             continue
         for p in group:
+            if not p["distinguishing"]:  # named from its categories: the next level tells it apart
+                extra = levels.get(p["segment"], [])[2:3]
+                if extra:
+                    p["name"] = f"{name} ({extra[0][0]} {extra[0][1]})"
+                continue
             feature = next((f for f, _ in p["distinguishing"] if f not in _RFM[:2]), p["distinguishing"][0][0])
             word = "high" if z.loc[p["segment"], feature] > 0 else "low"
             p["name"] = f"{name} ({word} {_WORDS.get(feature, feature)})"
