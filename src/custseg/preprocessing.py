@@ -4,8 +4,9 @@
 which columns to use and how to treat each one, reports every decision in plain language,
 and returns a :class:`Preprocessor` holding a scikit-learn ``ColumnTransformer``: numeric
 columns are median-imputed, skewed ones log1p- or Yeo-Johnson-transformed, then scaled;
-categorical columns are imputed with their most frequent value and one-hot encoded.  The
-output is a pandas DataFrame with readable column names (``monetary``, ``country_UK``).
+0/1 flags are imputed with their most frequent value and stay 0/1; categorical columns are
+imputed with their most frequent value and one-hot encoded.  The output is a pandas
+DataFrame with readable column names (``monetary``, ``country_UK``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ TRANSACTION_FEATURES = ("recency_days", "frequency", "monetary", "tenure_days", 
 _NUMERIC_OBJECT_KINDS = {"integer", "floating", "mixed-integer-float", "decimal"}
 _TEMPORAL_OBJECT_KINDS = {"datetime", "datetime64", "date", "time", "timedelta", "timedelta64", "period"}
 _SCALERS = {"standard": "standard scaling (mean 0, standard deviation 1)", "robust": "robust scaling (median 0, IQR 1)"}
+
+#: How a numeric column is transformed before scaling; ``"flag"``: a 0/1 flag, left as it is.
+_Transform = Literal["log1p", "yeo_johnson", "none", "flag"]
 
 
 # -- column kinds ------------------------------------------------------------------------
@@ -124,7 +128,7 @@ def _scaler(scaler: str):
     return StandardScaler() if scaler == "standard" else RobustScaler()
 
 
-def _numeric_pipeline(transform: Literal["log1p", "yeo_johnson", "none", "flag"], scaler: str) -> Pipeline:
+def _numeric_pipeline(transform: _Transform, scaler: str) -> Pipeline:
     steps: list[tuple[str, Any]] = [
         ("to_float", FunctionTransformer(_to_float, feature_names_out="one-to-one")),
         ("impute", SimpleImputer(strategy="most_frequent" if transform == "flag" else "median")),
@@ -303,6 +307,285 @@ def _constant_reason(series: pd.Series, kind: str, variance_threshold: float) ->
     return None
 
 
+# -- the decisions, in the order build_preprocessor takes them ----------------------------
+
+
+def _check_table(features: pd.DataFrame) -> None:
+    """Refuse a table with duplicate column names or no rows."""
+    if features.columns.duplicated().any():
+        duplicated = sorted(set(map(str, features.columns[features.columns.duplicated()])))
+        raise SchemaError(f"features has duplicate column names {', '.join(duplicated)}; rename them first")
+    if len(features) == 0:
+        raise DataError("features has no rows; pass a table with at least one customer")
+
+
+def _select_columns(
+    features: pd.DataFrame,
+    columns: Sequence[str] | None,
+    usable: list[str],
+    kinds: dict[str, str],
+    log: _Log,
+) -> list[str]:
+    """The candidate feature columns: ``columns`` once checked, else every usable column.
+
+    Without ``columns`` the columns left out (identifier, date/time, unsupported dtype) are
+    logged as excluded; with ``columns`` an unknown or unusable name is a ConfigError that
+    lists the usable ones.
+    """
+    if columns is not None:
+        return _checked_columns(features, columns, usable, kinds)
+    for column, kind in kinds.items():
+        if kind == "id":
+            log.add(column, "exclude", "identifier", f"Excluded {column!r}: customer identifier, not a feature.")
+        elif kind == "temporal":
+            log.add(column, "exclude", "date/time column", f"Excluded {column!r}: date/time column, not a feature.")
+        elif kind == "other":
+            log.add(
+                column,
+                "exclude",
+                f"unsupported dtype {features[column].dtype}",
+                f"Excluded {column!r}: dtype {features[column].dtype} is neither numeric nor categorical.",
+                dtype=str(features[column].dtype),
+            )
+    return usable
+
+
+def _checked_columns(
+    features: pd.DataFrame, columns: Sequence[str], usable: list[str], kinds: dict[str, str]
+) -> list[str]:
+    """``columns`` without repeats, in the order given; a ConfigError if one cannot be a feature."""
+    if isinstance(columns, str):
+        columns = [columns]
+    selected = list(dict.fromkeys(columns))
+    unknown = [column for column in selected if column not in features.columns]
+    unusable = [column for column in selected if column in features.columns and column not in usable]
+    problems = []
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(map(repr, unknown))} in the feature columns asked for")
+    if unusable:
+        problems.append(
+            "column(s) "
+            + ", ".join(f"{column!r} ({kinds[column]})" for column in unusable)
+            + " cannot be features"
+        )
+    if problems:
+        raise ConfigError(f"{'; '.join(problems)}; available: {', '.join(map(str, usable)) or 'none'}")
+    return selected
+
+
+def _drop_constant(
+    features: pd.DataFrame, selected: list[str], kinds: dict[str, str], variance_threshold: float, log: _Log
+) -> list[str]:
+    """``selected`` without its (near-)constant columns, each drop logged with its reason."""
+    kept = []
+    for column in selected:
+        why = _constant_reason(features[column], kinds[column], variance_threshold)
+        if why is None:
+            kept.append(column)
+        else:
+            reason, details = why
+            log.add(column, "drop_constant", reason, f"Dropped {column!r}: constant, {reason}.", **details)
+    return kept
+
+
+def _drop_correlated(
+    features: pd.DataFrame, kept: list[str], kinds: dict[str, str], corr_threshold: float, log: _Log
+) -> list[str]:
+    """The numeric columns of ``kept`` without the later column of each pair with
+    ``|Pearson r| > corr_threshold``.
+
+    A column is compared with the columns retained before it (in column order) and dropped,
+    logged with the first of them it correlates with, when one exceeds the threshold.
+    """
+    numeric = [column for column in kept if kinds[column] == "numeric"]
+    if len(numeric) <= 1:
+        return numeric
+    corr = features[numeric].astype("float64").corr()
+    retained: list[str] = []
+    for column in numeric:
+        partner = next(
+            (earlier for earlier in retained if abs(corr.at[earlier, column]) > corr_threshold),
+            None,
+        )
+        if partner is None:
+            retained.append(column)
+            continue
+        r = float(corr.at[partner, column])
+        log.add(
+            column,
+            "drop_correlated",
+            f"|r| = {abs(r):.3f} > {corr_threshold:g} with {partner!r}",
+            f"Dropped {column!r}: Pearson correlation {r:.3f} with {partner!r} "
+            f"(|r| > {corr_threshold:g}); kept {partner!r}.",
+            correlated_with=partner,
+            correlation=r,
+        )
+    return retained
+
+
+def _require_columns_left(numeric: list[str], categorical: list[str]) -> None:
+    """Refuse to go on when the drops left no feature column."""
+    if not numeric and not categorical:
+        raise DataError(
+            "no usable feature columns left after dropping constant and correlated ones; "
+            "pass other columns or lower variance_threshold / raise corr_threshold"
+        )
+
+
+def _flag_columns(features: pd.DataFrame, numeric: list[str]) -> list[str]:
+    """The numeric columns that are 0/1 flags (every non-missing value 0 or 1), in column order.
+
+    Flags stay 0/1, like one-hot columns: scaled to unit variance, a rare flag (7% of
+    customers) would reach 3.6 and outweigh every continuous feature in the distances.  They
+    are imputed with their most frequent value, so they stay 0/1 there too.
+    """
+    return [
+        column for column in numeric
+        if set(features[column].dropna().astype("float64").unique()) <= {0.0, 1.0}
+    ]
+
+
+def _impute(
+    features: pd.DataFrame, numeric: list[str], categorical: list[str], flags: list[str], log: _Log
+) -> None:
+    """Log how the missing values of each column will be filled, with the value the fitted
+    imputer will compute on this table: the median (numeric columns) or the most frequent
+    value (0/1 flags and categorical columns)."""
+    for column in [*numeric, *categorical]:
+        series = features[column]
+        n_missing = int(series.isna().sum())
+        if not n_missing:
+            continue
+        value: Any
+        if column in categorical:
+            value, strategy = str(series.dropna().astype(str).mode().iloc[0]), "most_frequent"
+        elif column in flags:
+            value, strategy = float(series.dropna().astype("float64").mode().iloc[0]), "most_frequent"
+        else:
+            value, strategy = float(series.dropna().astype("float64").median()), "median"
+        how = "median" if strategy == "median" else "most frequent value"
+        log.add(
+            column,
+            "impute",
+            f"{n_missing} missing, filled with the {how} {_fmt(value)}",
+            f"Imputed {column!r}: {n_missing} missing value(s) filled with the {how} {_fmt(value)}.",
+            n_missing=n_missing,
+            value=value,
+            strategy=strategy,
+        )
+
+
+def _choose_transforms(
+    features: pd.DataFrame, numeric: list[str], flags: list[str], skew_threshold: float, log: _Log
+) -> dict[str, _Transform]:
+    """The transform of each numeric column before scaling, the skew transforms logged.
+
+    0/1 flags get ``"flag"`` (left as they are); a column with ``|skew| > skew_threshold``
+    and more than two distinct values gets ``"log1p"`` when all its values are >= 0, else
+    ``"yeo_johnson"``; the others ``"none"``.
+    """
+    transform_of: dict[str, _Transform] = {}
+    for column in numeric:
+        if column in flags:
+            transform_of[column] = "flag"
+            continue
+        transform_of[column] = "none"
+        values = features[column].dropna().astype("float64")
+        skew = float(values.skew()) if values.size > 2 else float("nan")
+        # A column with two values is only shifted and rescaled by any transform, which
+        # scaling undoes: leave it alone.
+        if not np.isfinite(skew) or abs(skew) <= skew_threshold or values.nunique() <= 2:
+            continue
+        if float(values.min()) >= 0:
+            transform_of[column] = "log1p"
+            log.add(
+                column,
+                "log1p",
+                f"skew {skew:.2f}, all values >= 0",
+                f"Transformed {column!r} with log1p: skew {skew:.2f} exceeds {skew_threshold:g} "
+                "and all values are >= 0.",
+                skew=skew,
+            )
+        else:
+            transform_of[column] = "yeo_johnson"
+            log.add(
+                column,
+                "yeo_johnson",
+                f"skew {skew:.2f}, has negative values",
+                f"Transformed {column!r} with Yeo-Johnson: skew {skew:.2f} exceeds {skew_threshold:g} "
+                "and it has negative values.",
+                skew=skew,
+            )
+    return transform_of
+
+
+def _scale(numeric: list[str], flags: list[str], scaler: str, log: _Log) -> None:
+    """Log which numeric columns are scaled, with which scaler: all but the 0/1 flags, which
+    are kept unscaled (see :func:`_flag_columns`)."""
+    for column in flags:
+        log.add(
+            column,
+            "keep_flag",
+            "0/1 flag",
+            f"Kept {column!r} as a 0/1 flag, unscaled like a one-hot column, so a rare flag "
+            "does not outweigh the other features.",
+        )
+    scaled = [column for column in numeric if column not in flags]
+    if scaled:
+        log.add(
+            None,
+            "scale",
+            _SCALERS[scaler],
+            f"Scaled {len(scaled)} numeric column(s) with {_SCALERS[scaler]}.",
+            scaler=scaler,
+            columns=scaled,
+        )
+
+
+def _encode(features: pd.DataFrame, categorical: list[str], one_hot: bool, log: _Log) -> None:
+    """Log how each categorical column enters the matrix: one-hot encoded, or kept as text."""
+    for column in categorical:
+        n_values = int(features[column].nunique())
+        if one_hot:
+            log.add(
+                column,
+                "one_hot",
+                f"{n_values} values",
+                f"One-hot encoded {column!r}: {n_values} values, one 0/1 column each.",
+                n_values=n_values,
+            )
+        else:
+            log.add(
+                column,
+                "keep_categorical",
+                f"{n_values} values",
+                f"Kept {column!r} as text ({n_values} values) for algorithms that take categories.",
+                n_values=n_values,
+            )
+
+
+def _column_transformer(
+    numeric: list[str],
+    categorical: list[str],
+    transform_of: dict[str, _Transform],
+    scaler: str,
+    one_hot: bool,
+) -> ColumnTransformer:
+    """The unfitted ColumnTransformer: one numeric pipeline per transform (log1p, Yeo-Johnson,
+    none, flag; each in column order), then the categorical one; pandas output."""
+    transformers = []
+    for group in ("log1p", "yeo_johnson", "none", "flag"):
+        group_columns = [column for column in numeric if transform_of[column] == group]
+        if group_columns:
+            name = "numeric" if group == "none" else group
+            transformers.append((name, _numeric_pipeline(group, scaler), group_columns))
+    if categorical:
+        transformers.append(("categorical", _categorical_pipeline(one_hot), list(categorical)))
+    transformer = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    transformer.set_output(transform="pandas")
+    return transformer
+
+
 def build_preprocessor(
     features: pd.DataFrame,
     *,
@@ -330,7 +613,7 @@ def build_preprocessor(
        ``variance_threshold`` - a scale-free test, the same in cents or in dollars.
     3. Of each pair of numeric columns with ``|Pearson r| > corr_threshold`` the later one
        (in column order) is dropped.
-    4. Missing values: median (numeric) or most frequent value (categorical).
+    4. Missing values: median (numeric) or most frequent value (0/1 flags and categorical).
     5. Numeric columns with ``|skew| > skew_threshold`` (and more than two distinct values:
        0/1 flags stay as they are) are transformed: ``log1p`` when all values are >= 0,
        Yeo-Johnson otherwise; then all numeric columns are scaled, except 0/1 flags, which
@@ -368,200 +651,23 @@ def build_preprocessor(
     """
     _check_frame(features)
     _check_options(skew_threshold, scaler, corr_threshold, variance_threshold)
-    if features.columns.duplicated().any():
-        duplicated = sorted(set(map(str, features.columns[features.columns.duplicated()])))
-        raise SchemaError(f"features has duplicate column names {', '.join(duplicated)}; rename them first")
-    if len(features) == 0:
-        raise DataError("features has no rows; pass a table with at least one customer")
-
+    _check_table(features)
     usable, kinds = _usable_columns(features)
     log = _Log()
-    if columns is None:
-        selected = usable
-        for column, kind in kinds.items():
-            if kind == "id":
-                log.add(column, "exclude", "identifier", f"Excluded {column!r}: customer identifier, not a feature.")
-            elif kind == "temporal":
-                log.add(column, "exclude", "date/time column", f"Excluded {column!r}: date/time column, not a feature.")
-            elif kind == "other":
-                log.add(
-                    column,
-                    "exclude",
-                    f"unsupported dtype {features[column].dtype}",
-                    f"Excluded {column!r}: dtype {features[column].dtype} is neither numeric nor categorical.",
-                    dtype=str(features[column].dtype),
-                )
-    else:
-        if isinstance(columns, str):
-            columns = [columns]
-        selected = list(dict.fromkeys(columns))
-        unknown = [column for column in selected if column not in features.columns]
-        unusable = [column for column in selected if column in features.columns and column not in usable]
-        problems = []
-        if unknown:
-            problems.append(f"unknown column(s) {', '.join(map(repr, unknown))} in the feature columns asked for")
-        if unusable:
-            problems.append(
-                "column(s) "
-                + ", ".join(f"{column!r} ({kinds[column]})" for column in unusable)
-                + " cannot be features"
-            )
-        if problems:
-            raise ConfigError(f"{'; '.join(problems)}; available: {', '.join(map(str, usable)) or 'none'}")
-
-    # 2. near-constant columns
-    kept = []
-    for column in selected:
-        why = _constant_reason(features[column], kinds[column], variance_threshold)
-        if why is None:
-            kept.append(column)
-        else:
-            reason, details = why
-            log.add(column, "drop_constant", reason, f"Dropped {column!r}: constant, {reason}.", **details)
-
-    # 3. correlated numeric pairs: keep the first in column order
-    numeric = [column for column in kept if kinds[column] == "numeric"]
+    selected = _select_columns(features, columns, usable, kinds, log)
+    kept = _drop_constant(features, selected, kinds, variance_threshold, log)
+    numeric = _drop_correlated(features, kept, kinds, corr_threshold, log)
     categorical = [column for column in kept if kinds[column] == "categorical"]
-    if len(numeric) > 1:
-        corr = features[numeric].astype("float64").corr()
-        retained: list[str] = []
-        for column in numeric:
-            partner = next(
-                (earlier for earlier in retained if abs(corr.at[earlier, column]) > corr_threshold),
-                None,
-            )
-            if partner is None:
-                retained.append(column)
-                continue
-            r = float(corr.at[partner, column])
-            log.add(
-                column,
-                "drop_correlated",
-                f"|r| = {abs(r):.3f} > {corr_threshold:g} with {partner!r}",
-                f"Dropped {column!r}: Pearson correlation {r:.3f} with {partner!r} "
-                f"(|r| > {corr_threshold:g}); kept {partner!r}.",
-                correlated_with=partner,
-                correlation=r,
-            )
-        numeric = retained
-    if not numeric and not categorical:
-        raise DataError(
-            "no usable feature columns left after dropping constant and correlated ones; "
-            "pass other columns or lower variance_threshold / raise corr_threshold"
-        )
-
-    # 4. imputation (values as the fitted imputers will compute them on this table)
-    for column in [*numeric, *categorical]:
-        series = features[column]
-        n_missing = int(series.isna().sum())
-        if not n_missing:
-            continue
-        if kinds[column] == "numeric":
-            value: Any = float(series.dropna().astype("float64").median())
-            how = "median"
-        else:
-            value = str(series.dropna().astype(str).mode().iloc[0])
-            how = "most frequent value"
-        log.add(
-            column,
-            "impute",
-            f"{n_missing} missing, filled with the {how} {_fmt(value)}",
-            f"Imputed {column!r}: {n_missing} missing value(s) filled with the {how} {_fmt(value)}.",
-            n_missing=n_missing,
-            value=value,
-            strategy="median" if how == "median" else "most_frequent",
-        )
-
-    # 5. skew transforms
-    transform_of: dict[str, Literal["log1p", "yeo_johnson", "none"]] = {}
-    for column in numeric:
-        values = features[column].dropna().astype("float64")
-        skew = float(values.skew()) if values.size > 2 else float("nan")
-        transform_of[column] = "none"
-        # A column with two values (a 0/1 flag) is only shifted and rescaled by any
-        # transform, which scaling undoes: leave it alone.
-        if not np.isfinite(skew) or abs(skew) <= skew_threshold or values.nunique() <= 2:
-            continue
-        if float(values.min()) >= 0:
-            transform_of[column] = "log1p"
-            log.add(
-                column,
-                "log1p",
-                f"skew {skew:.2f}, all values >= 0",
-                f"Transformed {column!r} with log1p: skew {skew:.2f} exceeds {skew_threshold:g} "
-                "and all values are >= 0.",
-                skew=skew,
-            )
-        else:
-            transform_of[column] = "yeo_johnson"
-            log.add(
-                column,
-                "yeo_johnson",
-                f"skew {skew:.2f}, has negative values",
-                f"Transformed {column!r} with Yeo-Johnson: skew {skew:.2f} exceeds {skew_threshold:g} "
-                "and it has negative values.",
-                skew=skew,
-            )
-    # 0/1 flags stay 0/1, like one-hot columns: scaled to unit variance, a rare flag (7% of
-    # customers) would reach 3.6 and outweigh every continuous feature in the distances.
-    flags = [
-        column for column in numeric
-        if set(features[column].dropna().astype("float64").unique()) <= {0.0, 1.0}
-    ]
-    for column in flags:
-        transform_of[column] = "flag"
-        log.add(
-            column,
-            "keep_flag",
-            "0/1 flag",
-            f"Kept {column!r} as a 0/1 flag, unscaled like a one-hot column, so a rare flag "
-            "does not outweigh the other features.",
-        )
-    scaled = [column for column in numeric if column not in flags]
-    if scaled:
-        log.add(
-            None,
-            "scale",
-            _SCALERS[scaler],
-            f"Scaled {len(scaled)} numeric column(s) with {_SCALERS[scaler]}.",
-            scaler=scaler,
-            columns=list(scaled),
-        )
-
-    # 6. categoricals
-    for column in categorical:
-        n_values = int(features[column].nunique())
-        if one_hot:
-            log.add(
-                column,
-                "one_hot",
-                f"{n_values} values",
-                f"One-hot encoded {column!r}: {n_values} values, one 0/1 column each.",
-                n_values=n_values,
-            )
-        else:
-            log.add(
-                column,
-                "keep_categorical",
-                f"{n_values} values",
-                f"Kept {column!r} as text ({n_values} values) for algorithms that take categories.",
-                n_values=n_values,
-            )
-
-    transformers = []
-    for group in ("log1p", "yeo_johnson", "none", "flag"):
-        group_columns = [column for column in numeric if transform_of[column] == group]
-        if group_columns:
-            name = "numeric" if group == "none" else group
-            transformers.append((name, _numeric_pipeline(group, scaler), group_columns))
-    if categorical:
-        transformers.append(("categorical", _categorical_pipeline(one_hot), list(categorical)))
-    transformer = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    transformer.set_output(transform="pandas")
+    _require_columns_left(numeric, categorical)
+    flags = _flag_columns(features, numeric)
+    _impute(features, numeric, categorical, flags, log)
+    transform_of = _choose_transforms(features, numeric, flags, skew_threshold, log)
+    _scale(numeric, flags, scaler, log)
+    _encode(features, categorical, one_hot, log)
     return Preprocessor(
-        transformer=transformer,
-        numeric=list(numeric),
-        categorical=list(categorical),
+        transformer=_column_transformer(numeric, categorical, transform_of, scaler, one_hot),
+        numeric=numeric,
+        categorical=categorical,
         report=log.report,
         records=log.records,
     )
