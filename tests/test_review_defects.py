@@ -50,3 +50,79 @@ def test_profile_of_categories_only_names_every_segment_uniquely():
     assert [p.name for p in profiles.segments] == [
         "Plan pro, region north (channel web)", "Plan pro, region north (channel store)", "Plan basic, region south",
     ]
+
+
+# --- 5: files get the usual permissions without the umask being touched ---------------------
+
+@pytest.mark.parametrize("name", ["t.csv", "t.parquet", "t.xlsx", "run.json", "model"])
+def test_published_files_get_the_usual_mode_without_touching_the_umask(tmp_path, monkeypatch, name):
+    import os
+    import stat
+
+    from custseg import outputs
+
+    current = os.umask(0o027)  # the test's own umask (set before the guard goes in)
+    try:
+        def forbidden(mask):
+            raise AssertionError("os.umask called while publishing: it changes the umask of every thread")
+
+        monkeypatch.setattr(os, "umask", forbidden)
+        frame = pd.DataFrame({"a": [1, 2]})
+        target = tmp_path / name
+        if name == "run.json":
+            outputs.write_text("{}", target)
+        elif name == "model":
+            from custseg.model import SegmentationModel
+
+            SegmentationModel(None, None, "kmeans", [], {}, [], {}, np.empty((0, 0)), 1.0).save(target)
+        else:
+            outputs.write_table(frame, target)
+        monkeypatch.undo()
+    finally:
+        os.umask(current)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~0o027
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left
+
+
+# --- 7: an output that cannot be written is an OutputError ----------------------------------
+
+def test_unwritable_outputs_are_output_errors(tmp_path, monkeypatch):
+    import os
+
+    from custseg import outputs
+    from custseg.errors import InputError, OutputError
+
+    def read_only(path, mode, *, effective_ids=False, dir_fd=None, follow_symlinks=True):
+        return False
+
+    monkeypatch.setattr(os, "access", read_only)
+    with pytest.raises(OutputError) as caught:
+        outputs.check_target(tmp_path / "out.csv")
+    assert not isinstance(caught.value, InputError)
+    assert str(caught.value) == (f"--out {tmp_path / 'out.csv'}: cannot write in '{tmp_path}' "
+                                 "(read-only, or no permission); choose another place")
+    monkeypatch.undo()
+
+    error = outputs.cannot_write(tmp_path / "x.csv", OSError(27, "File too large"), option="--rejects")
+    assert type(error) is OutputError and str(error) == f"--rejects {tmp_path / 'x.csv'}: cannot write (File too large)"
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "_write_one", full)
+    with pytest.raises(OutputError, match=r"--out .*t\.csv: cannot write \(No space left on device\)$"):
+        outputs.write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_prints_an_unwritable_output_as_before(tmp_path, monkeypatch, capsys):
+    import os
+
+    source = _category_table(tmp_path / "cats.csv")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode & os.W_OK else access(path, mode, **kw))
+    assert main(["features", str(source), "--out", str(folder / "f.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (f"custseg: error: --out {folder / 'f.csv'}: cannot write in '{folder}' "
+                                               "(read-only, or no permission); choose another place")

@@ -19,7 +19,6 @@ import contextlib
 import functools
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from custseg.errors import ModelError
-from custseg.outputs import cannot_write, publish_file
+from custseg.outputs import cannot_write, publish_file, temp_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "Alignment", "align", "load"]
 
@@ -191,7 +190,10 @@ class SegmentationModel:
                 "label_map": {str(k): v for k, v in self.label_map.items()},
             }, default=str),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            fd, tmp = temp_file(path)
+        except OSError as exc:
+            raise cannot_write(path, exc) from None
         os.close(fd)
         try:
             sio.dump(payload, tmp)

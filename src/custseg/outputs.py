@@ -20,14 +20,13 @@ import io
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import duckdb
 
-from custseg.errors import ConfigError, InputError
+from custseg.errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     Tabular = Union[pd.DataFrame, duckdb.DuckDBPyRelation]
 
 __all__ = ["OUTPUT_FORMATS", "RISKY_STARTS", "neutralise", "neutralise_text", "restore_ids", "unneutralise_text",
-           "write_table", "write_tables", "write_text", "write_together"]
+           "temp_file", "publish_file", "write_table", "write_tables", "write_text", "write_together"]
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".xlsx")
 _EXCEL_MAX_ROWS = 1_048_575
@@ -67,7 +66,7 @@ def check_folder(folder: Path, *, option: str = "--out", target: Path | None = N
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {target or folder}: cannot write in '{existing}' (read-only, or no "
+        raise OutputError(f"{option} {target or folder}: cannot write in '{existing}' (read-only, or no "
                          "permission); choose another place")
 
 
@@ -81,10 +80,10 @@ def check_fits(path: Path, rows: int, *, option: str = "--out") -> None:
         )
 
 
-def cannot_write(path: Path, cause: OSError | str, *, option: str = "--out") -> InputError:
+def cannot_write(path: Path, cause: OSError | str, *, option: str = "--out") -> OutputError:
     """The one-line error for a file or folder that cannot be written, with the reason."""
     reason = (cause.strerror or str(cause)) if isinstance(cause, OSError) else cause
-    return InputError(f"{option} {path}: cannot write ({reason})")
+    return OutputError(f"{option} {path}: cannot write ({reason})")
 
 
 def make_folder(folder: str | os.PathLike[str], *, option: str = "--out") -> Path:
@@ -98,11 +97,31 @@ def make_folder(folder: str | os.PathLike[str], *, option: str = "--out") -> Pat
     return folder
 
 
+def temp_file(path: str | os.PathLike[str], *, suffix: str = "") -> tuple[int, str]:
+    """A new, empty temporary file beside ``path`` (``.NAME.RANDOM`` + ``suffix``): its open
+    descriptor and its name.
+
+    It is created with the permissions of any new file there (``0o666`` less the umask, or what
+    the folder's default ACL says): the kernel applies them as it creates the file, so nothing
+    needs the umask, which can only be read by setting it — process-wide state that another
+    thread creating a file at that moment would get (``tempfile.mkstemp`` gives ``0o600``).
+    """
+    import secrets
+
+    path = Path(path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name beside {path}")
+
+
 def publish_file(tmp: str, path: Path) -> None:
-    """Give the finished temporary file the usual permissions (umask) and move it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    """Move a finished temporary file of :func:`temp_file` into place (atomically).  It already
+    has the usual permissions of a new file: neither the umask nor the mode is touched here."""
     os.replace(tmp, path)
 
 
@@ -240,7 +259,7 @@ def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLik
     try:
         for (sheets, _, option), path in zip(files, targets):
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix.lower(), dir=path.parent)
+                fd, tmp = temp_file(path, suffix=path.suffix.lower())
             except OSError as exc:
                 raise cannot_write(path, exc, option=option) from None
             os.close(fd)
@@ -259,7 +278,7 @@ def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLik
 
 
 def _write_file(sheets: Mapping[str, Tabular], tmp: str, path: Path, option: str) -> None:
-    """Write ``sheets`` to ``tmp`` in the format of ``path``; a failed write is an InputError."""
+    """Write ``sheets`` to ``tmp`` in the format of ``path``; a failed write is an OutputError."""
     reason = None
     try:
         if path.suffix.lower() == ".xlsx":
@@ -315,10 +334,10 @@ def _write_one(frame: Tabular, tmp: str, suffix: str) -> None:
 
 
 def write_text(text: str, path: str | os.PathLike[str], *, option: str = "--out") -> Path:
-    """Write a text file atomically; an unwritable place is an :class:`InputError`."""
+    """Write a text file atomically; an unwritable place is an :class:`OutputError`."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_file(path, suffix=".tmp")
     except OSError as exc:
         raise cannot_write(path, exc, option=option) from None
     try:

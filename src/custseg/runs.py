@@ -264,8 +264,9 @@ def write_run(result: SegmentationResult, folder, *, request: RunRequest | None 
                 (folder / name).unlink(missing_ok=True)
         for path in staged:
             os.replace(path, folder / path.name)
-    except (InputError, OutputError) as exc:
-        raise type(exc)(f"{str(exc).replace(str(staging), str(folder))}; the folder is left as it was") from None
+    except OutputError as exc:  # what outputs raise for a file that cannot be written
+        raise OutputError(f"{str(exc).replace(str(staging), str(folder))}; the folder is left as it was",
+                          param=exc.param) from None
     except OSError as exc:
         raise outputs.cannot_write(folder, exc) from None
     finally:
