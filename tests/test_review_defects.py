@@ -126,3 +126,41 @@ def test_cli_prints_an_unwritable_output_as_before(tmp_path, monkeypatch, capsys
     assert main(["features", str(source), "--out", str(folder / "f.csv")]) == 2
     assert capsys.readouterr().err.strip() == (f"custseg: error: --out {folder / 'f.csv'}: cannot write in '{folder}' "
                                                "(read-only, or no permission); choose another place")
+
+
+# --- 6: align measures in standard deviations of the table segmented now -------------------
+
+def test_align_documents_its_units_with_an_example_that_runs():
+    import doctest
+
+    from custseg import model
+
+    assert "standardized feature units" not in model.__doc__
+    tests = doctest.DocTestFinder().find(model.align, "align", globs={"align": model.align})
+    assert tests and tests[0].examples
+    result = doctest.DocTestRunner().run(tests[0])
+    assert result.failed == 0 and result.attempted >= 3
+
+
+def test_retraining_distances_are_in_the_new_tables_standard_deviations(tmp_path):
+    from custseg import pipeline
+
+    rng = np.random.default_rng(3)
+    centres = np.array([[100.0, 2.0], [900.0, 10.0], [400.0, 30.0]])
+    rows = centres[np.arange(300) % 3] + rng.normal(0, [30.0, 1.0], (300, 2))
+    first = pd.DataFrame({"customer_id": range(300), "spend": rows[:, 0], "visits": rows[:, 1]})
+    second = first.assign(spend=first["spend"] * 1.5)  # the spread of spend changes
+    for name, frame in (("one.csv", first), ("two.csv", second)):
+        frame.to_csv(tmp_path / name, index=False)
+    config = pipeline.SegmentConfig(algorithm="kmeans", n_clusters=3)
+    old = pipeline.run_segmentation(pipeline.load(pipeline.SourceSpec(str(tmp_path / "one.csv"))), config=config)
+    new = pipeline.run_segmentation(pipeline.load(pipeline.SourceSpec(str(tmp_path / "two.csv"))), config=config,
+                                    previous=old.model)
+    assert len(new.alignment.matched) == 3
+    std = second[["spend", "visits"]].std()
+    segment = new.labels
+    for _, old_id, distance in new.alignment.matched:
+        mean_new = second.loc[segment == old_id, ["spend", "visits"]].mean()
+        mean_old = pd.Series(old.model.reference_means[old_id])
+        expected = float(np.sqrt((((mean_new - mean_old) / std) ** 2).mean()))
+        assert distance == pytest.approx(expected)

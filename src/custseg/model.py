@@ -9,8 +9,9 @@ from every segment (farther from its nearest centre than any training customer b
 outermost 0.1 %, times 1.5), gets segment ``-1`` and a reason.
 
 Retraining keeps segment ids stable: :func:`align` matches the new segments to the old ones
-by the distance between their centres (Hungarian algorithm, in the old model's standardized
-feature units), keeps the old id for each match, and reports segments that are new or gone.
+by the distance between their mean customers (Hungarian algorithm; per numeric feature, in
+standard deviations of the table being segmented now), keeps the old id for each match, and
+reports segments that are new or gone.
 """
 
 from __future__ import annotations
@@ -366,9 +367,23 @@ def align(
 ) -> Alignment:
     """Match new segments to old ones by the distance between their mean customers.
 
-    Means are per numeric feature; each feature is divided by ``scale`` (e.g. its standard
-    deviation) so no feature dominates.  Pairs farther apart than ``max_distance`` (in those
-    units, per feature on average) are not matched.
+    Means are per numeric feature, in the features' own (unscaled) units: the old ones are the
+    model's ``reference_means``.  Each feature's difference is divided by ``scale[feature]``
+    (1 when not given) so no feature dominates; the distance of a pair is the root mean square
+    of those differences over the features both sides share.  Pairs farther apart than
+    ``max_distance`` (in those units) are not matched.
+
+    The retraining step (:func:`custseg.pipeline.fit.fit`) passes the standard deviation of each
+    feature in the table being segmented now.  That is the one spread both means can be measured
+    in: a model keeps its training means but not their spread, and its preprocessor (logs,
+    clipping, then standardizing) maps customers, not means, so "the old model's standardized
+    units" cannot be computed from what a model holds.
+
+    >>> old = {0: {"spend": 100.0, "orders": 2.0}, 1: {"spend": 900.0, "orders": 10.0}}
+    >>> new = {0: {"spend": 880.0, "orders": 9.0}, 1: {"spend": 150.0, "orders": 2.0}}
+    >>> got = align(new, old, scale={"spend": 400.0, "orders": 4.0})
+    >>> got.mapping, [(n, o, round(d, 3)) for n, o, d in got.matched]
+    ({0: 1, 1: 0}, [(0, 1, 0.18), (1, 0, 0.088)])
     """
     new_ids, old_ids = sorted(new_means), sorted(old_means)
     columns = sorted(set.intersection(*(set(m) for m in [*new_means.values(), *old_means.values()])) if new_ids and old_ids else set())

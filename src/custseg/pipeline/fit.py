@@ -65,6 +65,8 @@ def fit(
                   and pd.api.types.is_numeric_dtype(features[c])]
         new_means = {int(s): {c: float(features.loc[labels == s, c].mean()) for c in shared}
                      for s in sorted(set(labels.tolist())) if s != -1}
+        # In standard deviations of this table: the previous model keeps its means, not their
+        # spread (see custseg.model.align).
         alignment = align(new_means, previous.reference_means,
                           scale={c: float(features[c].std()) or 1.0 for c in shared})
         label_map = dict(alignment.mapping)
