@@ -164,3 +164,47 @@ def test_retraining_distances_are_in_the_new_tables_standard_deviations(tmp_path
         mean_old = pd.Series(old.model.reference_means[old_id])
         expected = float(np.sqrt((((mean_new - mean_old) / std) ** 2).mean()))
         assert distance == pytest.approx(expected)
+
+
+# --- 8: rfm.score checks the segment map it is given ----------------------------------------
+
+def _rfm_customers(n: int = 20) -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "recency_days": range(n),
+                         "frequency": range(1, n + 1), "monetary": np.linspace(10, 500, n)})
+
+
+@pytest.mark.parametrize(("segment_map", "message"), [
+    ([("5..", "Recent")],
+     "segment_map: codes 111, 112, 113, 114, 115 … match no pattern; add a catch-all line such as '...,Other'"),
+    ([("[1-", "Broken"), ("...", "Rest")], "segment_map: pattern '[1-' on line 1 is not a regular expression"),
+    ([("...",)], "segment_map: entry 1 ('...',) is not a (pattern, segment) pair of texts; "
+                 "write it as ('5[4-5].', 'Champions')"),
+    ([], "segment_map: is empty; give at least one 'pattern,segment' line"),
+])
+def test_score_refuses_a_segment_map_that_leaves_customers_unnamed(segment_map, message):
+    from custseg import rfm
+    from custseg.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        rfm.score(_rfm_customers(), segment_map=segment_map)
+    assert caught.value.param == "segment_map"
+    assert str(caught.value).startswith(message)
+    assert caught.value.render({"segment_map": "--segment-map"}).startswith("--segment-map: ")
+
+
+def test_score_and_load_segment_map_share_one_check(tmp_path, monkeypatch):
+    from custseg import rfm
+    from custseg.errors import ConfigError
+
+    path = tmp_path / "map.csv"
+    path.write_text("pattern,segment\n5..,Recent\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as from_file:
+        rfm.load_segment_map(path)
+    with pytest.raises(ConfigError) as given:
+        rfm.score(_rfm_customers(), segment_map=[("5..", "Recent")])
+    assert str(from_file.value).removeprefix(str(path)) == str(given.value).removeprefix("segment_map")
+    assert from_file.value.param == given.value.param == "segment_map"
+    # A complete map scores every customer; the default map is used as it is.
+    scored = rfm.score(_rfm_customers(), segment_map=[("5..", "Recent"), ("...", "Other")])
+    assert scored["rfm_segment"].notna().all()
+    assert rfm.score(_rfm_customers())["rfm_segment"].notna().all()

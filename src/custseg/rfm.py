@@ -40,6 +40,7 @@ __all__ = [
     "quintile_scores",
     "score",
     "summary",
+    "validate_segment_map",
 ]
 
 SegmentMap = Sequence[tuple[str, str]]
@@ -97,21 +98,37 @@ def load_segment_map(path: str | Path) -> tuple[tuple[str, str], ...]:
 
 
 def validate_segment_map(pairs: SegmentMap, *, source: str = "segment map") -> tuple[tuple[str, str], ...]:
-    """Check that every pattern compiles and every code 111..555 gets a segment."""
+    """The map as ``(pattern, segment)`` pairs of text, checked: every entry is such a pair,
+    every pattern compiles, and every code 111..555 gets a segment (the one check of a map, for
+    a file as :func:`load_segment_map` reads it and for a map given to :func:`score`).
+
+    ``source`` starts each message (a file's name; ``"{param}"`` lets the edge name its
+    parameter); every error is a :class:`ConfigError` with ``param="segment_map"``.
+    """
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise ConfigError(f"{source}: must be a list of (pattern, segment) pairs, got {type(pairs).__name__}; "
+                          "see custseg.rfm.DEFAULT_SEGMENT_MAP", param="segment_map")
     checked = []
-    for i, (pattern, segment) in enumerate(pairs, start=1):
+    for i, row in enumerate(pairs, start=1):
+        if (isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or len(row) != 2
+                or not isinstance(row[0], str) or isinstance(row[1], bool) or not isinstance(row[1], (str, int))):
+            raise ConfigError(f"{source}: entry {i} {row!r} is not a (pattern, segment) pair of texts; "
+                              "write it as ('5[4-5].', 'Champions')", param="segment_map")
+        pattern, segment = row
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise ConfigError(f"{source}: pattern {pattern!r} on line {i} is not a regular expression ({exc})") from None
+            raise ConfigError(f"{source}: pattern {pattern!r} on line {i} is not a regular expression ({exc})",
+                              param="segment_map") from None
         checked.append((str(pattern), str(segment)))
     if not checked:
-        raise ConfigError(f"{source}: is empty; give at least one 'pattern,segment' line")
+        raise ConfigError(f"{source}: is empty; give at least one 'pattern,segment' line", param="segment_map")
     unmatched = [c for c in _ALL_CODES if _segment_of(c, checked) is None]
     if unmatched:
         raise ConfigError(
             f"{source}: codes {', '.join(unmatched[:5])}{' …' if len(unmatched) > 5 else ''} "
-            "match no pattern; add a catch-all line such as '...,Other'"
+            "match no pattern; add a catch-all line such as '...,Other'",
+            param="segment_map",
         )
     return tuple(checked)
 
@@ -146,7 +163,11 @@ def score(features: pd.DataFrame, *, segment_map: SegmentMap = DEFAULT_SEGMENT_M
 
     ``features`` needs ``customer_id, recency_days, frequency, monetary`` (one row per
     customer); the result has those columns and the five new ones, in the caller's row order.
+    ``segment_map`` is checked first (:func:`validate_segment_map`): a map that leaves codes
+    without a segment is a :class:`ConfigError` naming them, never a customer without one.
     """
+    if segment_map is not DEFAULT_SEGMENT_MAP:
+        segment_map = validate_segment_map(segment_map, source="{param}")
     needed = ["customer_id", "recency_days", "frequency", "monetary"]
     missing = [c for c in needed if c not in features.columns]
     if missing:
