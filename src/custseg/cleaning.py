@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Literal
 
 import duckdb
 
+from custseg.engines import DUCKDB, Dialect
 from custseg.errors import DataError, SchemaError
 from custseg.schema import ColumnMap, flag_text, normalise_name
-from custseg.sources import Table, quote_name, quote_text
+from custseg.sources import Table
 
 if TYPE_CHECKING:  # customer tables are cleaned in pandas, imported there: logs do not need it
     import pandas as pd
@@ -68,8 +69,6 @@ _DATE_FORMATS = (
     "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
     "%d/%m/%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y%m%d",
 )
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-            "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "REAL")
 
 
 @dataclass(frozen=True)
@@ -151,6 +150,8 @@ class CleanTransactions:
     _post_case: str = field(repr=False)  # the rule a distinct row meets after it, or NULL
     _kept_columns: str = field(repr=False)  # canonical columns, line_amount, is_return
     _rejects_sql: str = field(repr=False)
+    _canonical: str = field(repr=False)  # every role's expression AS the role (the view ``typed``)
+    dialect: Dialect = field(default=DUCKDB, repr=False)
     _report: CleaningReport | None = field(default=None, repr=False)
     _pre_counts: dict[str, int] | None = field(default=None, repr=False)
 
@@ -182,11 +183,12 @@ class CleanTransactions:
         """
         where = f"{self._pre_case} IS NULL"
         if parts > 1:
-            where += f" AND hash({self._customer_id}) % {parts} = {part}"
+            where += f" AND {self.dialect.bucket(self._customer_id, parts)} = {part}"
         after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
+        original = ", ".join(self.dialect.quote(c) for c in self.table.columns)
         return (
             f"src AS (SELECT *, {self._post_case} AS __post FROM source WHERE {where}), "
-            f"rows AS (SELECT {self._kept_columns} FROM (SELECT DISTINCT * EXCLUDE (__post) "
+            f"rows AS (SELECT {self._kept_columns} FROM (SELECT DISTINCT {original} "
             "FROM src WHERE __post IS NULL)), "
             "counts AS (SELECT * FROM "
             f"(SELECT {after} FROM (SELECT DISTINCT * FROM src WHERE __post IS NOT NULL)), "
@@ -237,13 +239,18 @@ def report_from_counts(source: str, counts: Mapping[str, int], notes: tuple[str,
     return CleaningReport(source, values["rows_in"], values["rows_out"], dropped, notes)
 
 
-def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = Policy()) -> CleanTransactions:
+def clean_transactions(
+    table: Table, column_map: ColumnMap, *, policy: Policy = Policy(), dialect: Dialect = DUCKDB,
+) -> CleanTransactions:
     """Classify every row of a transaction log; registers the views ``typed`` and ``kept``.
 
     ``typed`` holds every source row with canonical columns (for summaries of the whole source).
     Needs roles ``customer_id``, ``ordered_at`` and either ``quantity`` + ``unit_price`` or
     ``amount``.  Raises :class:`DataError` for unparseable dates or non-numeric values when
     ``policy.bad_values == "error"``.
+
+    Two steps: :func:`read_columns` looks at the values (how dates and numbers are written,
+    and whether some cannot be read), then :func:`plan` writes the SQL, without reading data.
     """
     cmap = column_map
     for role in ("customer_id", "ordered_at"):
@@ -253,7 +260,72 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
             f"{table.label}: needs quantity and unit price columns, or an amount column; "
             "name them with --map quantity=COL --map unit_price=COL or --map amount=COL"
         )
-    exprs, bad = _typed_expressions(table, cmap, policy)
+    clean = plan(table, cmap, read_columns(table, cmap, policy, dialect), policy, dialect)
+    con = table.con
+    con.execute(dialect.create_view("typed", f"SELECT {clean._canonical} FROM source"))
+    con.execute(dialect.create_view("kept", f"WITH {clean.ctes()} SELECT * FROM rows"))
+    return clean
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How the values of one role's column are read: the SQL expression over ``source``
+    that gives the canonical type, and the condition of a value that cannot be read (or None)."""
+
+    expr: str
+    failed: str | None = None
+
+
+def read_columns(
+    table: Table, cmap: ColumnMap, policy: Policy, dialect: Dialect = DUCKDB,
+) -> dict[str, Reading]:
+    """Decide how each role's column is read, from its type and, for text, its values.
+
+    Text dates get the format that reads most of the first 200,000 values (a day/month order
+    the values leave open is an error naming both formats); text numbers use a decimal comma
+    when no value uses a decimal point.  With ``policy.bad_values == "error"`` a column with
+    values that cannot be read is an error naming the first such row.
+    """
+    readings: dict[str, Reading] = {}
+    for role, column in cmap.roles.items():
+        kind = dialect.kind(table.types[column])
+        col = dialect.quote(column)
+        if role in ("customer_id", "order_id", "product_id", "country", "channel"):
+            # Keys keep their source type through the aggregations (a conversion of every row
+            # to text costs more than the deduplication itself); customer ids become text
+            # at the end, once per customer (custseg.features).  A blank text id is no id.
+            blank_is_none = role == "customer_id" and kind == "text"
+            readings[role] = Reading(f"NULLIF(trim({col}), '')" if blank_is_none else col)
+        elif role == "ordered_at":
+            expr = _date_expression(table, column, kind, policy.date_format, dialect)
+            failed = f"({col} IS NOT NULL AND trim(CAST({col} AS {dialect.text})) <> '' AND {expr} IS NULL)"
+            _check_bad(table, column, failed, policy, "unparseable date",
+                       "fix them, pass --date-format, or drop them with --bad-values drop", dialect)
+            readings[role] = Reading(expr, failed)
+        elif role in ("quantity", "unit_price", "amount"):
+            if kind in ("integer", "float", "decimal"):
+                as_is = table.types[column].upper() in ("DOUBLE", "BIGINT", "INTEGER")
+                readings[role] = Reading(col if as_is else f"CAST({col} AS DOUBLE)")
+                continue
+            expr = _number_expression(table, column, dialect)
+            failed = f"({col} IS NOT NULL AND trim(CAST({col} AS {dialect.text})) <> '' AND {expr} IS NULL)"
+            _check_bad(table, column, failed, policy, "non-numeric value",
+                       "fix them or drop them with --bad-values drop", dialect)
+            readings[role] = Reading(expr, failed)
+    return readings
+
+
+def plan(
+    table: Table, cmap: ColumnMap, readings: Mapping[str, Reading], policy: Policy, dialect: Dialect = DUCKDB,
+) -> CleanTransactions:
+    """The rules as SQL over ``source``, from how each column is read (no data is read)."""
+    exprs = {role: reading.expr for role, reading in readings.items()}
+    bad: dict[str, list[str]] = {}  # several columns may be bad: one condition per rule
+    if policy.bad_values == "drop":
+        for role, reading in readings.items():
+            if reading.failed is not None:
+                rule = "unparseable_date" if role == "ordered_at" else "non_numeric_value"
+                bad.setdefault(rule, []).append(reading.failed)
     roles = tuple(r for r in ("customer_id", "order_id", "ordered_at", "product_id", "quantity",
                               "unit_price", "amount", "country", "channel") if r in exprs)
     if "quantity" in exprs and "unit_price" in exprs:
@@ -261,7 +333,7 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
     else:
         line_amount = f"({exprs['amount']})"
     return_parts = []
-    if "order_id" in exprs and table.types[cmap.column("order_id")].upper() == "VARCHAR":
+    if "order_id" in exprs and dialect.kind(table.types[cmap.column("order_id")]) == "text":
         order = exprs["order_id"]
         return_parts.append(f"coalesce({order} LIKE 'C%' OR {order} LIKE 'c%', false)")
     if "quantity" in exprs:
@@ -271,7 +343,7 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
     is_return = " OR ".join(return_parts) or "false"
 
     pre = [f"WHEN ({exprs['customer_id']}) IS NULL THEN 'missing_customer_id'"]
-    pre += [f"WHEN {cond} THEN '{rule}'" for rule, cond in bad]
+    pre += [f"WHEN {' OR '.join(conds)} THEN '{rule}'" for rule, conds in bad.items()]
     post = []
     if policy.returns == "drop":
         post.append(f"WHEN {is_return} THEN 'cancellation'")
@@ -283,11 +355,9 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
 
     canon = ", ".join(f"{expr} AS {role}" for role, expr in exprs.items())
     kept_columns = f"{canon}, {line_amount} AS line_amount, ({is_return}) AS is_return"
-    con = table.con
-    con.execute(f"CREATE OR REPLACE VIEW typed AS SELECT {canon} FROM source")
-    original = ", ".join(quote_name(c) for c in table.columns)
+    original = ", ".join(dialect.quote(c) for c in table.columns)
     rejects_sql = (
-        "WITH numbered AS (SELECT row_number() OVER () AS __row, * FROM source), "
+        f"WITH numbered AS (SELECT {dialect.source_row()} AS __row, * FROM source), "
         f"ruled AS (SELECT *, {pre_case} AS __pre, {post_case} AS __post, "
         f"row_number() OVER (PARTITION BY {original} ORDER BY __row) AS __copy FROM numbered) "
         f"SELECT __row AS row, CASE WHEN __pre IS NOT NULL THEN __pre "
@@ -295,63 +365,18 @@ def clean_transactions(table: Table, column_map: ColumnMap, *, policy: Policy = 
         f"{original} FROM ruled WHERE __pre IS NOT NULL OR __copy > 1 OR __post IS NOT NULL "
         "ORDER BY __row"
     )
-    clean = CleanTransactions(table, cmap, policy, roles, f"({exprs['customer_id']})", pre_case, post_case,
-                              kept_columns, rejects_sql)
-    con.execute(f"CREATE OR REPLACE VIEW kept AS WITH {clean.ctes()} SELECT * FROM rows")
-    return clean
+    return CleanTransactions(table, cmap, policy, roles, f"({exprs['customer_id']})", pre_case, post_case,
+                             kept_columns, rejects_sql, canon, dialect)
 
 
-def _typed_expressions(table: Table, cmap: ColumnMap, policy: Policy):
-    """SQL expressions that give each role its canonical type, and the bad-value conditions."""
-    exprs: dict[str, str] = {}
-    bad: list[tuple[str, str]] = []
-    for role, column in cmap.roles.items():
-        kind = table.types[column].upper()
-        col = quote_name(column)
-        if role in ("customer_id", "order_id", "product_id", "country", "channel"):
-            # Keys keep their source type through the aggregations (a conversion of every row
-            # to text costs more than the deduplication itself); customer ids become text
-            # at the end, once per customer (custseg.features).  A blank text id is no id.
-            if role == "customer_id" and kind == "VARCHAR":
-                exprs[role] = f"NULLIF(trim({col}), '')"
-            else:
-                exprs[role] = col
-        elif role == "ordered_at":
-            expr = _date_expression(table, column, kind, policy.date_format)
-            failed = f"({col} IS NOT NULL AND trim(CAST({col} AS VARCHAR)) <> '' AND {expr} IS NULL)"
-            _check_bad(table, column, failed, policy, "unparseable date",
-                       "fix them, pass --date-format, or drop them with --bad-values drop")
-            exprs[role] = expr
-            if policy.bad_values == "drop":
-                bad.append(("unparseable_date", failed))
-        elif role in ("quantity", "unit_price", "amount"):
-            if kind in _NUMERIC or kind.startswith("DECIMAL"):
-                exprs[role] = col if kind in ("DOUBLE", "BIGINT", "INTEGER") else f"CAST({col} AS DOUBLE)"
-                continue
-            expr = _number_expression(table, column)
-            failed = f"({col} IS NOT NULL AND trim(CAST({col} AS VARCHAR)) <> '' AND {expr} IS NULL)"
-            _check_bad(table, column, failed, policy, "non-numeric value",
-                       "fix them or drop them with --bad-values drop")
-            exprs[role] = expr
-            if policy.bad_values == "drop":
-                bad.append(("non_numeric_value", failed))
-    # Several columns may be bad: one condition per rule.
-    merged: dict[str, list[str]] = {}
-    for rule, cond in bad:
-        merged.setdefault(rule, []).append(cond)
-    return exprs, [(rule, " OR ".join(conds)) for rule, conds in merged.items()]
-
-
-def _date_expression(table: Table, column: str, kind: str, date_format: str | None) -> str:
-    col = quote_name(column)
-    if kind.startswith("TIMESTAMP") or kind == "DATE":
+def _date_expression(table: Table, column: str, kind: str, date_format: str | None, dialect: Dialect) -> str:
+    col = dialect.quote(column)
+    if kind in ("timestamp", "date"):
         return f"CAST({col} AS TIMESTAMP)"
-    text = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+    text = f"NULLIF(trim(CAST({col} AS {dialect.text})), '')"
     if date_format:
-        return f"try_strptime({text}, {quote_text(date_format)})"
-    candidates = [f"TRY_CAST({text} AS TIMESTAMP)"] + [
-        f"try_strptime({text}, {quote_text(fmt)})" for fmt in _DATE_FORMATS
-    ]
+        return dialect.parse_time(text, date_format)
+    candidates = [dialect.try_cast(text, "TIMESTAMP")] + [dialect.parse_time(text, fmt) for fmt in _DATE_FORMATS]
     counts = table.con.execute(
         "SELECT " + ", ".join(
             f"count(*) FILTER (WHERE {text} IS NOT NULL AND {c} IS NULL)" for c in candidates
@@ -376,23 +401,24 @@ def _swap_day_month(fmt: str) -> str:
     return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
 
 
-def _number_expression(table: Table, column: str) -> str:
-    text = f"trim(CAST({quote_name(column)} AS VARCHAR))"
-    plain = f"TRY_CAST({text} AS DOUBLE)"
-    comma = f"TRY_CAST(replace({text}, ',', '.') AS DOUBLE)"
+def _number_expression(table: Table, column: str, dialect: Dialect) -> str:
+    text = f"trim(CAST({dialect.quote(column)} AS {dialect.text}))"
+    plain = dialect.try_cast(text, "DOUBLE")
+    comma = dialect.try_cast(f"replace({text}, ',', '.')", "DOUBLE")
     # A decimal comma ("3,50") is read as such only when no value uses a decimal point.
     uses_comma, uses_point = table.con.execute(
-        f"SELECT bool_or({text} SIMILAR TO '-?[0-9]+,[0-9]+'), bool_or({text} LIKE '%.%') FROM source"
+        f"SELECT bool_or({dialect.matches(text, '-?[0-9]+,[0-9]+')}), bool_or({text} LIKE '%.%') FROM source"
     ).fetchall()[0]
     return comma if uses_comma and not uses_point else plain
 
 
-def _check_bad(table: Table, column: str, failed: str, policy: Policy, what: str, fix: str) -> None:
+def _check_bad(table: Table, column: str, failed: str, policy: Policy, what: str, fix: str, dialect: Dialect) -> None:
     if policy.bad_values != "error":
         return
+    first = dialect.arg_min(f"CAST({dialect.quote(column)} AS {dialect.text})", "__row")
     n, row, value = table.con.execute(
-        f"SELECT count(*), min(__row), arg_min(CAST({quote_name(column)} AS VARCHAR), __row) FROM "
-        f"(SELECT row_number() OVER () AS __row, * FROM source) WHERE {failed}"
+        f"SELECT count(*), min(__row), {first} FROM "
+        f"(SELECT {dialect.source_row()} AS __row, * FROM source) WHERE {failed}"
     ).fetchall()[0]
     if n:
         raise DataError(

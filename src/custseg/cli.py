@@ -187,7 +187,7 @@ def features_cmd(
     _check_rejects(rejects, loaded.kind, source, out_)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
-    _write_with_rejects(made.for_output(), out_, made, rejects)
+    _write_with_rejects(made.output_table(), out_, made, rejects)
     customers, columns = made.shape
     out.print(f"{customers:,} customers × {columns - 1} features "
               f"(as of {made.as_of.date()}) → {out_}")

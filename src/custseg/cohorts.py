@@ -38,11 +38,12 @@ def retention(clean: CleanTransactions, *, by: Literal["country"] | None = None)
         raise SchemaError(
             f"cohorts by {by}: {clean.table.label} has no {by} column; name it with --map {by}=COLUMN"
         )
+    d = clean.dialect
     keys = "cohort" + (f", {by}" if by else "")
-    group = "customer_id" + (f", mode({by}) AS {by}" if by else "")
+    group = "customer_id" + (f", {d.mode(by)} AS {by}" if by else "")
     sql = f"""
         WITH orders AS (
-            SELECT customer_id, date_trunc('month', ordered_at) AS month{', ' + by if by else ''}
+            SELECT customer_id, {d.month_start('ordered_at')} AS month{', ' + by if by else ''}
             FROM kept WHERE NOT is_return
         ),
         customers AS (
@@ -50,10 +51,10 @@ def retention(clean: CleanTransactions, *, by: Literal["country"] | None = None)
         ),
         active AS (
             SELECT DISTINCT o.customer_id, {', '.join('c.' + k.strip() for k in keys.split(','))},
-                   date_diff('month', c.cohort, o.month) AS period
+                   {d.months_between('c.cohort', 'o.month')} AS period
             FROM orders o JOIN customers c USING (customer_id)
         )
-        SELECT {keys}, period, count(*) AS active FROM active GROUP BY ALL ORDER BY ALL
+        SELECT {keys}, period, count(*) AS active FROM active GROUP BY {keys}, period ORDER BY {keys}, period
     """
     counts = clean.con.execute(sql).df()
     counts["cohort"] = pd.to_datetime(counts["cohort"]).dt.strftime("%Y-%m")

@@ -32,8 +32,9 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from custseg.cleaning import COUNTED_AFTER, CleanTransactions, CleaningReport, report_from_counts
+from custseg.engines import Dialect
 from custseg.errors import DataError
-from custseg.sources import memory_budget, quote_text
+from custseg.sources import memory_budget
 
 if TYPE_CHECKING:
     import duckdb
@@ -45,7 +46,6 @@ FEATURE_COLUMNS = (
     "customer_id", "recency_days", "frequency", "monetary", "tenure_days", "avg_order_value",
     "avg_days_between_orders", "n_products", "first_order_at", "last_order_at", "country", "channel",
 )
-_TEXT_COLUMNS = ("customer_id", "country", "channel")
 _DAY_US = 86_400_000_000  # microseconds in a day
 
 
@@ -63,9 +63,9 @@ class CustomerFeatures:
 
 
 def to_frame(relation: duckdb.DuckDBPyRelation) -> pd.DataFrame:
-    """A feature table as a DataFrame; its text columns get the ``string`` dtype."""
+    """A customer table as a DataFrame; its text columns get the ``string`` dtype."""
     frame = relation.df()
-    return frame.astype({c: "string" for c in _TEXT_COLUMNS if c in frame.columns})
+    return frame.astype({c: "string" for c, kind in zip(relation.columns, relation.types) if str(kind) == "VARCHAR"})
 
 
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
@@ -78,7 +78,7 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     :meth:`CleanTransactions.ctes`).  The days, averages and text ids are derived in the engine
     too, once per customer.
     """
-    con, roles = clean.con, set(clean.roles)
+    con, roles, d = clean.con, set(clean.roles), clean.dialect
     as_of = _timestamp(as_of) if as_of is not None else None
     # A snapshot at as_of sees only what happened before it.
     snapshot = f"ordered_at < {_literal(as_of)}" if as_of is not None else "true"
@@ -87,48 +87,52 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     order_key = "order_id" if "order_id" in roles else "ordered_at"
     select = [
         "customer_id",
-        f"count(DISTINCT {order_key}){order}::BIGINT AS frequency",
-        "sum(line_amount)::DOUBLE AS monetary",
+        f"CAST(count(DISTINCT {order_key}){order} AS BIGINT) AS frequency",
+        "CAST(sum(line_amount) AS DOUBLE) AS monetary",
         f"min(ordered_at){order} AS first_order_at",
         f"max(ordered_at){order} AS last_order_at",
     ]
     if "product_id" in roles:
-        select.append(f"count(DISTINCT product_id){order}::BIGINT AS n_products")
+        select.append(f"CAST(count(DISTINCT product_id){order} AS BIGINT) AS n_products")
     # The most frequent country/channel of a customer's kept rows; ties go to the first in
     # alphabetical order, so that a rerun gives the same table (DuckDB's mode() breaks them
     # by arrival order, which varies with threads and partitions).
     modes = [extra for extra in ("country", "channel") if extra in roles]
     ctes = [f"per AS (SELECT {', '.join(select)} FROM rows WHERE {snapshot} GROUP BY customer_id)"] + [
-        f"{extra} AS (SELECT customer_id, arg_min({extra}, (-n, {extra})) AS {extra} FROM "
+        f"{extra} AS (SELECT customer_id, {d.arg_min(extra, d.row_key('-n', extra))} AS {extra} FROM "
         f"(SELECT customer_id, {extra}, count(*) AS n FROM rows WHERE {snapshot} AND {extra} IS NOT NULL "
-        "GROUP BY ALL) GROUP BY customer_id)"
+        f"GROUP BY customer_id, {extra}) GROUP BY customer_id)"
         for extra in modes
     ]
     joined = "(SELECT * FROM per" + "".join(f" LEFT JOIN {extra} USING (customer_id)" for extra in modes) + ")"
+    kept = ", ".join(["customer_id", "frequency", "monetary", "first_order_at", "last_order_at"]
+                     + ["n_products"] * ("product_id" in roles) + modes)
 
     parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(con))
     totals = dict(clean.pre_counts())
     counted = ", ".join(COUNTED_AFTER)
+    # Tables of this computation only: two computations on one connection do not meet.
+    part_table, per_table, name = (f"{stem}_{uuid.uuid4().hex[:12]}" for stem in ("part", "per", "customer_features"))
     for part in range(parts):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __part AS WITH {clean.ctes(part, parts)}, {', '.join(ctes)} "
-                    f"SELECT * FROM counts LEFT JOIN {joined} ON true")
-        for name, value in zip(COUNTED_AFTER, con.execute(f"SELECT {counted} FROM __part LIMIT 1").fetchall()[0]):
-            totals[name] = totals.get(name, 0) + int(value)
-        rows = f"SELECT * EXCLUDE ({counted}) FROM __part WHERE customer_id IS NOT NULL AND frequency > 0"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __per AS {rows}" if part == 0 else f"INSERT INTO __per {rows}")
-    con.execute("DROP TABLE __part")
+        con.execute(d.create_table(part_table, f"WITH {clean.ctes(part, parts)}, {', '.join(ctes)} "
+                                               f"SELECT * FROM counts LEFT JOIN {joined} ON true"))
+        for key, value in zip(COUNTED_AFTER, con.execute(f"SELECT {counted} FROM {part_table} LIMIT 1").fetchall()[0]):
+            totals[key] = totals.get(key, 0) + int(value)
+        rows = f"SELECT {kept} FROM {part_table} WHERE customer_id IS NOT NULL AND frequency > 0"
+        con.execute(d.create_table(per_table, rows) if part == 0 else d.insert(per_table, rows))
+    con.execute(d.drop_table(part_table))
     report = report_from_counts(clean.table.label, totals)
-    customers, latest = con.execute("SELECT count(*), max(last_order_at) FROM __per").fetchall()[0]
+    customers, latest = con.execute(f"SELECT count(*), max(last_order_at) FROM {per_table}").fetchall()[0]
     if not customers:
+        con.execute(d.drop_table(per_table))
         when = f" before --as-of {as_of.date()}" if as_of is not None else ""
         raise DataError(
             f"{clean.table.label}: no customer has a kept order{when} after cleaning "
             f"({report.rows_in:,} rows in); see the cleaning report with `custseg inspect`"
         )
     reference = as_of if as_of is not None else datetime.combine(latest.date() + timedelta(days=1), time())
-    name = f"customer_features_{uuid.uuid4().hex[:12]}"  # each computation keeps its own table
-    con.execute(f"CREATE TEMP TABLE {name} AS {_derived(con, reference)} ORDER BY customer_id")
-    con.execute("DROP TABLE __per")
+    con.execute(d.create_table(name, f"{_derived(con, d, per_table, reference)} ORDER BY customer_id"))
+    con.execute(d.drop_table(per_table))
     return CustomerFeatures(con.table(name), reference, report)
 
 
@@ -137,37 +141,39 @@ def _timestamp(value: date | datetime) -> datetime:
 
 
 def _literal(value: datetime) -> str:
-    return f"TIMESTAMP {quote_text(value.replace(tzinfo=None).isoformat(sep=' '))}"
+    return f"TIMESTAMP {Dialect.literal(value.replace(tzinfo=None).isoformat(sep=' '))}"
 
 
-def _derived(con: duckdb.DuckDBPyConnection, as_of: datetime) -> str:
-    """The SELECT over ``__per`` that gives the columns of the module docstring, in order."""
-    per = con.table("__per")
-    have = {name: str(kind) for name, kind in zip(per.columns, per.types)}
-    ref = f"epoch_us({_literal(as_of)})"
+def _derived(con: duckdb.DuckDBPyConnection, d: Dialect, per: str, as_of: datetime) -> str:
+    """The SELECT over the per-customer table ``per`` that gives the columns of the module
+    docstring, in order."""
+    table = con.table(per)
+    have = {column: str(kind) for column, kind in zip(table.columns, table.types)}
+    ref = d.epoch_us(_literal(as_of))
+    last, first = d.epoch_us("last_order_at"), d.epoch_us("first_order_at")
     columns = [
-        f"{_id_text(con, have['customer_id'])} AS customer_id",
-        f"floor(({ref} - epoch_us(last_order_at)) / {_DAY_US})::BIGINT AS recency_days",
+        f"{_id_text(con, d, per, have['customer_id'])} AS customer_id",
+        f"CAST(floor(({ref} - {last}) / {_DAY_US}) AS BIGINT) AS recency_days",
         "frequency",
         "monetary",
-        f"floor(({ref} - epoch_us(first_order_at)) / {_DAY_US})::BIGINT AS tenure_days",
+        f"CAST(floor(({ref} - {first}) / {_DAY_US}) AS BIGINT) AS tenure_days",
         "monetary / frequency AS avg_order_value",
-        "CASE WHEN frequency > 1 THEN (epoch_us(last_order_at) - epoch_us(first_order_at)) "
+        f"CASE WHEN frequency > 1 THEN ({last} - {first}) "
         f"/ {_DAY_US} / (frequency - 1) END AS avg_days_between_orders",
     ]
     columns += ["n_products"] if "n_products" in have else []
     columns += ["first_order_at", "last_order_at"]
-    columns += [f"CAST({extra} AS VARCHAR) AS {extra}" for extra in ("country", "channel") if extra in have]
-    return f"SELECT {', '.join(columns)} FROM __per"
+    columns += [f"CAST({extra} AS {d.text}) AS {extra}" for extra in ("country", "channel") if extra in have]
+    return f"SELECT {', '.join(columns)} FROM {per}"
 
 
-def _id_text(con: duckdb.DuckDBPyConnection, kind: str) -> str:
+def _id_text(con: duckdb.DuckDBPyConnection, d: Dialect, per: str, kind: str) -> str:
     """Customer ids as text: 17850.0 (a float or decimal column) becomes '17850'."""
-    if kind.upper() in ("DOUBLE", "FLOAT", "REAL") or kind.upper().startswith("DECIMAL"):
-        fractional = con.execute("SELECT bool_or(customer_id <> trunc(customer_id)) FROM __per").fetchall()[0][0]
+    if d.kind(kind) in ("float", "decimal"):
+        fractional = con.execute(f"SELECT bool_or(customer_id <> floor(customer_id)) FROM {per}").fetchall()[0][0]
         if not fractional:
-            return "CAST(CAST(customer_id AS HUGEINT) AS VARCHAR)"
-    return "CAST(customer_id AS VARCHAR)"
+            return f"CAST(CAST(customer_id AS {d.wide_integer}) AS {d.text})"
+    return f"CAST(customer_id AS {d.text})"
 
 
 #: Bytes a deduplicated row takes in DuckDB's hash table, per source column (and a fixed part),

@@ -46,14 +46,14 @@ class Loaded:
 class CustomerTable:
     """One row per customer, whatever the source was, with how it was made.
 
-    ``table`` is the feature table where its step made it: in the engine (a DuckDB relation)
-    for a transaction log, a DataFrame for a customer table; ``features`` is it as a DataFrame.
-    ``outcomes`` are the columns of it that record a result (0/1), not a trait; ``id_name``
-    is what outputs call ``customer_id`` (:data:`custseg.schema.ROW_ID` when the customers
-    are numbered by row).
+    ``table`` is the feature table in the engine (a DuckDB relation), whichever kind the source
+    was: a transaction log's features are computed there, a customer table (cleaned in pandas)
+    is registered there; ``features`` is it as a DataFrame.  ``outcomes`` are the columns of it
+    that record a result (0/1), not a trait; ``id_name`` is what outputs call ``customer_id``
+    (:data:`custseg.schema.ROW_ID` when the customers are numbered by row).
     """
 
-    table: duckdb.DuckDBPyRelation | pd.DataFrame
+    table: duckdb.DuckDBPyRelation
     report: cleaning.CleaningReport
     as_of: datetime
     kind: Kind
@@ -64,27 +64,25 @@ class CustomerTable:
 
     @functools.cached_property
     def features(self) -> pd.DataFrame:
-        if isinstance(self.table, duckdb.DuckDBPyRelation):
-            return features.to_frame(self.table)
-        return self.table
+        return features.to_frame(self.table)
 
     @functools.cached_property
     def shape(self) -> tuple[int, int]:
         """(customers, columns), without making a DataFrame of the table."""
-        if isinstance(self.table, duckdb.DuckDBPyRelation):
-            return int(self.table.aggregate("count(*)").fetchall()[0][0]), len(self.table.columns)
-        return self.table.shape
+        return int(self.table.aggregate("count(*)").fetchall()[0][0]), len(self.table.columns)
 
-    def for_output(self, frame=None):
-        """``frame`` (default: the feature table) with ``customer_id`` named as outputs name it."""
-        frame = self.table if frame is None else frame
+    def output_table(self) -> duckdb.DuckDBPyRelation:
+        """The feature table with ``customer_id`` named as outputs name it."""
         if self.id_name == "customer_id":
-            return frame
-        if isinstance(frame, duckdb.DuckDBPyRelation):
-            q = sources.quote_name
-            return frame.select(", ".join(f"customer_id AS {q(self.id_name)}" if c == "customer_id" else q(c)
-                                          for c in frame.columns))
-        return frame.rename(columns={"customer_id": self.id_name})
+            return self.table
+        q = sources.quote_name
+        return self.table.select(", ".join(f"customer_id AS {q(self.id_name)}" if c == "customer_id" else q(c)
+                                           for c in self.table.columns))
+
+    def for_output(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A frame of these customers (scores, assignments) with ``customer_id`` named as outputs
+        name it."""
+        return frame if self.id_name == "customer_id" else frame.rename(columns={"customer_id": self.id_name})
 
 
 _GENERATED_NAME = r"column_\d+"
@@ -243,7 +241,8 @@ def customer_table(
     if loaded.kind == "customers":
         made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
         id_name = _row_id_name(loaded.table) if loaded.column_map.row_ids else "customer_id"
-        return CustomerTable(made.features, _with_notes(made.report, loaded.notes), made.as_of, "customers",
+        table = loaded.table.con.from_df(made.features)
+        return CustomerTable(table, _with_notes(made.report, loaded.notes), made.as_of, "customers",
                              contacts=made.contacts, outcomes=tuple(loaded.column_map.outcomes), id_name=id_name)
     cleaned = clean(loaded, policy=policy)
     computed = features.customer_features(cleaned, as_of=as_of)

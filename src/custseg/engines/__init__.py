@@ -1,0 +1,18 @@
+"""Engines: where the cleaning and feature SQL runs.
+
+The SQL of :mod:`custseg.cleaning`, :mod:`custseg.features` and :mod:`custseg.cohorts` is
+written once, in the subset of SQL that the engines read the same way (``CASE``, ``coalesce``,
+``count(DISTINCT …)``, ``FILTER (WHERE …)``, ``LIKE``, CTEs, ``CAST``, explicit column and
+``GROUP BY`` lists).  Every construct that an engine spells its own way — epoch microseconds,
+``arg_min``, parsing a date with a format, ``TRY_CAST``, hashing a key, regular expressions,
+identifier quoting, the names of types, temporary tables and views — is a method of one
+:class:`Dialect`.  An engine is a dialect plus a runner: an object whose ``execute(sql)``
+returns a cursor with ``fetchall()`` and ``description`` (a DuckDB connection is one).
+
+:data:`DUCKDB` is the local engine's dialect.  Another engine adds its dialect (and a runner)
+here; the rules and features stay as they are.
+"""
+
+from custseg.engines.dialect import DUCKDB, Dialect, ValueKind
+
+__all__ = ["DUCKDB", "Dialect", "ValueKind"]
