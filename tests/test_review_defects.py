@@ -208,3 +208,57 @@ def test_score_and_load_segment_map_share_one_check(tmp_path, monkeypatch):
     scored = rfm.score(_rfm_customers(), segment_map=[("5..", "Recent"), ("...", "Other")])
     assert scored["rfm_segment"].notna().all()
     assert rfm.score(_rfm_customers())["rfm_segment"].notna().all()
+
+
+# --- 3: K-Prototypes chooses its k on the numbers and categories it clusters ----------------
+
+def _mixed_table(path, n: int = 160, seed: int = 0):
+    """Four segments: two levels of spend times two plans (with the channel that goes with the
+    plan); the numbers alone show two."""
+    rng = np.random.default_rng(seed)
+    group = np.arange(n) % 4
+    pd.DataFrame({
+        "customer_id": [f"C{i}" for i in range(n)],
+        "spend": np.where(group % 2, 1000.0, 100.0) * rng.normal(1, 0.05, n),
+        "plan": np.array(["basic", "pro"])[group // 2],
+        "channel": np.array(["web", "store"])[group // 2],
+    }).to_csv(path, index=False)
+    return path, group
+
+
+def test_kprototypes_k_comes_from_a_kprototypes_sweep_on_the_mixed_table(tmp_path):
+    from sklearn.metrics import adjusted_rand_score
+
+    from custseg import pipeline, selection
+
+    path, truth = _mixed_table(tmp_path / "mixed.csv")
+    loaded = pipeline.load(pipeline.SourceSpec(str(path)))
+    result = pipeline.run_segmentation(loaded, config=pipeline.SegmentConfig(algorithm="kprototypes"))
+    board = result.selection.leaderboard
+    assert set(board["algorithm"]) == {"kprototypes"} and len(board) > 1
+    assert result.selection.recommendation.algorithm == "kprototypes"
+    assert result.selection.recommendation.n_clusters == result.n_clusters == 4
+    assert adjusted_rand_score(truth, result.labels) > 0.9
+    assert list(result.selection.elbow["k"])[:2] == [1, 2]  # the K-Prototypes cost, from one segment on
+    # The numbers alone (what the K-Means sweep saw) say two.
+    prepared = pipeline.prepare(loaded, config=pipeline.SegmentConfig(algorithm="kprototypes"))
+    numeric_only = selection.compare(prepared.numeric, algorithms=("kmeans",), k_values=range(2, 16))
+    assert numeric_only.recommendation.n_clusters == 2
+
+
+def test_kprototypes_at_a_given_k_is_measured_as_kprototypes(tmp_path):
+    from custseg import pipeline
+
+    path, _ = _mixed_table(tmp_path / "mixed.csv", n=80)
+    result = pipeline.run_segmentation(pipeline.load(pipeline.SourceSpec(str(path))),
+                                       config=pipeline.SegmentConfig(algorithm="kprototypes", n_clusters=3))
+    assert result.n_clusters == 3
+    assert result.selection.leaderboard[["algorithm", "n_clusters"]].values.tolist() == [["kprototypes", 3]]
+
+
+def test_kprototypes_on_categories_only_says_what_to_do(tmp_path, capsys):
+    source = _category_table(tmp_path / "cats.csv")
+    assert main(["segment", str(source), "--out", str(tmp_path / "run"), "--algorithm", "kprototypes"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"custseg: error: {source}: --algorithm kprototypes mixes numbers and categories, but the features plan, "
+        "region are all categories; the table has no number, or choose kmeans")

@@ -1,4 +1,9 @@
-"""Choose: sweep algorithms × k on the matrix and decide what to fit, with the evidence."""
+"""Choose: sweep algorithms × k on the matrix and decide what to fit, with the evidence.
+
+An algorithm of the numeric matrix is swept on it; K-Prototypes, which clusters numbers and
+categories together, is swept itself on that mixed table (:func:`custseg.selection.compare_mixed`),
+so its k is chosen on what it clusters, not on the numbers alone.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +35,9 @@ def k_values_for(prepared: Prepared, config: SegmentConfig) -> tuple[int, ...]:
     what the table allows (more customers, and distinct ones, than segments), plus an asked k."""
     if config.n_clusters and config.algorithm != "auto":
         return (config.n_clusters,)
-    numeric = prepared.numeric
-    most = min(len(numeric) - 1, len(numeric.drop_duplicates()))
+    # Customers are told apart by what the sweep compares: the categories too, for K-Prototypes.
+    compared = prepared.matrix if prepared.spec is not None and prepared.spec.input == "mixed" else prepared.numeric
+    most = min(len(compared) - 1, len(compared.drop_duplicates()))
     k_values = tuple(k for k in config.k_values if k <= most) or config.k_values[:1]
     if config.n_clusters:  # the algorithms are compared at the k asked for, too
         k_values = tuple(sorted({*k_values, config.n_clusters}))
@@ -50,24 +56,49 @@ def choose(
     spec = prepared.spec
     if spec is not None and spec.input == "rfm":
         return _rules(prepared)
-    if config.algorithm == "auto":
-        algorithms = config.candidates
-    else:
-        algorithms = (config.algorithm,) if spec.input == "matrix" else ("kmeans",)
     with naming(prepared.loaded):  # e.g. every customer alike
-        result = selection.compare(
-            prepared.numeric, algorithms=algorithms, k_values=k_values_for(prepared, config),
-            random_state=config.random_state, progress=progress,
-        )
+        if spec is not None and spec.input == "mixed":
+            _check_mixed(prepared, config)
+            result = selection.compare_mixed(
+                prepared.matrix, k_values=k_values_for(prepared, config), random_state=config.random_state,
+                progress=progress,
+            )
+        else:
+            result = selection.compare(
+                prepared.numeric, algorithms=config.candidates if spec is None else (config.algorithm,),
+                k_values=k_values_for(prepared, config), random_state=config.random_state, progress=progress,
+            )
     if config.algorithm == "auto" or config.n_clusters is None:
         recommended = selection.recommend(
             result.leaderboard, knee=result.knee,
-            algorithm=None if config.algorithm == "auto" else (config.algorithm if spec.input == "matrix" else None),
+            algorithm=None if config.algorithm == "auto" else config.algorithm,
             n_clusters=config.n_clusters,
         )
         algorithm = recommended.algorithm if config.algorithm == "auto" else config.algorithm
         return Choice(result, algorithm, recommended.n_clusters)
     return Choice(result, config.algorithm, config.n_clusters)
+
+
+def _check_mixed(prepared: Prepared, config: SegmentConfig) -> None:
+    """K-Prototypes needs a number beside its categories (a table of categories only is
+    clustered one-hot encoded by the other algorithms)."""
+    import pandas as pd
+
+    from custseg.errors import ConfigError
+
+    if prepared.numeric.shape[1]:
+        return
+    table = prepared.features
+    numbers = [c for c in table.columns[1:] if c not in prepared.columns and pd.api.types.is_numeric_dtype(table[c])
+               and not pd.api.types.is_bool_dtype(table[c])]
+    raise ConfigError(
+        f"--algorithm {config.algorithm} mixes numbers and categories, but the features "
+        f"{', '.join(prepared.columns)} are all categories; "
+        + (f"add a number with --features {','.join([*prepared.columns, numbers[0]])}" if numbers
+           else "the table has no number")
+        + ", or choose kmeans",
+        param="algorithm",
+    )
 
 
 def _rules(prepared: Prepared) -> Choice:
