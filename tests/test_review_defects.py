@@ -262,3 +262,51 @@ def test_kprototypes_on_categories_only_says_what_to_do(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"custseg: error: {source}: --algorithm kprototypes mixes numbers and categories, but the features plan, "
         "region are all categories; the table has no number, or choose kmeans")
+
+
+# --- 9: the report's maps hide only a preprocessor that does not fit, not bugs --------------
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from custseg import pipeline
+
+    folder = tmp_path_factory.mktemp("small")
+    path, _ = _mixed_table(folder / "mixed.csv", n=60)
+    result = pipeline.run_segmentation(pipeline.load(pipeline.SourceSpec(str(path))),
+                                       config=pipeline.SegmentConfig(algorithm="kmeans", n_clusters=3))
+    pipeline.write_run(result, folder / "run")
+    return folder / "run"
+
+
+def test_report_maps_say_so_when_the_saved_preprocessor_does_not_fit(small_run, tmp_path, monkeypatch):
+    from custseg.report import _build, build_report
+
+    def does_not_fit(run):
+        raise ValueError("columns are missing: {'spend'}")
+
+    monkeypatch.setattr(_build, "_matrix", does_not_fit)
+    html = build_report(small_run, out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "The saved model could not transform the feature table (ValueError), so no maps are drawn." in html
+
+
+def test_report_maps_let_a_bug_through(small_run, tmp_path, monkeypatch):
+    from custseg.report import _build, build_report
+
+    def bug(run):
+        raise AttributeError("'NoneType' object has no attribute 'transform'")
+
+    monkeypatch.setattr(_build, "_matrix", bug)
+    with pytest.raises(AttributeError, match="has no attribute 'transform'"):
+        build_report(small_run, out=tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_model_uses_the_one_noise_label_and_the_registry_input(monkeypatch):
+    from custseg import cluster, model
+
+    assert model.NOISE is cluster.NOISE
+    from pathlib import Path
+
+    assert "NOISE = " not in Path(model.__file__).read_text(encoding="utf-8")
+    assert model._takes_the_table("rfm") and not model._takes_the_table("kmeans")
+    assert not model._takes_the_table("an algorithm of a later version")

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from custseg.cluster import ALGORITHMS, NOISE
 from custseg.errors import ModelError
 from custseg.outputs import cannot_write, publish_file, temp_file
 
@@ -36,7 +37,6 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "Alignment", "align"
 
 FORMAT = "custseg-model"
 FORMAT_VERSION = 1
-NOISE = -1
 _OUTLIER_QUANTILE = 0.999
 _OUTLIER_FACTOR = 1.5
 
@@ -137,14 +137,15 @@ class SegmentationModel:
                 # The same numbers in one block: the estimator's own conversion to an array is then
                 # a view instead of a second copy of the matrix.
                 transformed = pd.DataFrame(X, index=transformed.index, columns=transformed.columns, copy=False)
-            segment = self.estimator.predict(frame if self.algorithm == "rfm" else transformed)
+            on_table = _takes_the_table(self.algorithm)  # RFM rules read the features themselves
+            segment = self.estimator.predict(frame if on_table else transformed)
             segment = np.asarray(segment).astype("int64")
             probability = None
-            if hasattr(self.estimator, "predict_proba") and self.algorithm != "rfm":
+            if hasattr(self.estimator, "predict_proba") and not on_table:
                 probability = np.asarray(self.estimator.predict_proba(transformed)).max(axis=1)
             if self.label_map:
                 segment = _lookup(segment, self.label_map, segment).astype("int64")
-            if len(self.centers) and self.algorithm != "rfm":
+            if len(self.centers) and not on_table:
                 distance = _nearest(X, self.centers)[1]
                 far = (distance > self.outlier_distance) & ~flagged
                 if far.any():
@@ -261,6 +262,13 @@ def load(path: str | os.PathLike[str]) -> SegmentationModel:
 # Types a custseg model may hold beyond skops' defaults: scikit-learn, NumPy, SciPy, kmodes
 # and custseg's own estimators.  Anything else in a file is refused.
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "custseg.", "kmodes.")
+
+
+def _takes_the_table(algorithm: str) -> bool:
+    """Whether the estimator of ``algorithm`` reads the feature table itself (the registry's
+    ``input == "rfm"``) rather than the preprocessed matrix."""
+    spec = ALGORITHMS.get(algorithm)  # a model file may name an algorithm this version lacks
+    return spec is not None and spec.input == "rfm"
 
 
 def _trusted(type_name: str) -> bool:

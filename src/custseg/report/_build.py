@@ -456,6 +456,14 @@ def _cohorts(run: _Run, chart: _Charts) -> Section | None:
     return section
 
 
+def _elbow_measure(board: pd.DataFrame) -> str:
+    """What the elbow curve plots: K-Means inertia, or the K-Prototypes cost when K-Prototypes
+    was swept on its own mixed table (custseg.selection.compare_mixed)."""
+    if not board.empty and set(board["algorithm"]) == {"kprototypes"}:
+        return "the K-Prototypes cost"
+    return "K-Means inertia"
+
+
 def _chosen(run: _Run) -> tuple[str, int] | None:
     algorithm, k = run.summary.get("algorithm"), run.summary.get("n_clusters")
     return (str(algorithm), int(k)) if algorithm and k else None
@@ -485,7 +493,7 @@ def _selection(run: _Run, chart: _Charts) -> Section:
     if len(elbow) >= 2:
         section.charts.append(chart(
             "elbow", figs.elbow_curve(elbow, knee=knee, chosen=chosen[1] if chosen else None),
-            alt="Line chart of K-Means inertia against the number of segments with the knee marked",
+            alt=(f"Line chart of {_elbow_measure(board)} against the number of segments with the knee marked"),
             caption="Inertia always falls as k grows; the knee is where adding a segment stops paying off.",
         ))
     if not board.empty:
@@ -541,6 +549,13 @@ def _leaderboard(run: _Run) -> Section:
     return section
 
 
+#: What applying a saved preprocessor to a feature table it does not fit raises: ``KeyError``
+#: for a feature column the table lacks, ``ValueError`` from scikit-learn (columns missing from
+#: the fitted ColumnTransformer, text where it converts numbers, no rows, not fitted) and from
+#: custseg's own checks (DataError, SchemaError, ModelError are ValueErrors).
+_DOES_NOT_FIT = (KeyError, ValueError)
+
+
 def _matrix(run: _Run) -> pd.DataFrame:
     model = run.folder.model
     transformed = model.preprocessor.transform(run.folder.features[model.feature_columns])
@@ -556,7 +571,7 @@ def _maps(run: _Run, chart: _Charts, *, max_points: int, random_state: int) -> S
     features, labels = run.folder.features, run.folder.labels
     try:
         matrix = _matrix(run)
-    except Exception as exc:  # the saved preprocessor does not fit this table
+    except _DOES_NOT_FIT as exc:  # the saved preprocessor does not fit this table; anything else is a bug
         return Section("maps", "Maps of customers",
                        f"The saved model could not transform the feature table ({type(exc).__name__}), so no maps are drawn.")
     finite = np.isfinite(matrix.to_numpy()).all(axis=1)
