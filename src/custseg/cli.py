@@ -169,6 +169,8 @@ def inspect(
         columns.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     out.print(columns)
     for key, value in found.quality.items():
+        if isinstance(value, CustsegError):  # why cleaning cannot run, in this edge's words
+            value = value.render(FLAGS)
         out.print(f"  {key}: {value:,}" if isinstance(value, int) else f"  {key}: {value}")
     if found.report is not None:
         _print_report(found.report)
@@ -431,6 +433,13 @@ def demo(
     out.print(f"\nDone: see {out_}/")
 
 
+# The service's commands (serve, worker, users): custseg.web.cli, which imports the web stack
+# only when one of them runs.
+from custseg.web.cli import register as _register_service  # noqa: E402
+
+_register_service(app)
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 #: The library's parameter names as this edge spells them (errors name parameters; see
@@ -441,7 +450,8 @@ FLAGS: dict[str, str] = {
     "returns": "--returns", "bad_values": "--bad-values", "date_format": "--date-format",
     "as_of": "--as-of", "algorithm": "--algorithm", "n_clusters": "--k", "features": "--features",
     "random_state": "--seed", "value_column": "--value", "previous": "--previous", "out": "--out",
-    "rejects": "--rejects", "segment_map": "--segment-map", "report": "--no-report",
+    "rejects": "--rejects", "segment_map": "--segment-map", "report": "--no-report", "by": "--by",
+    "model": "--model", "max_points": "--max-points", "format": "--format", "columns": "--columns",
 }
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         resource = pipeline.resource_error(exc)  # out of memory or disk space: the user can fix it
         if resource is not None:
-            err.print(f"custseg: error: {resource}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"custseg: error: {resource.render(FLAGS)}", markup=False, highlight=False, soft_wrap=True)
             return 2
         first = (str(exc).strip().splitlines() or [""])[0]
         err.print(

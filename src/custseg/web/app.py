@@ -1,0 +1,121 @@
+"""The app factory: settings, the store, one error shape, security headers, the routes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from custseg import __version__
+from custseg.errors import CustsegError
+from custseg.web.config import WebSettings
+from custseg.web.errors import TooLarge, code_of
+from custseg.web.store import Store
+
+__all__ = ["create_app", "error_body", "CSP"]
+
+log = logging.getLogger("custseg.web")
+
+#: The app's pages: nothing from elsewhere, no inline script.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+#: A run's report carries text from uploaded files: it is served sandboxed (an origin of its
+#: own, so its scripts can never act as the app), with only its own inline code and styles.
+REPORT_CSP = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
+              "style-src 'unsafe-inline'; img-src data:; font-src data:; frame-ancestors 'self'")
+#: The API's documentation page loads Swagger UI from its CDN.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'self'")
+STATIC = Path(__file__).with_name("static")
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict:
+    """The one error shape of every 4xx (and 5xx) answer."""
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def create_app(settings: WebSettings | None = None, *, store: Store | None = None, migrate: bool = True) -> FastAPI:
+    """The web app: the store migrated to the newest schema, the API under ``/api/v1`` (OpenAPI
+    at ``/docs``) and the pages under ``/app``."""
+    settings = settings or WebSettings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = store or Store(settings.store_url)
+    if migrate:
+        store.migrate()
+    app = FastAPI(title="custseg", version=__version__, docs_url="/docs", redoc_url=None,
+                  openapi_url="/api/v1/openapi.json",
+                  description="Customer segmentation as a service: projects, datasets, runs and assignment.")
+    app.state.settings = settings
+    app.state.store = store
+
+    @app.exception_handler(CustsegError)
+    async def _custseg_error(request: Request, exc: CustsegError):
+        return _error(request, exc.http_status, code_of(exc), exc.render(_FIELDS), exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+        field = ".".join(where) or None
+        message = first.get("msg", "invalid request")
+        return _error(request, 422, "invalid", f"{field}: {message}" if field else message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "too_large"}
+        return _error(request, exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(request, 500, "internal", f"internal error: {type(exc).__name__}", None)
+
+    @app.middleware("http")
+    async def _headers_and_limits(request: Request, call_next):
+        length = request.headers.get("content-length")
+        is_upload = request.headers.get("content-type", "").startswith("multipart/form-data")
+        limit = settings.upload_limit if is_upload else settings.json_limit
+        if length is not None and length.isdigit() and int(length) > limit:
+            exc = TooLarge(f"the request body is {int(length):,} bytes, over the limit of {limit:,}")
+            response = _error(request, 413, "too_large", str(exc), None)
+        else:
+            response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", DOCS_CSP if request.url.path == "/docs" else CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        return response
+
+    from custseg.web import api
+
+    app.include_router(api.router)
+    try:
+        from custseg.web import pages
+    except ImportError:  # the pages are optional while they are built
+        pages = None
+    if pages is not None and hasattr(pages, "router"):
+        app.include_router(pages.router)
+        if STATIC.is_dir():
+            from fastapi.staticfiles import StaticFiles
+
+            app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+#: How the API names the library's parameters in ``field`` (the names are the library's own).
+_FIELDS: dict[str, str] = {}
+
+
+def _error(request: Request, status: int, code: str, message: str, field: str | None):
+    if not request.url.path.startswith("/api/") and request.url.path.startswith("/app"):
+        from custseg.web import pages
+
+        render = getattr(pages, "error_page", None)
+        if render is not None:
+            return render(request, status, message)
+    return JSONResponse(error_body(code, message, field), status_code=status)

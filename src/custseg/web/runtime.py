@@ -1,0 +1,43 @@
+"""Starting the service: the server (uvicorn) and its job workers, and the demo project."""
+
+from __future__ import annotations
+
+from custseg.web.config import WebSettings
+
+__all__ = ["serve", "work"]
+
+
+def serve(settings: WebSettings, *, host: str, port: int, demo: bool, uvicorn) -> None:
+    """Migrate the store, (make the demo project,) start the workers and serve until stopped."""
+    from custseg.web.app import create_app
+
+    app = create_app(settings)
+    if demo:
+        from custseg.web.services import demo as demo_service
+
+        with app.state.store.session() as db:
+            print(demo_service.ensure_demo(db, settings))
+    workers = _start_workers(settings)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.wait(timeout=30)
+
+
+def _start_workers(settings: WebSettings) -> list:
+    """``settings.workers`` processes of ``custseg worker`` beside the server."""
+    if not settings.workers:
+        return []
+    from custseg.web import jobs
+
+    return jobs.start_workers(settings)
+
+
+def work(settings: WebSettings, *, processes: int = 1) -> None:
+    """Run jobs in this process until stopped."""
+    from custseg.web import jobs
+
+    jobs.work(settings, processes=processes)
