@@ -312,3 +312,13 @@ def test_report_fits_a_narrow_window(browser, reports):
     finally:
         page.close()
     assert overflow <= 0
+
+
+def test_rfm_rules_report_says_no_k_was_chosen_and_shows_no_empty_leaderboard(tmp_path_factory):
+
+    folder = _run_folder(tmp_path_factory, datasets.sample_path(), "rfm", algorithm="rfm")
+    html = build_report(folder).read_text(encoding="utf-8")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "No number of segments was chosen: the RFM segments come from rules" in text
+    assert "no clear knee" not in text and "is not one of the compared rows" not in text
+    assert "Every fit compared (0 rows" not in text

@@ -471,6 +471,10 @@ def _chosen(run: _Run) -> tuple[str, int] | None:
 
 def _selection(run: _Run, chart: _Charts) -> Section:
     elbow, board = run.folder.elbow, run.folder.leaderboard
+    if board.empty and len(elbow) < 2:  # rules (RFM) fix the segments: nothing was swept
+        return Section("selection", "Choosing the number of segments",
+                       f"No number of segments was chosen: the {run.algorithm_label} come from rules, so "
+                       "there is no elbow and no fit to compare.")
     knee = run.summary.get("knee")
     knee = int(knee) if knee is not None else None
     chosen = _chosen(run)
@@ -521,6 +525,8 @@ def _leaderboard(run: _Run) -> Section:
     if chosen and (recommendation.get("algorithm"), recommendation.get("n_clusters")) != chosen:
         section.note = f"Used: {run.algorithm_label} with {chosen[1]} segments, as asked."
     board = run.folder.leaderboard
+    if board.empty:
+        return section
     spec = [
         ("algorithm", "algorithm", False, lambda v: run.labels_by_algorithm.get(str(v), str(v))),
         ("n_clusters", "k", True, lambda v: fmt(v)),
