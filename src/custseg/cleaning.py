@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import duckdb
 
 from custseg.engines import DUCKDB, Dialect
-from custseg.errors import DataError, SchemaError
+from custseg.errors import DataError, SchemaError, literal
 from custseg.schema import ColumnMap, flag_text, normalise_name
 from custseg.sources import Table
 
@@ -257,8 +257,9 @@ def clean_transactions(
         cmap.column(role)
     if not (("quantity" in cmap and "unit_price" in cmap) or "amount" in cmap):
         raise SchemaError(
-            f"{table.label}: needs quantity and unit price columns, or an amount column; "
-            "name them with --map quantity=COL --map unit_price=COL or --map amount=COL"
+            f"{literal(table.label)}: needs quantity and unit price columns, or an amount column; "
+            "name them with {param} quantity=COL {param} unit_price=COL or {param} amount=COL",
+            param="mapping",
         )
     clean = plan(table, cmap, read_columns(table, cmap, policy, dialect), policy, dialect)
     con = table.con
@@ -300,7 +301,7 @@ def read_columns(
             expr = _date_expression(table, column, kind, policy.date_format, dialect)
             failed = f"({col} IS NOT NULL AND trim(CAST({col} AS {dialect.text})) <> '' AND {expr} IS NULL)"
             _check_bad(table, column, failed, policy, "unparseable date",
-                       "fix them, pass --date-format, or drop them with --bad-values drop", dialect)
+                       "fix them, pass {param:date_format}, or drop them with {param:bad_values} drop", dialect)
             readings[role] = Reading(expr, failed)
         elif role in ("quantity", "unit_price", "amount"):
             if kind in ("integer", "float", "decimal"):
@@ -310,7 +311,7 @@ def read_columns(
             expr = _number_expression(table, column, dialect)
             failed = f"({col} IS NOT NULL AND trim(CAST({col} AS {dialect.text})) <> '' AND {expr} IS NULL)"
             _check_bad(table, column, failed, policy, "non-numeric value",
-                       "fix them or drop them with --bad-values drop", dialect)
+                       "fix them or drop them with {param} drop", dialect, param="bad_values")
             readings[role] = Reading(expr, failed)
     return readings
 
@@ -391,8 +392,9 @@ def _date_expression(table: Table, column: str, kind: str, date_format: str | No
                 f"SELECT {text} FROM source WHERE {text} IS NOT NULL LIMIT 1"
             ).fetchall()[0][0]
             raise DataError(
-                f"{table.label}: column '{column}' has dates like '{example}' that read both as "
-                f"day/month and month/day; pass --date-format '{fmt}' or --date-format '{swapped}'"
+                f"{literal(table.label)}: column '{literal(column)}' has dates like '{literal(example)}' that read "
+                f"both as day/month and month/day; pass {{param}} '{fmt}' or {{param}} '{swapped}'",
+                param="date_format",
             )
     return candidates[best]
 
@@ -412,7 +414,10 @@ def _number_expression(table: Table, column: str, dialect: Dialect) -> str:
     return comma if uses_comma and not uses_point else plain
 
 
-def _check_bad(table: Table, column: str, failed: str, policy: Policy, what: str, fix: str, dialect: Dialect) -> None:
+def _check_bad(table: Table, column: str, failed: str, policy: Policy, what: str, fix: str, dialect: Dialect,
+               *, param: str | None = None) -> None:
+    """Stop at the first of the values ``failed`` finds (unless bad values are dropped); ``fix``
+    (a message template) says what to do, ``param`` is the parameter it names, if one."""
     if policy.bad_values != "error":
         return
     first = dialect.arg_min(f"CAST({dialect.quote(column)} AS {dialect.text})", "__row")
@@ -422,8 +427,9 @@ def _check_bad(table: Table, column: str, failed: str, policy: Policy, what: str
     ).fetchall()[0]
     if n:
         raise DataError(
-            f"{table.label}: column '{column}' has {n:,} {what}{'s' if n > 1 else ''}, "
-            f"e.g. '{value}' on data row {row}; {fix}"
+            f"{literal(table.label)}: column '{literal(column)}' has {n:,} {what}{'s' if n > 1 else ''}, "
+            f"e.g. '{literal(value)}' on data row {row}; {fix}",
+            param=param,
         )
 
 
@@ -505,9 +511,10 @@ def clean_customers(
         if latest is not None and as_of_ts < latest:
             column = next(c for c, d in dates.items() if d.max() == latest)
             raise DataError(
-                f"{table.label}: --as-of {as_of_ts.date()} is before the latest date in the table "
-                f"({latest.date()} in '{column}'), so some durations would be negative; a customer "
-                "table is not a snapshot — give a date on or after it"
+                f"{literal(table.label)}: --as-of {as_of_ts.date()} is before the latest date in the table "
+                f"({latest.date()} in '{literal(column)}'), so some durations would be negative; a customer "
+                "table is not a snapshot — give a date on or after it",
+                param="as_of",
             )
     joined = column_map.get("joined_at")
     birth = column_map.get("birth_year")
@@ -574,8 +581,10 @@ def clean_customers(
         notes.append(f"column '{column}' dropped: {why}")
     if out.empty:
         raise DataError(
-            f"{table.label}: no customer left after cleaning ({rows_in:,} rows in, {int(missing_id.sum()):,} "
-            f"without a customer id in '{id_col}'); check that column or map another with --map customer_id=COLUMN"
+            f"{literal(table.label)}: no customer left after cleaning ({rows_in:,} rows in, "
+            f"{int(missing_id.sum()):,} without a customer id in '{literal(id_col)}'); check that column or map "
+            "another with {param} customer_id=COLUMN",
+            param="mapping",
         )
     if len(out.columns) == 1 + sum(c in out.columns for c in outcomes):
         why = "; ".join(f"'{c}' {reason}" for c, reason in dropped_columns.items())

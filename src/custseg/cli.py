@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from custseg import outputs, pipeline
-from custseg.errors import ConfigError, CustsegError
+from custseg.errors import ConfigError, CustsegError, literal
 from custseg.request import Policy, RunRequest, SegmentConfig, SourceSpec, parse_as_of, parse_k, parse_mapping
 from custseg.settings import Settings
 
@@ -463,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=args, prog_name="custseg", standalone_mode=False)
     except CustsegError as exc:
-        if debug:
+        if debug:  # the traceback, with the message in this edge's words as well
+            exc.template = literal(exc.render(FLAGS))
+            exc.args = (exc.render(FLAGS),)
             raise
         err.print(f"custseg: error: {exc.render(FLAGS)}", markup=False, highlight=False, soft_wrap=True)
         return 2

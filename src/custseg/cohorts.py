@@ -13,7 +13,7 @@ from typing import Literal
 import pandas as pd
 
 from custseg.cleaning import CleanTransactions
-from custseg.errors import SchemaError
+from custseg.errors import SchemaError, literal
 
 __all__ = ["Cohorts", "retention"]
 
@@ -36,7 +36,8 @@ def retention(clean: CleanTransactions, *, by: Literal["country"] | None = None)
     """
     if by is not None and by not in clean.roles:
         raise SchemaError(
-            f"cohorts by {by}: {clean.table.label} has no {by} column; name it with --map {by}=COLUMN"
+            f"cohorts by {by}: {literal(clean.table.label)} has no {by} column; name it with --map {by}=COLUMN",
+            param="mapping",
         )
     d = clean.dialect
     keys = "cohort" + (f", {by}" if by else "")

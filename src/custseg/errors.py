@@ -17,22 +17,42 @@ the HTTP status the service answers it with:
 
 ``param`` names the library parameter at fault (``n_clusters``, ``source``, ``out``) and
 ``problems`` lists every problem when there are several (:meth:`custseg.request.RunRequest.validate`).
-A message may hold the placeholder ``{param}``: ``str(error)`` names the library parameter,
-:meth:`CustsegError.render` the edge's own name for it — the CLI's ``--k``, the API's field —
-so the library never speaks in one edge's terms.
+A message names parameters only through placeholders, so the library never speaks in one
+edge's terms: ``{param}`` is the error's own ``param``, ``{param:NAME}`` any other parameter
+(``{param:date_format}``).  ``str(error)`` spells each as the library name, and
+:meth:`CustsegError.render` as the edge calls it — the CLI's ``--k``, the API's field — with
+the library name for a parameter the edge does not list.
 
 >>> error = ConfigError("{param} must be a whole number ≥ 2, got 1", param="n_clusters")
 >>> str(error), error.render({"n_clusters": "--k"})
 ('n_clusters must be a whole number ≥ 2, got 1', '--k must be a whole number ≥ 2, got 1')
->>> isinstance(error, ValueError), ConfigError.http_status
-(True, 400)
+>>> error = DataError("orders.csv: dates like '01/02/2011' read both ways; pass {param} '%d/%m/%Y' "
+...                   "or drop them with {param:bad_values} drop", param="date_format")
+>>> str(error)
+"orders.csv: dates like '01/02/2011' read both ways; pass date_format '%d/%m/%Y' or drop them with bad_values drop"
+>>> error.render({"date_format": "--date-format", "bad_values": "--bad-values"})
+"orders.csv: dates like '01/02/2011' read both ways; pass --date-format '%d/%m/%Y' or drop them with --bad-values drop"
+>>> isinstance(error, ValueError), DataError.http_status
+(True, 422)
+
+Only those exact forms are placeholders: other braces in a message (a column ``{a}``, a path
+``data{2024}.csv``) are text and stay as they are.  User text that could hold a placeholder
+form itself — a file, column or cell value — goes into a message through :func:`literal`,
+which escapes it (``{{param}}`` is shown as ``{param}``), so it is shown exactly as given:
+
+>>> column = "{param:out}"
+>>> str(SchemaError(f"orders.csv: column '{literal(column)}' is empty; name another with {{param}}",
+...                 param="mapping"))
+"orders.csv: column '{param:out}' is empty; name another with mapping"
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "literal",
     "CustsegError",
     "DataError",
     "InputError",
@@ -43,6 +63,24 @@ __all__ = [
     "ResourceError",
     "Cancelled",
 ]
+
+
+#: A parameter's library name: an identifier, or a dotted path of them (``segment.n_clusters``).
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+#: ``{param}`` or ``{param:NAME}``, with any number of braces around: one on each side is a
+#: placeholder, more on both sides the escaped text of one (see :func:`literal`).
+_PLACEHOLDER = re.compile(r"(\{+)param(?::(" + _NAME + r"))?(\}+)")
+
+
+def literal(text: object) -> str:
+    """``text`` (a file name, a column name, a value) made safe to put into a message: shown as
+    it is, whatever braces it holds.  Only the placeholder forms ``{param}`` and ``{param:NAME}``
+    need it, and only they are changed (their braces doubled, which a message shows single).
+
+    >>> literal("Sales {param}"), literal("data{2024}.csv")
+    ('Sales {{param}}', 'data{2024}.csv')
+    """
+    return _PLACEHOLDER.sub(lambda m: "{" + m.group(0) + "}", str(text))
 
 
 class CustsegError(Exception):
@@ -59,16 +97,46 @@ class CustsegError(Exception):
         self.problems = tuple(problems)
 
     def render(self, names: Mapping[str, str] | None = None) -> str:
-        """The message with ``{param}`` spelled as the edge calls it (``names[param]``)."""
-        name = (names or {}).get(self.param or "", self.param or "")
-        return self.template.replace("{param}", name) if "{param}" in self.template else self.template
+        """The message with each parameter spelled as the edge calls it: ``{param}`` as
+        ``names[param]``, ``{param:NAME}`` as ``names[NAME]``, the library name for one that
+        ``names`` lacks (all of them without ``names``)."""
+        names = names or {}
+
+        def spell(match: re.Match[str]) -> str:
+            opening, name, closing = match.group(1), match.group(2), match.group(3)
+            if len(opening) > 1 and len(closing) > 1:  # escaped: the text of a placeholder
+                return match.group(0)[1:-1]
+            if len(opening) > 1 or len(closing) > 1:  # not a placeholder
+                return match.group(0)
+            name = name or self.param
+            if name is None:  # ``{param}`` of an error without one: text
+                return match.group(0)
+            return names.get(name, name)
+
+        return _PLACEHOLDER.sub(spell, self.template)
 
     def __str__(self) -> str:
         return self.render()
 
+    @property
+    def named_template(self) -> str:
+        """The template with its own ``{param}`` written ``{param:NAME}``: to put this message
+        into another error's (a list of problems, a wrapping error) and keep its parameter.  (A
+        ``param`` that is not a name, such as an unknown JSON field, is written as text.)"""
+        if self.param is None:
+            return self.template
+        own = "{param:" + self.param + "}" if re.fullmatch(_NAME, self.param) else literal(self.param)
+
+        def name(match: re.Match[str]) -> str:
+            if match.group(2) is None and len(match.group(1)) == len(match.group(3)) == 1:
+                return own
+            return match.group(0)
+
+        return _PLACEHOLDER.sub(name, self.template)
+
     def with_prefix(self, prefix: str) -> CustsegError:
-        """The same error with ``prefix`` (e.g. the source's name) in front of its message."""
-        error = type(self)(prefix + self.template, param=self.param, problems=self.problems)
+        """The same error with ``prefix`` (plain text, e.g. the source's name) in front of its message."""
+        error = type(self)(literal(prefix) + self.template, param=self.param, problems=self.problems)
         return error
 
 

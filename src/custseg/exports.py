@@ -28,7 +28,7 @@ import pandas as pd
 
 from custseg import outputs
 from custseg.runs import id_name
-from custseg.errors import ConfigError, InputError
+from custseg.errors import ConfigError, InputError, literal
 from custseg.outputs import neutralise  # the one rule for text a spreadsheet opens
 
 __all__ = ["EXPORT_FORMATS", "export_run", "neutralise"]
@@ -82,7 +82,8 @@ def export_run(
     monetary when present, else none).  Unknown columns are a :class:`ConfigError`.
     """
     if format not in EXPORT_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got '{format}'")
+        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got '{literal(format)}'",
+                          param="format")
     run_dir = Path(run_dir)
     assignments, profiles, features, contacts = _read_run(run_dir)
     if columns is None:
@@ -90,8 +91,9 @@ def export_run(
     unknown = [c for c in columns if c not in features.columns]
     if unknown:
         raise ConfigError(
-            f"--columns {', '.join(unknown)}: not in the run's features; available: "
-            + ", ".join(c for c in features.columns if c != "customer_id")
+            f"--columns {literal(', '.join(unknown))}: not in the run's features; available: "
+            + literal(", ".join(c for c in features.columns if c != "customer_id")),
+            param="columns",
         )
     table = assignments.merge(features[["customer_id", *columns]], on="customer_id", how="left")
     if contacts is not None:
@@ -99,8 +101,8 @@ def export_run(
         table = table[["customer_id", "email"] + [c for c in table.columns if c not in ("customer_id", "email")]]
     folder = Path(out) if out is not None else run_dir / "exports"
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--out {folder}: is a file; give a folder for the exports")
-    outputs.make_folder(folder)
+        raise ConfigError(f"--out {literal(folder)}: is a file; give a folder for the exports", param="out")
+    outputs.make_folder(folder, option="out")
 
     summary = profiles[["segment", "name", "customers", "share", "value_share", "description", "rule"]].copy()
     lists: dict[str, pd.DataFrame] = {}
@@ -109,20 +111,20 @@ def export_run(
         lists[f"segment-{row.segment}-{_slug(row.name)}"] = members.rename(columns={"customer_id": id_name(run_dir)})
 
     # Every file is neutralised as written (.csv and .xlsx; Parquet keeps the text as it is).
-    files = []  # (sheets, path, option): written together, all or none
+    files = []  # (sheets, path, parameter): written together, all or none
     if format == "xlsx":
         sheets = {"Summary": summary}
         for key, members in lists.items():
             sheets[_EXCEL_SHEET.sub("", key)[:31]] = members
-        files.append((sheets, folder / "segments.xlsx", "--out"))
+        files.append((sheets, folder / "segments.xlsx", "out"))
     else:
-        files.append(({"data": summary}, folder / f"summary.{format}", "--out"))
+        files.append(({"data": summary}, folder / f"summary.{format}", "out"))
         for key, members in lists.items():
-            files.append(({"data": members}, folder / f"{key}.{format}", "--out"))
+            files.append(({"data": members}, folder / f"{key}.{format}", "out"))
 
     crm = pd.DataFrame({"Customer ID": table["customer_id"], "Segment": table["segment"],
                         "Segment Name": table["segment_name"]})
     if "email" in table:
         crm.insert(0, "Email", table["email"])
-    files.append(({"data": crm}, folder / "crm_import.csv", "--out"))
+    files.append(({"data": crm}, folder / "crm_import.csv", "out"))
     return outputs.write_together(files)

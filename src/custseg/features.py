@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from custseg.cleaning import COUNTED_AFTER, CleanTransactions, CleaningReport, report_from_counts
 from custseg.engines import Dialect
-from custseg.errors import DataError
+from custseg.errors import DataError, literal
 from custseg.sources import memory_budget
 
 if TYPE_CHECKING:
@@ -125,10 +125,11 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     customers, latest = con.execute(f"SELECT count(*), max(last_order_at) FROM {per_table}").fetchall()[0]
     if not customers:
         con.execute(d.drop_table(per_table))
-        when = f" before --as-of {as_of.date()}" if as_of is not None else ""
+        when = f" before {{param}} {as_of.date()}" if as_of is not None else ""
         raise DataError(
-            f"{clean.table.label}: no customer has a kept order{when} after cleaning "
-            f"({report.rows_in:,} rows in); see the cleaning report with `custseg inspect`"
+            f"{literal(clean.table.label)}: no customer has a kept order{when} after cleaning "
+            f"({report.rows_in:,} rows in); see the cleaning report with `custseg inspect`",
+            param="as_of" if as_of is not None else None,
         )
     reference = as_of if as_of is not None else datetime.combine(latest.date() + timedelta(days=1), time())
     con.execute(d.create_table(name, f"{_derived(con, d, per_table, reference)} ORDER BY customer_id"))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Union
 
 import duckdb
 
-from custseg.errors import ConfigError, OutputError
+from custseg.errors import ConfigError, OutputError, literal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,17 +45,31 @@ RISKY_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _RISKY_SQL = r"^[=+\-@\t\r]"  # the same, as a regular expression for DuckDB
 
 
+def _named(option: str) -> tuple[str, str | None]:
+    """How a message names the output ``option`` and the error's ``param``: a library parameter
+    (``out``, ``rejects``) as the placeholder ``{param}``; text such as ``--out`` (the default,
+    and what the CLI passes) as it is, with the parameter it spells (``out``)."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", option):
+        return "{param}", option
+    return literal(option), (option.removeprefix("--").replace("-", "_") if option.startswith("--") else None)
+
+
 def check_target(path: Path, *, option: str = "--out") -> None:
     """Refuse an output path before any work is done: bad extension, a folder, no parent folder."""
     path = Path(path)
+    name, param = _named(option)
     if path.suffix.lower() not in OUTPUT_FORMATS:
         raise ConfigError(
-            f"{option} {path}: the extension must be one of {', '.join(OUTPUT_FORMATS)}, got '{path.suffix or '(none)'}'"
+            f"{name} {literal(path)}: the extension must be one of {', '.join(OUTPUT_FORMATS)}, "
+            f"got '{literal(path.suffix or '(none)')}'",
+            param=param,
         )
     if path.is_dir():
-        raise ConfigError(f"{option} {path}: is a directory; give a file name such as {path / 'out.csv'}")
+        raise ConfigError(f"{name} {literal(path)}: is a directory; give a file name such as "
+                          f"{literal(path / 'out.csv')}", param=param)
     if not path.parent.exists():
-        raise ConfigError(f"{option} {path}: folder '{path.parent}' does not exist; create it first")
+        raise ConfigError(f"{name} {literal(path)}: folder '{literal(path.parent)}' does not exist; create it first",
+                          param=param)
     check_folder(path.parent, option=option, target=path)
 
 
@@ -66,24 +80,31 @@ def check_folder(folder: Path, *, option: str = "--out", target: Path | None = N
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {target or folder}: cannot write in '{existing}' (read-only, or no "
-                         "permission); choose another place")
+        name, param = _named(option)
+        raise OutputError(f"{name} {literal(target or folder)}: cannot write in '{literal(existing)}' (read-only, "
+                          "or no permission); choose another place", param=param)
 
 
 def check_fits(path: Path, rows: int, *, option: str = "--out") -> None:
     """Refuse, before anything is written, a table too long for the format of ``path``."""
     path = Path(path)
     if path.suffix.lower() == ".xlsx" and rows > _EXCEL_MAX_ROWS:
+        name, param = _named(option)
         raise ConfigError(
-            f"{option} {path}: {rows:,} rows do not fit in an Excel sheet "
-            f"(max {_EXCEL_MAX_ROWS:,}); write .csv or .parquet instead"
+            f"{name} {literal(path)}: {rows:,} rows do not fit in an Excel sheet "
+            f"(max {_EXCEL_MAX_ROWS:,}); write .csv or .parquet instead",
+            param=param,
         )
 
 
 def cannot_write(path: Path, cause: OSError | str, *, option: str = "--out") -> OutputError:
-    """The one-line error for a file or folder that cannot be written, with the reason."""
+    """The one-line error for a file or folder that cannot be written, with the reason.
+
+    ``option`` names the parameter that gave the path: its library name (``out``), which each
+    edge spells its own way, or as before the CLI's text (``--out``, the default)."""
     reason = (cause.strerror or str(cause)) if isinstance(cause, OSError) else cause
-    return OutputError(f"{option} {path}: cannot write ({reason})")
+    name, param = _named(option)
+    return OutputError(f"{name} {literal(path)}: cannot write ({literal(reason)})", param=param)
 
 
 def make_folder(folder: str | os.PathLike[str], *, option: str = "--out") -> Path:
@@ -232,7 +253,8 @@ def _neutralised_relation(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyR
 
 def write_table(frame: Tabular, path: str | os.PathLike[str], *, option: str = "--out") -> Path:
     """Write ``frame`` as .csv, .parquet or .xlsx (by extension), atomically; messages name
-    the file as ``option`` (the command-line option that gave it)."""
+    the file as ``option``: the parameter that gave it (``out``), or text such as ``--out``
+    (see :func:`cannot_write`)."""
     return write_tables({"data": frame}, path, option=option)
 
 
@@ -253,7 +275,8 @@ def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLik
         path = Path(path)
         check_target(path, option=option)
         if path.suffix.lower() != ".xlsx" and len(sheets) != 1:
-            raise ConfigError(f"{option} {path}: several tables need an .xlsx file")
+            name, param = _named(option)
+            raise ConfigError(f"{name} {literal(path)}: several tables need an .xlsx file", param=param)
         targets.append(path)
     written: list[str] = []
     try:

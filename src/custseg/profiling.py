@@ -35,7 +35,7 @@ import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
 from custseg import rfm
-from custseg.errors import ConfigError, DataError
+from custseg.errors import ConfigError, DataError, literal
 
 __all__ = ["Profiles", "SegmentProfile", "profile", "value_of", "wilson_interval", "OUTCOME_STATS"]
 
@@ -88,17 +88,19 @@ def value_of(
 ) -> tuple[pd.Series | None, str | None]:
     """The value of each customer (see the module docstring) and what it is called.
 
-    ``column`` names it (``--value``); ``exclude`` lists columns that are not values (outcomes).
+    ``column`` names it (``value_column``); ``exclude`` lists columns that are not values (outcomes).
     """
     if column is not None:
         if column not in features.columns or column in _NOT_FEATURES:
             usable = [c for c in features.columns if c not in _NOT_FEATURES and pd.api.types.is_numeric_dtype(features[c])]
             raise ConfigError(
-                f"--value {column}: no such column among the customer features; choose one of {', '.join(usable)}",
+                f"{{param}} {literal(column)}: no such column among the customer features; choose one of "
+                f"{literal(', '.join(usable))}",
+                param="value_column",
             )
         if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(features[column]):
-            raise ConfigError(f"--value {column}: the column holds {features[column].dtype} values, not amounts; "
-                              "choose a column of numbers")
+            raise ConfigError(f"{{param}} {literal(column)}: the column holds {features[column].dtype} values, "
+                              "not amounts; choose a column of numbers", param="value_column")
         return features[column].astype("float64"), column
     if "monetary" in features:
         return features["monetary"].astype("float64"), "monetary"

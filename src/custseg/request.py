@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from custseg.cleaning import Policy
-from custseg.errors import ConfigError
+from custseg.errors import ConfigError, literal
 from custseg.schema import parse_mapping
 
 __all__ = ["RunRequest", "SourceSpec", "Policy", "SegmentConfig", "parse_as_of", "parse_k", "parse_mapping",
@@ -100,43 +100,43 @@ class RunRequest:
         if not isinstance(src.source, str) or not src.source.strip():
             problem("{param} is empty; give a file path or a SQLAlchemy URL", "source")
         if src.kind not in (None, "transactions", "customers"):
-            problem(f"{{param}} must be one of transactions, customers, got '{src.kind}'", "kind")
+            problem(f"{{param}} must be one of transactions, customers, got '{literal(src.kind)}'", "kind")
         for role in src.mapping:
             if role not in schema.ROLES:
-                problem(f"{{param}} {role}={src.mapping[role]}: unknown role '{role}'; the role must be one of "
+                problem(f"{{param}} {literal(role)}={literal(src.mapping[role])}: unknown role '{literal(role)}'; the role must be one of "
                         f"{', '.join(schema.ROLES)}", "mapping")
         if policy.returns not in ("drop", "net"):
-            problem(f"{{param}} must be one of drop, net, got '{policy.returns}'", "returns")
+            problem(f"{{param}} must be one of drop, net, got '{literal(policy.returns)}'", "returns")
         if policy.bad_values not in ("error", "drop"):
-            problem(f"{{param}} must be one of error, drop, got '{policy.bad_values}'", "bad_values")
+            problem(f"{{param}} must be one of error, drop, got '{literal(policy.bad_values)}'", "bad_values")
         if config.algorithm != "auto" and config.algorithm not in cluster.ALGORITHMS:
-            problem(f"{{param}} must be auto or one of {', '.join(cluster.ALGORITHMS)}, got '{config.algorithm}'",
+            problem(f"{{param}} must be auto or one of {', '.join(cluster.ALGORITHMS)}, got '{literal(config.algorithm)}'",
                     "algorithm")
         if config.n_clusters is not None and not (_whole(config.n_clusters) and config.n_clusters >= 2):
-            problem(f"{{param}} must be auto or a whole number ≥ 2, got '{config.n_clusters}'", "n_clusters")
+            problem(f"{{param}} must be auto or a whole number ≥ 2, got '{literal(config.n_clusters)}'", "n_clusters")
         if not config.k_values or not all(_whole(k) and k >= 2 for k in config.k_values):
-            problem(f"{{param}} must be whole numbers ≥ 2, got {list(config.k_values)}", "k_values")
+            problem(f"{{param}} must be whole numbers ≥ 2, got {literal(list(config.k_values))}", "k_values")
         unknown = [c for c in config.candidates if c not in cluster.ALGORITHMS]
         if not config.candidates or unknown:
             problem(f"{{param}} must name algorithms among {', '.join(cluster.ALGORITHMS)}, got "
-                    f"{list(config.candidates)}", "candidates")
+                    f"{literal(list(config.candidates))}", "candidates")
         if config.features is not None:
             names = list(config.features)
             if not names or not all(isinstance(n, str) and n.strip() for n in names):
-                problem(f"{{param}} must be column names, got {names}", "features")
+                problem(f"{{param}} must be column names, got {literal(names)}", "features")
             elif len(set(names)) < len(names):
                 twice = sorted({n for n in names if names.count(n) > 1})
-                problem(f"{{param}} names {', '.join(twice)} more than once; name each column once", "features")
+                problem(f"{{param}} names {literal(', '.join(twice))} more than once; name each column once", "features")
         if not (_whole(config.random_state) and 0 <= config.random_state < 2**32):
-            problem(f"{{param}} must be a whole number from 0 to 4294967295, got '{config.random_state}'",
+            problem(f"{{param}} must be a whole number from 0 to 4294967295, got '{literal(config.random_state)}'",
                     "random_state")
         if config.value_column is not None and not (isinstance(config.value_column, str) and config.value_column):
-            problem(f"{{param}} must be a column name, got {config.value_column!r}", "value_column")
+            problem(f"{{param}} must be a column name, got {literal(repr(config.value_column))}", "value_column")
         for row in self.segment_map or ():
             try:
                 re.compile(row[0])
             except (re.error, TypeError, IndexError):
-                problem(f"{{param}} has a pattern that is not a regular expression: {row!r}", "segment_map")
+                problem(f"{{param}} has a pattern that is not a regular expression: {literal(repr(row))}", "segment_map")
         return found
 
     def validate(self) -> RunRequest:
@@ -147,7 +147,7 @@ class RunRequest:
             raise found[0]
         if found:
             raise ConfigError(
-                f"{len(found)} problems: " + "; ".join(p.template for p in found), problems=found,
+                f"{len(found)} problems: " + "; ".join(p.named_template for p in found), problems=found,
             )
         return self
 
@@ -178,7 +178,7 @@ class RunRequest:
             try:
                 data = json.loads(data)
             except ValueError as exc:
-                raise ConfigError(f"a run request must be a JSON object: {exc}", param="request") from None
+                raise ConfigError(f"a run request must be a JSON object: {literal(exc)}", param="request") from None
         if not isinstance(data, Mapping):
             raise ConfigError("a run request must be a JSON object", param="request")
         data = dict(data)
@@ -217,7 +217,7 @@ def _whole(value: object) -> bool:
 
 def _fields(kind: type, data: object, prefix: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{{param}} must be a JSON object, got {data!r}", param=prefix.rstrip("."))
+        raise ConfigError(f"{{param}} must be a JSON object, got {literal(repr(data))}", param=prefix.rstrip("."))
     names = set(kind.__dataclass_fields__)
     _refuse_unknown(data, names, prefix)
     return dict(data)
@@ -227,7 +227,7 @@ def _refuse_unknown(data: Mapping[str, Any], known: set[str], prefix: str) -> No
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(prefix + u for u in unknown)}; "
+            f"unknown field{'s' if len(unknown) > 1 else ''} {literal(', '.join(prefix + u for u in unknown))}; "
             f"known: {', '.join(prefix + k for k in sorted(known))}",
             param=prefix + unknown[0],
         )
@@ -240,7 +240,7 @@ def parse_as_of(value: str | datetime) -> datetime:
     try:
         return datetime.fromisoformat(str(value))
     except ValueError:
-        raise ConfigError(f"{{param}} must be a date like 2011-12-10, got '{value}'", param="as_of") from None
+        raise ConfigError(f"{{param}} must be a date like 2011-12-10, got '{literal(value)}'", param="as_of") from None
 
 
 def parse_k(value: str | int | None) -> int | None:
@@ -251,5 +251,5 @@ def parse_k(value: str | int | None) -> int | None:
         return value
     text = str(value).strip()
     if not text.isdigit():
-        raise ConfigError(f"{{param}} must be auto or a whole number ≥ 2, got '{value}'", param="n_clusters")
+        raise ConfigError(f"{{param}} must be auto or a whole number ≥ 2, got '{literal(value)}'", param="n_clusters")
     return int(text)

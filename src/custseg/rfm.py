@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from custseg.errors import ConfigError, DataError
+from custseg.errors import ConfigError, DataError, literal
 
 __all__ = [
     "DEFAULT_SEGMENT_MAP",
@@ -76,7 +76,7 @@ def load_segment_map(path: str | Path) -> tuple[tuple[str, str], ...]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--segment-map {path}: no such file")
+        raise ConfigError(f"{{param}} {literal(path)}: no such file", param="segment_map")
     try:
         if path.suffix.lower() == ".json":
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -89,12 +89,15 @@ def load_segment_map(path: str | Path) -> tuple[tuple[str, str], ...]:
                 reader = csv.DictReader(fh)
                 if not reader.fieldnames or {"pattern", "segment"} - set(reader.fieldnames):
                     raise ConfigError(
-                        f"--segment-map {path}: needs columns 'pattern,segment', got {reader.fieldnames}"
+                        f"{{param}} {literal(path)}: needs columns 'pattern,segment', got {literal(reader.fieldnames)}",
+                        param="segment_map",
                     )
                 pairs = [(row["pattern"].strip(), row["segment"].strip()) for row in reader]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ConfigError(f"--segment-map {path}: cannot be read ({exc}); see the default map in the docs") from None
-    return validate_segment_map(pairs, source=str(path))
+        reason = exc.named_template if isinstance(exc, ConfigError) else literal(exc)
+        raise ConfigError(f"{{param}} {literal(path)}: cannot be read ({reason}); see the default map in the docs",
+                          param="segment_map") from None
+    return validate_segment_map(pairs, source=literal(path))
 
 
 def validate_segment_map(pairs: SegmentMap, *, source: str = "segment map") -> tuple[tuple[str, str], ...]:
@@ -102,8 +105,8 @@ def validate_segment_map(pairs: SegmentMap, *, source: str = "segment map") -> t
     every pattern compiles, and every code 111..555 gets a segment (the one check of a map, for
     a file as :func:`load_segment_map` reads it and for a map given to :func:`score`).
 
-    ``source`` starts each message (a file's name; ``"{param}"`` lets the edge name its
-    parameter); every error is a :class:`ConfigError` with ``param="segment_map"``.
+    ``source`` starts each message, as a message template (a file's name through
+    :func:`custseg.errors.literal`; ``"{param}"`` lets the edge name its parameter); every error is a :class:`ConfigError` with ``param="segment_map"``.
     """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise ConfigError(f"{source}: must be a list of (pattern, segment) pairs, got {type(pairs).__name__}; "
@@ -112,13 +115,14 @@ def validate_segment_map(pairs: SegmentMap, *, source: str = "segment map") -> t
     for i, row in enumerate(pairs, start=1):
         if (isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or len(row) != 2
                 or not isinstance(row[0], str) or isinstance(row[1], bool) or not isinstance(row[1], (str, int))):
-            raise ConfigError(f"{source}: entry {i} {row!r} is not a (pattern, segment) pair of texts; "
+            raise ConfigError(f"{source}: entry {i} {literal(repr(row))} is not a (pattern, segment) pair of texts; "
                               "write it as ('5[4-5].', 'Champions')", param="segment_map")
         pattern, segment = row
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise ConfigError(f"{source}: pattern {pattern!r} on line {i} is not a regular expression ({exc})",
+            raise ConfigError(f"{source}: pattern {literal(repr(pattern))} on line {i} is not a regular expression "
+                              f"({literal(exc)})",
                               param="segment_map") from None
         checked.append((str(pattern), str(segment)))
     if not checked:

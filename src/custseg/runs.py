@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from custseg.errors import InputError, OutputError
+from custseg.errors import InputError, OutputError, literal
 
 if TYPE_CHECKING:
     from custseg.pipeline import SegmentationResult
@@ -249,11 +249,11 @@ def write_run(result: SegmentationResult, folder, *, request: RunRequest | None 
 
     folder = Path(folder)
     created = not folder.exists()
-    outputs.make_folder(folder)
+    outputs.make_folder(folder, option="out")
     try:
         staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder))
     except OSError as exc:
-        raise outputs.cannot_write(folder, exc) from None
+        raise outputs.cannot_write(folder, exc, option="out") from None
     staged: list = []
     try:
         staged = _write_run_files(result, staging, request)
@@ -265,10 +265,10 @@ def write_run(result: SegmentationResult, folder, *, request: RunRequest | None 
         for path in staged:
             os.replace(path, folder / path.name)
     except OutputError as exc:  # what outputs raise for a file that cannot be written
-        raise OutputError(f"{str(exc).replace(str(staging), str(folder))}; the folder is left as it was",
-                          param=exc.param) from None
+        raise OutputError(f"{exc.named_template.replace(literal(staging), literal(folder))}; the folder is left "
+                          "as it was", param=exc.param) from None
     except OSError as exc:
-        raise outputs.cannot_write(folder, exc) from None
+        raise outputs.cannot_write(folder, exc, option="out") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(folder.iterdir()):
@@ -285,22 +285,22 @@ def _write_run_files(result: SegmentationResult, folder: Path, request: RunReque
     profiles = result.profiles
     named = result.customers.for_output  # customer_id as outputs call it ('row' for row numbers)
     written = [
-        outputs.write_table(named(result.assignments), folder / "assignments.csv"),
-        outputs.write_table(profiles.table, folder / "profiles.csv"),
-        outputs.write_table(profiles.means.reset_index(), folder / "segment_means.csv"),
-        outputs.write_table(profiles.lifts.reset_index(), folder / "segment_lifts.csv"),
-        outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv"),
-        outputs.write_table(result.selection.elbow, folder / "elbow.csv"),
-        outputs.write_table(named(result.customers.features), folder / "features.parquet"),
-        outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv"),
+        outputs.write_table(named(result.assignments), folder / "assignments.csv", option="out"),
+        outputs.write_table(profiles.table, folder / "profiles.csv", option="out"),
+        outputs.write_table(profiles.means.reset_index(), folder / "segment_means.csv", option="out"),
+        outputs.write_table(profiles.lifts.reset_index(), folder / "segment_lifts.csv", option="out"),
+        outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv", option="out"),
+        outputs.write_table(result.selection.elbow, folder / "elbow.csv", option="out"),
+        outputs.write_table(named(result.customers.features), folder / "features.parquet", option="out"),
+        outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv", option="out"),
     ]
     if result.rfm is not None:
-        written.append(outputs.write_table(named(result.rfm), folder / "rfm.csv"))
+        written.append(outputs.write_table(named(result.rfm), folder / "rfm.csv", option="out"))
     if result.customers.contacts is not None:
-        written.append(outputs.write_table(named(result.customers.contacts), folder / "contacts.parquet"))
+        written.append(outputs.write_table(named(result.customers.contacts), folder / "contacts.parquet", option="out"))
     if result.customers.clean is not None:
         matrix = cohorts.retention(result.customers.clean).matrix
-        written.append(outputs.write_table(matrix, folder / "cohorts.csv"))
+        written.append(outputs.write_table(matrix, folder / "cohorts.csv", option="out"))
     recommendation = result.selection.recommendation
     summary = {
         "schema_version": SCHEMA_VERSION,
@@ -328,6 +328,6 @@ def _write_run_files(result: SegmentationResult, folder: Path, request: RunReque
             "new": list(result.alignment.new), "gone": list(result.alignment.gone),
         },
     }
-    written.append(outputs.write_text(json.dumps(summary, indent=2, default=str), folder / "run.json"))
+    written.append(outputs.write_text(json.dumps(summary, indent=2, default=str), folder / "run.json", option="out"))
     written.append(result.model.save(folder / "model.skops"))
     return written

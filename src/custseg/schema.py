@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from custseg.errors import ConfigError, SchemaError
+from custseg.errors import ConfigError, SchemaError, literal
 
 __all__ = [
     "TRANSACTION_ROLES",
@@ -218,8 +218,9 @@ class ColumnMap:
             return self.roles[role]
         except KeyError:
             raise SchemaError(
-                f"{self.source}: no column plays the role '{role}'; "
-                f"name one with --map {role}=COLUMN"
+                f"{literal(self.source)}: no column plays the role '{role}'; "
+                f"name one with --map {role}=COLUMN",
+                param="mapping",
             ) from None
 
     def with_kind(self, kind: Kind) -> ColumnMap:
@@ -245,21 +246,25 @@ def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
         role, sep, column = item.partition("=")
         role, column = role.strip(), column.strip()
         if not sep or not role or not column:
-            raise ConfigError(f"--map takes ROLE=COLUMN, got '{item}'; e.g. --map customer_id=Client")
+            raise ConfigError(f"--map takes ROLE=COLUMN, got '{literal(item)}'; e.g. --map customer_id=Client",
+                              param="mapping")
         if role not in ROLES:
             raise ConfigError(
-                f"--map {item}: unknown role '{role}'{_suggest(role, ROLES)}; "
-                f"the role must be one of {', '.join(ROLES)}"
+                f"--map {literal(item)}: unknown role '{literal(role)}'{_suggest(role, ROLES)}; "
+                f"the role must be one of {', '.join(ROLES)}",
+                param="mapping",
             )
         if role in mapping and mapping[role] != column:
             raise ConfigError(
-                f"--map {role} is given twice ('{mapping[role]}' and '{column}'); keep one"
+                f"--map {role} is given twice ('{literal(mapping[role])}' and '{literal(column)}'); keep one",
+                param="mapping",
             )
         other = next((r for r, c in mapping.items() if c == column and r != role), None)
         if other is not None:
             raise ConfigError(
-                f"--map {role}={column}: column '{column}' already plays the role '{other}'; "
-                "map each column to one role"
+                f"--map {role}={literal(column)}: column '{literal(column)}' already plays the role '{other}'; "
+                "map each column to one role",
+                param="mapping",
             )
         mapping[role] = column
     return mapping
@@ -290,8 +295,9 @@ def detect_roles(
     for role, column in overrides.items():
         if column not in columns:
             raise SchemaError(
-                f"--map {role}={column}: {source} has no column '{column}'"
-                f"{_suggest(column, columns)}; columns are {', '.join(columns)}"
+                f"--map {literal(role)}={literal(column)}: {literal(source)} has no column '{literal(column)}'"
+                f"{literal(_suggest(column, columns))}; columns are {literal(', '.join(columns))}",
+                param="mapping",
             )
     taken = set(overrides.values())
     roles: dict[str, str] = {}

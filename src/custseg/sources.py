@@ -50,7 +50,7 @@ from typing import Literal
 import duckdb
 
 from custseg import settings as _settings
-from custseg.errors import CustsegError, InputError, ResourceError, SchemaError
+from custseg.errors import CustsegError, InputError, ResourceError, SchemaError, literal
 from custseg.schema import detect_roles, duplicate_names
 
 __all__ = ["Table", "read", "connect", "FORMATS", "is_sql_url"]
@@ -213,7 +213,8 @@ def read(
         notes: list[str] = []
     else:
         if table or query:
-            raise InputError(f"--table/--query go with a SQL URL, but '{text}' is a file path")
+            raise InputError(f"{{param:table}}/{{param:query}} go with a SQL URL, but '{literal(text)}' is a file path",
+                             param="table" if table else "query")
         path = Path(text)
         label = text
         if not path.exists():
@@ -226,7 +227,8 @@ def read(
         fmt = format or FORMATS.get(_format_suffix(path)) or _guess_format(path, compression)
         if sheet is not None and fmt != "xlsx":
             raise InputError(
-                f"{label}: --sheet goes with an Excel workbook, but this is a {fmt} file; drop --sheet"
+                f"{literal(label)}: --sheet goes with an Excel workbook, but this is a {fmt} file; drop --sheet",
+                param="sheet",
             )
         _refuse_non_data(path, fmt, compression)
         notes = _compression_notes(path, fmt, compression)
@@ -422,7 +424,7 @@ _BINARY_MAGIC = {
     b"PAR1": ("a Parquet file", "give it the extension .parquet"),
     b"PK\x03\x04": ("an Excel workbook or a zip archive", "give a workbook the extension .xlsx, unzip an archive"),
     b"\xd0\xcf\x11\xe0": ("an old Excel (.xls) workbook", "give it the extension .xls"),
-    b"SQLite format 3": ("a SQLite database", "read it with sqlite:///PATH and --table or --query"),
+    b"SQLite format 3": ("a SQLite database", "read it with sqlite:///PATH and {param:table} or {param:query}"),
 }
 _NOT_KIND = {"csv": "CSV text", "json": "JSON lines", "xlsx": "an Excel workbook", "parquet": "a Parquet file"}
 
@@ -510,7 +512,7 @@ def _refuse_non_data(path: Path, fmt: Format, compression: Compression | None) -
     own = {"parquet": (b"PAR1",), "xlsx": (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")}.get(fmt, ())
     for magic, (what, fix) in _BINARY_MAGIC.items():
         if head.startswith(magic) and magic not in own:
-            raise InputError(f"{path}: is {what}, not {_NOT_KIND[fmt]}; {fix}")
+            raise InputError(f"{literal(path)}: is {what}, not {_NOT_KIND[fmt]}; {fix}")
 
 
 def _compressed_binary(path: Path, compression: Compression, what: str) -> InputError:
@@ -558,8 +560,9 @@ def _sniff_encoding(path: Path, compression: Compression | None = None) -> str:
         for order, zeros in (("le", head[1::2]), ("be", head[0::2])):
             if zeros.count(0) > 0.4 * half:  # ASCII text in UTF-16: every other byte is NUL
                 raise InputError(
-                    f"{path}: looks like UTF-16 text without a byte-order mark; "
-                    f"pass --encoding utf-16-{order}"
+                    f"{literal(path)}: looks like UTF-16 text without a byte-order mark; "
+                    f"pass --encoding utf-16-{order}",
+                    param="encoding",
                 )
         raise InputError(
             f"{path}: contains NUL bytes, so it is not a text file; "
@@ -588,13 +591,14 @@ def _sniff_encoding(path: Path, compression: Compression | None = None) -> str:
 
 
 def _codec(encoding: str, path: Path) -> str:
-    """The Python codec for an ``--encoding`` value."""
+    """The Python codec for an ``encoding`` value."""
     try:
         return codecs.lookup(encoding).name
     except LookupError:
         raise InputError(
-            f"{path}: --encoding '{encoding}' is not an encoding Python knows; "
-            "use utf-8, latin-1, cp1252 or utf-16"
+            f"{literal(path)}: {{param}} '{literal(encoding)}' is not an encoding Python knows; "
+            "use utf-8, latin-1, cp1252 or utf-16",
+            param="encoding",
         ) from None
 
 
@@ -629,8 +633,9 @@ def _transcode(path: Path, codec: str, *, strict: bool = True, compression: Comp
         if not strict:
             return None
         raise InputError(
-            f"{path}: bytes that are not valid {_encoding_label(codec)} on line {max(line, 1)}; "
-            "pass the right --encoding (utf-8, latin-1, cp1252, utf-16)"
+            f"{literal(path)}: bytes that are not valid {_encoding_label(codec)} on line {max(line, 1)}; "
+            "pass the right {param} (utf-8, latin-1, cp1252, utf-16)",
+            param="encoding",
         ) from None
     except BaseException:
         os.unlink(name)
@@ -715,7 +720,7 @@ def _register_csv(
         if "not latin-1 encoded" in message and duck_encoding == "latin-1":
             return _Latin1Refused()
         diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter, compression)
-        return InputError(diagnosis or _csv_message(path, exc, data))
+        return InputError(diagnosis, param="delimiter") if diagnosis else _csv_error(path, exc, data)
 
     if delimiter is None or delimiter in _WHITESPACE_DELIMITERS:
         sample = _sample_lines(data, python_codec, compression)
@@ -729,7 +734,7 @@ def _register_csv(
                     raise resource from None
                 if "not latin-1 encoded" in str(exc) and duck_encoding == "latin-1":
                     raise _Latin1Refused() from None
-                raise InputError(_csv_message(path, exc, data)) from None
+                raise _csv_error(path, exc, data) from None
             return _encoding_label(codec), " ", notes
 
     compressed = f", compression := {_duck_compression(compression)!r}"
@@ -762,9 +767,9 @@ def _register_csv(
     if len(header) == 1 and any(d in header[0] for d in _CANDIDATE_DELIMITERS if d != delim):
         diagnosis = _diagnose_fields(path, data, text_codec, first, delimiter, compression)
         raise InputError(diagnosis or (
-            f"{path}: found a single column '{header[0][:60]}'; the delimiter could not be "
-            "detected — pass --delimiter"
-        ))
+            f"{literal(path)}: found a single column '{literal(header[0][:60])}'; the delimiter could not be "
+            "detected — pass {param}"
+        ), param="delimiter")
     dupes = duplicate_names(c for c in header if c)
     if dupes:
         raise SchemaError(
@@ -1051,13 +1056,14 @@ def _pinned_types(con, reader: str) -> str:
 def _diagnose_fields(
     path: Path, data: Path, codec: str, first: str, delimiter: str | None, compression: Compression | None = None,
 ) -> str | None:
-    """Explain a CSV the sniffer rejects: a wrong --delimiter, or a row with another field count."""
+    """Explain a CSV the sniffer rejects: a wrong ``delimiter``, or a row with another field count
+    (a message template, about the delimiter)."""
     counts = {d: first.count(d) for d in _CANDIDATE_DELIMITERS}
     likely = max(counts, key=lambda d: counts[d])
     if delimiter and counts.get(delimiter, first.count(delimiter)) == 0 and counts[likely]:
         return (
-            f"{path}: --delimiter {delimiter!r} does not occur in the header, which seems to use "
-            f"{likely!r}; pass --delimiter {likely!r} or leave the option out"
+            f"{literal(path)}: {{param:delimiter}} {literal(repr(delimiter))} does not occur in the header, "
+            f"which seems to use {likely!r}; pass {{param:delimiter}} {likely!r} or leave the option out"
         )
     delim = delimiter or (likely if counts[likely] else None)
     if delim is None:
@@ -1071,7 +1077,7 @@ def _diagnose_fields(
             if records >= _SCAN_RECORDS:
                 break
             if row and len(row) != len(header):
-                where = f"{path}: line {reader.line_num} (data row {records + 1})"
+                where = f"{literal(path)}: line {reader.line_num} (data row {records + 1})"
                 fields = f"{len(row)} field{'s' if len(row) != 1 else ''}"
                 other = next(
                     (d for d in _CANDIDATE_DELIMITERS
@@ -1086,36 +1092,40 @@ def _diagnose_fields(
                 return (
                     f"{where} has {fields} but the header has {len(header)} (delimiter "
                     f"{delim!r}); the delimiter may be mixed or a value holds an unquoted "
-                    f"{delim!r} — fix that line (quote such values) or pass --delimiter"
+                    f"{delim!r} — fix that line (quote such values) or pass {{param:delimiter}}"
                 )
     return None
 
 
-def _csv_message(path: Path, exc: Exception, data: Path | None = None) -> str:
+def _csv_error(path: Path, exc: Exception, data: Path | None = None) -> InputError:
+    """The InputError for DuckDB's CSV reader failing on ``path`` (read from ``data``)."""
     text = str(exc)
     if data is not None and data != path:
         text = text.replace(str(data), str(path))  # never show the temporary copy
     line = re.search(r"on Line: (\d+)", text)
     where = f" on line {line.group(1)}" if line else ""
     if "Invalid unicode" in text or "byte sequence" in text:
-        return (
-            f"{path}: bytes that are not valid UTF-8{where}; "
-            "re-save it as UTF-8 or pass --encoding latin-1 (or cp1252)"
+        return InputError(
+            f"{literal(path)}: bytes that are not valid UTF-8{where}; "
+            "re-save it as UTF-8 or pass {param} latin-1 (or cp1252)",
+            param="encoding",
         )
     if "Expected Number of Columns" in text or "too many columns" in text.lower():
         expected = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
         detail = f" (expected {expected.group(1)} fields, found {expected.group(2)})" if expected else ""
-        return (
-            f"{path}: rows have different numbers of fields{where}{detail}; the delimiter may be "
-            "mixed — fix that row or pass --delimiter"
+        return InputError(
+            f"{literal(path)}: rows have different numbers of fields{where}{detail}; the delimiter may be "
+            "mixed — fix that row or pass {param}",
+            param="delimiter",
         )
     if "sniffing" in text:
-        return (
-            f"{path}: the CSV dialect (delimiter, quotes) could not be detected; "
-            "pass --delimiter, and check that it is a text table with a header line"
+        return InputError(
+            f"{literal(path)}: the CSV dialect (delimiter, quotes) could not be detected; "
+            "pass {param}, and check that it is a text table with a header line",
+            param="delimiter",
         )
     first = next((ln for ln in text.splitlines() if ln.strip()), text)
-    return f"{path}: cannot be read as CSV{where}: {first.strip()[:200]}"
+    return InputError(f"{literal(path)}: cannot be read as CSV{where}: {literal(first.strip()[:200])}")
 
 
 def _read_xlsx(con, path: Path, *, sheet: str | None) -> list[str]:
@@ -1136,14 +1146,16 @@ def _read_xlsx(con, path: Path, *, sheet: str | None) -> list[str]:
         raise InputError(f"{path}: cannot be opened as a workbook: {exc}") from None
     names = book.sheet_names
     if sheet is not None and sheet not in names:
-        raise InputError(f"{path}: no sheet '{sheet}'; sheets are {', '.join(names)}")
+        raise InputError(f"{literal(path)}: no sheet '{literal(sheet)}'; sheets are {literal(', '.join(names))}",
+                         param="sheet")
     notes: list[str] = []
     if sheet is None and len(names) > 1:
         sheet, note = _choose_sheet(path, book, names)
         notes.append(note)
     rows = book.get_sheet_by_name(sheet or names[0]).to_python(skip_empty_area=True)
     if not rows:
-        raise InputError(f"{path}: sheet '{sheet or names[0]}' is empty; pick another with --sheet")
+        raise InputError(f"{literal(path)}: sheet '{literal(sheet or names[0])}' is empty; pick another with {{param}}",
+                         param="sheet")
     header = [str(c).strip() for c in rows[0]]
     dupes = duplicate_names(c for c in header if c)
     if dupes:
@@ -1163,7 +1175,7 @@ def _read_xlsx(con, path: Path, *, sheet: str | None) -> list[str]:
 
 
 def _choose_sheet(path: Path, book, names: list[str]) -> tuple[str, str]:
-    """The sheet to read when ``--sheet`` is not given, and a note that says why.
+    """The sheet to read when ``sheet`` is not given, and a note that says why.
 
     The first sheet when its header has a customer id (as always); else the one sheet whose
     header has one; else the one sheet that looks like a table (two columns or more and a
@@ -1195,14 +1207,17 @@ def _choose_sheet(path: Path, book, names: list[str]) -> tuple[str, str]:
         return with_id[0], f"read sheet '{with_id[0]}' (the one with a customer id; sheets: {listed})"
     if with_id:
         raise InputError(
-            f"{path}: sheets {quoted(with_id)} all have a customer id column; pass --sheet NAME to choose one"
+            f"{literal(path)}: sheets {literal(quoted(with_id))} all have a customer id column; "
+            "pass --sheet NAME to choose one",
+            param="sheet",
         )
     if len(tables) == 1:
         return tables[0], f"read sheet '{tables[0]}' (the only one that looks like a table; sheets: {listed})"
     if tables:
         raise InputError(
-            f"{path}: no sheet has a customer id column and sheets {quoted(tables)} all look like tables; "
-            "pass --sheet NAME to choose one"
+            f"{literal(path)}: no sheet has a customer id column and sheets {literal(quoted(tables))} all look like "
+            "tables; pass --sheet NAME to choose one",
+            param="sheet",
         )
     return names[0], f"read sheet '{names[0]}', the first (no sheet looks like a table; sheets: {listed})"
 
@@ -1301,7 +1316,7 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
         try:
             require("psycopg", feature="reading PostgreSQL")
         except CustsegError as exc:
-            raise InputError(f"{label}: {exc}") from None
+            raise InputError(f"{literal(label)}: {exc.named_template}", param=exc.param) from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -1324,8 +1339,10 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
                 known = inspector.get_table_names(schema=schema or None) + inspector.get_view_names(schema=schema or None)
                 if name not in known:
                     raise InputError(
-                        f"{label}: no table '{table}'; check --table"
-                        + (f" (tables: {', '.join(sorted(known)[:20])})" if known else " (the database has no tables)")
+                        f"{literal(label)}: no table '{literal(table)}'; check --table"
+                        + (f" (tables: {literal(', '.join(sorted(known)[:20]))})" if known
+                           else " (the database has no tables)"),
+                        param="table",
                     )
                 statement = sa.select(sa.text("*")).select_from(sa.table(name, schema=schema or None))
             else:
@@ -1334,12 +1351,13 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
                 frame = pd.read_sql(statement, connection)
             except sa.exc.ResourceClosedError:
                 raise InputError(
-                    f"{label}: the query returned no rows to read; --query must be a SELECT"
+                    f"{literal(label)}: the query returned no rows to read; {{param}} must be a SELECT", param="query",
                 ) from None
             except (pd.errors.DatabaseError, sa.exc.SQLAlchemyError) as exc:
                 cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
                 reason = _first_line(getattr(cause, "orig", None) or cause)
-                raise InputError(f"{label}: the query failed: {reason}; fix --query/--table") from None
+                raise InputError(f"{literal(label)}: the query failed: {literal(reason)}; fix --query/--table",
+                                 param="table" if table else "query") from None
             finally:
                 transaction.rollback()
     except sa.exc.OperationalError as exc:
@@ -1356,8 +1374,9 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
     dupes = duplicate_names(str(c) for c in frame.columns)
     if dupes:
         raise SchemaError(
-            f"{label}: the result has duplicate column names {dupes} (compared ignoring case); "
-            "alias them in --query"
+            f"{literal(label)}: the result has duplicate column names {literal(dupes)} (compared ignoring case); "
+            "alias them in {param}",
+            param="query",
         )
     con.register("source_frame", frame)
     con.execute("CREATE OR REPLACE VIEW source AS SELECT * FROM source_frame")

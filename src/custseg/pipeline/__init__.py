@@ -117,7 +117,7 @@ def run(
     from pathlib import Path
 
     from custseg import runs
-    from custseg.errors import Cancelled, ConfigError
+    from custseg.errors import Cancelled, ConfigError, literal
 
     request.validate()
     settings = settings or Settings.from_env()
@@ -130,11 +130,11 @@ def run(
             progress(name, 0, 1)
 
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{{param}} {out}: is a file; give a folder for the results", param="out")
-    outputs.check_folder(out)
+        raise ConfigError(f"{{param}} {literal(out)}: is a file; give a folder for the results", param="out")
+    outputs.check_folder(out, option="out")
     clash = [name for name in runs.RUN_FILES if same_file(out / name, request.source.source)]
     if clash:
-        raise ConfigError(f"{{param}} {out}: the run would write {clash[0]} over the source, which custseg "
+        raise ConfigError(f"{{param}} {literal(out)}: the run would write {clash[0]} over the source, which custseg "
                           "never modifies; give another folder", param="out")
     earlier = None
     if request.previous is not None:
@@ -157,8 +157,8 @@ def run(
         try:
             written.append(build_report(out, random_state=request.segment.random_state))
         except CustsegError as exc:
-            raise type(exc)(f"{exc}; the run itself is written: build the report again with "
-                            f"`custseg report {out}`", param=exc.param) from None
+            raise type(exc)(f"{exc.named_template}; the run itself is written: build the report again with "
+                            f"`custseg report {literal(out)}`", param=exc.param) from None
     return runs.RunFolder.of(out, result=result, files=tuple(written))
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import duckdb
 
 from custseg import cleaning, features, schema, sources
-from custseg.errors import ConfigError, CustsegError, DataError, SchemaError
+from custseg.errors import ConfigError, CustsegError, DataError, SchemaError, literal
 from custseg.request import SegmentConfig, SourceSpec
 from custseg.settings import Settings
 
@@ -115,10 +115,11 @@ def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
         has_money = ("quantity" in cmap and "unit_price" in cmap) or "amount" in cmap
         looks_like_a_log = "order_id" in cmap or ("ordered_at" in cmap and has_money and spec.kind != "customers")
         if looks_like_a_log or spec.kind == "transactions":
-            other_sheet = ", or read another sheet with --sheet NAME" if table.format == "xlsx" else ""
+            other_sheet = ", or read another sheet with {param:sheet} NAME" if table.format == "xlsx" else ""
             raise SchemaError(
-                f"{table.label}: no customer id column found among {', '.join(table.columns)}; "
-                f"name it with --map customer_id=COLUMN{other_sheet}"
+                f"{literal(table.label)}: no customer id column found among {literal(', '.join(table.columns))}; "
+                f"name it with {{param}} customer_id=COLUMN{other_sheet}",
+                param="mapping",
             )
         cmap = replace(cmap, row_ids=True)
         notes.append(f"no id column: customers are numbered by row (1-based, '{_row_id_name(table)}' in "
@@ -135,9 +136,10 @@ def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
             positive = schema.outcome_positive(distinct)
             if positive is None and column in spec.mapping.values():
                 raise SchemaError(
-                    f"--map outcome={column}: '{column}' in {table.label} is not a yes/no column "
-                    f"(values such as {', '.join(repr(v) for v in distinct[:3])}); an outcome has two values "
-                    "such as 0/1, yes/no or true/false"
+                    f"{{param}} outcome={literal(column)}: '{literal(column)}' in {literal(table.label)} is not a yes/no "
+                    f"column (values such as {literal(', '.join(repr(v) for v in distinct[:3]))}); an outcome has two "
+                    "values such as 0/1, yes/no or true/false",
+                    param="mapping",
                 )
             if positive is not None:
                 outcomes[column] = positive
@@ -222,8 +224,9 @@ def clean(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> cle
     """Clean a transaction log (customer tables are cleaned by :func:`customer_table`)."""
     if loaded.kind != "transactions":
         raise SchemaError(
-            f"{loaded.table.label}: is a customer table (one row per customer); this step needs a "
-            "transaction log — or pass --kind transactions and map order_id/ordered_at with --map"
+            f"{literal(loaded.table.label)}: is a customer table (one row per customer); this step needs a "
+            "transaction log — or pass {param} transactions and map order_id/ordered_at with {param:mapping}",
+            param="kind",
         )
     return cleaning.clean_transactions(loaded.table, loaded.column_map, policy=policy)
 
@@ -292,7 +295,7 @@ def naming(loaded: Loaded) -> Iterator[None]:
     try:
         yield
     except CustsegError as exc:
-        if str(exc).startswith(loaded.table.label):
+        if exc.template.startswith(literal(loaded.table.label)):
             raise
         raise exc.with_prefix(f"{loaded.table.label}: ") from None
 
@@ -310,7 +313,11 @@ def cohort_table(
 
 @dataclass(frozen=True)
 class Inspection:
-    """What ``custseg inspect`` shows: columns, roles, types and data quality."""
+    """What ``custseg inspect`` shows: columns, roles, types and data quality.
+
+    ``quality["cleaning"]``, when cleaning cannot run, is the error that stops it (a
+    :class:`~custseg.errors.CustsegError`: each edge renders the parameters it names).
+    """
 
     label: str
     format: str
@@ -354,7 +361,8 @@ def inspect(loaded: Loaded, *, policy: cleaning.Policy = cleaning.Policy()) -> I
         try:
             cleaned = cleaning.clean_transactions(table, cmap, policy=policy)
         except (SchemaError, DataError) as exc:  # what was found is still worth showing
-            quality["cleaning"] = "not possible as it stands: " + str(exc).removeprefix(f"{table.label}: ")
+            why = exc.named_template.removeprefix(f"{literal(table.label)}: ")
+            quality["cleaning"] = type(exc)("not possible as it stands: " + why, param=exc.param)
             return Inspection(table.label, table.format, loaded.kind, rows, columns, quality, None)
         low, high = table.con.execute(
             "SELECT min(ordered_at), max(ordered_at) FROM typed"
@@ -422,7 +430,7 @@ def prepare(
         text = [c for c in table.columns[1:] if not pd.api.types.is_numeric_dtype(table[c])
                 and not pd.api.types.is_datetime64_any_dtype(table[c])]
         raise ConfigError(
-            f"{loaded.table.label}: --algorithm {config.algorithm} mixes numbers and categories, but the "
+            f"{literal(loaded.table.label)}: --algorithm {config.algorithm} mixes numbers and categories, but the "
             f"features {', '.join(used)} are all numbers; "
             + (f"add a category with --features {','.join([*used, text[0]])}" if text else "the table has no category")
             + ", or choose kmeans",
@@ -430,7 +438,7 @@ def prepare(
         )
     if config.n_clusters is not None and config.n_clusters >= len(numeric):
         raise DataError(
-            f"{loaded.table.label}: --k {config.n_clusters} needs more than {config.n_clusters} customers, "
+            f"{literal(loaded.table.label)}: --k {config.n_clusters} needs more than {config.n_clusters} customers, "
             f"found {len(numeric)}; lower --k",
             param="n_clusters",
         )
