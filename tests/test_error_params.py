@@ -365,3 +365,13 @@ def test_library_messages_spell_no_flag():
     stale = sorted(entry for entry in NOT_YET_CONVERTED
                    if not any(file == entry[0] and entry[1] in text for file, text in found))
     assert not stale, f"converted: drop them from NOT_YET_CONVERTED: {stale}"
+
+
+def test_a_segment_map_without_its_columns_says_so_once(tmp_path, capsys):
+    orders = tmp_path / "orders.csv"
+    orders.write_text(AMBIGUOUS, encoding="utf-8")
+    wrong = tmp_path / "map.csv"
+    wrong.write_text("code,name\n5..,Recent\n", encoding="utf-8")
+    expected = f"--segment-map {wrong}: needs columns 'pattern,segment', got ['code', 'name']"
+    args = ["rfm", str(orders), "--out", str(tmp_path / "rfm.csv"), "--segment-map", str(wrong)]
+    assert cli_error(args, capsys) == expected  # was wrapped in "cannot be read (… needs columns …)"

@@ -91,3 +91,14 @@ def test_a_folder_without_a_run_keeps_its_other_files(sample, tmp_path):
     result = pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=3, algorithm="kmeans"))
     pipeline.write_run(result, tmp_path)
     assert (tmp_path / "report.html").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_segment_map_leaving_codes_unnamed_is_refused_before_any_work():
+    from custseg.errors import ConfigError
+    from custseg.request import RunRequest, SourceSpec
+
+    request = RunRequest(source=SourceSpec("never-read.csv"), segment_map=(("5..", "Recent"),))
+    with pytest.raises(ConfigError) as caught:
+        request.validate()
+    assert caught.value.param == "segment_map"
+    assert "codes 111, 112, 113, 114, 115 … match no pattern" in str(caught.value)

@@ -16,7 +16,6 @@ True
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -132,11 +131,13 @@ class RunRequest:
                     "random_state")
         if config.value_column is not None and not (isinstance(config.value_column, str) and config.value_column):
             problem(f"{{param}} must be a column name, got {literal(repr(config.value_column))}", "value_column")
-        for row in self.segment_map or ():
-            try:
-                re.compile(row[0])
-            except (re.error, TypeError, IndexError):
-                problem(f"{{param}} has a pattern that is not a regular expression: {literal(repr(row))}", "segment_map")
+        if self.segment_map is not None:
+            from custseg import rfm
+
+            try:  # the one check of a map: entries, patterns, and a segment for every code
+                rfm.validate_segment_map(self.segment_map, source="{param}")
+            except ConfigError as exc:
+                found.append(exc)
         return found
 
     def validate(self) -> RunRequest:

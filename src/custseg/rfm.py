@@ -93,9 +93,10 @@ def load_segment_map(path: str | Path) -> tuple[tuple[str, str], ...]:
                         param="segment_map",
                     )
                 pairs = [(row["pattern"].strip(), row["segment"].strip()) for row in reader]
+    except ConfigError:  # already says what is wrong with the file
+        raise
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        reason = exc.named_template if isinstance(exc, ConfigError) else literal(exc)
-        raise ConfigError(f"{{param}} {literal(path)}: cannot be read ({reason}); see the default map in the docs",
+        raise ConfigError(f"{{param}} {literal(path)}: cannot be read ({literal(exc)}); see the default map in the docs",
                           param="segment_map") from None
     return validate_segment_map(pairs, source=literal(path))
 
