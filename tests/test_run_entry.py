@@ -186,3 +186,18 @@ def test_a_missing_optional_package_names_its_extra():
     with pytest.raises(ConfigError, match=r"reading Spark needs the Python package 'pyspark\.nothing', which is "
                                           r"not installed; install it with pip install 'custseg\[spark\]'"):
         require("pyspark.nothing", feature="reading Spark")
+
+
+def test_resource_errors_name_the_settings_of_the_run(tmp_path):
+    import duckdb
+
+    from custseg import pipeline
+    from custseg.settings import Settings
+
+    settings = Settings(memory_limit="3GB", temp_dir=tmp_path / "spill")
+    full = pipeline.resource_error(duckdb.IOException("No space left on device"), settings)
+    assert str(full).startswith(f"ran out of temporary disk space in {tmp_path / 'spill'}, where work beyond "
+                                "the memory limit (3GB) goes")
+    memory = pipeline.resource_error(duckdb.OutOfMemoryException("Out of Memory Error: failed"), settings)
+    assert str(memory) == "ran out of memory within the limit of 3GB; raise it with CUSTSEG_MEMORY_LIMIT (e.g. 4GB)"
+    assert pipeline.resource_error(ValueError("no"), settings) is None

@@ -485,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unexpected: one line, the traceback with --debug
         if debug:
             raise
-        resource = pipeline.resource_error(exc)  # out of memory or disk space: the user can fix it
+        try:
+            settings = Settings.from_env()
+        except CustsegError:
+            settings = None
+        resource = pipeline.resource_error(exc, settings)  # out of memory or disk space: the user can fix it
         if resource is not None:
             err.print(f"custseg: error: {resource.render(FLAGS)}", markup=False, highlight=False, soft_wrap=True)
             return 2

@@ -152,17 +152,19 @@ def memory_budget(con: duckdb.DuckDBPyConnection) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
-def resource_error(exc: BaseException) -> ResourceError | None:
+def resource_error(exc: BaseException, settings: _settings.Settings | None = None) -> ResourceError | None:
     """A one-line :class:`ResourceError` when ``exc`` is DuckDB running out of memory or of
     temporary disk space (where it spills beyond the memory limit and large CSVs are staged),
-    else None.  (A full disk at ``--out`` is reported by :mod:`custseg.outputs`.)"""
+    else None.  (A full disk at ``--out`` is reported by :mod:`custseg.outputs`.)  The limit
+    and the folder named are ``settings``' (default: the environment's)."""
     if not isinstance(exc, duckdb.Error):
         return None
     message = str(exc)
-    limit = _configured_memory_limit()
+    limit = settings.memory_limit if settings is not None else _configured_memory_limit()
+    folder = settings.temp_dir if settings is not None else tempfile.gettempdir()
     if any(sign in message for sign in ("No space left on device", "max_temp_directory_size", "failed to offload")):
         return ResourceError(
-            f"ran out of temporary disk space in {tempfile.gettempdir()}, where work beyond the "
+            f"ran out of temporary disk space in {literal(str(folder))}, where work beyond the "
             f"memory limit ({limit}) goes; free space there, set TMPDIR to a disk with more room, "
             "or raise CUSTSEG_MEMORY_LIMIT (e.g. 4GB)"
         )

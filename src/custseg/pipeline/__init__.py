@@ -77,9 +77,10 @@ def run_segmentation(
 RUN_STEPS = ("reading the source", "segmenting", "writing the run", "writing the report")
 
 
-def resource_error(exc: BaseException):
-    """A one-line ResourceError for the engine running out of memory or disk space, else None."""
-    return sources.resource_error(exc)
+def resource_error(exc: BaseException, settings: Settings | None = None):
+    """A one-line ResourceError for the engine running out of memory or disk space (naming the
+    limit and the folder of ``settings``), else None."""
+    return sources.resource_error(exc, settings)
 
 
 def load_segment_map(path):
