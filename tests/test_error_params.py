@@ -275,15 +275,14 @@ def test_errors_module_examples():
 
 SRC = Path(custseg.__file__).parent
 
-#: Not converted yet, to be converted: files others are changing now.
-NOT_YET_CONVERTED_FILES = {
-    "report/_build.py", "selection.py", "model.py", "cluster", "pipeline/choose.py", "pipeline/fit.py",
-    "pipeline/describe.py",
-}
+#: Files not scanned yet.
+NOT_YET_CONVERTED_FILES: set[str] = set()
 
 #: Messages still spelling a flag, to be converted: tests elsewhere assert these words on the
 #: library's error (``str``), so they change together with those tests.  (file, words in it)
 NOT_YET_CONVERTED = {
+    ("pipeline/choose.py", "--algorithm {…} mixes numbers and categories"),  # test_segment_requests.py
+    ("pipeline/choose.py", "add a number with --features {…}"),
     ("cleaning.py", "--as-of {…} is before the latest date"),                # test_customers.py
     ("cohorts.py", "name it with --map {…}=COLUMN"),                         # test_cohorts.py
     ("exports.py", "--format must be one of"),                              # test_exports.py

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.io as pio
 
-from custseg.errors import ConfigError
+from custseg.errors import ConfigError, literal
 from custseg.report import _figures as figs
 from custseg.report._figures import fmt, pct
 from custseg.report._run import RunFolder, read_run
@@ -997,9 +997,11 @@ def build_report(
     folder = read_run(run_dir)
     target = Path(out) if out is not None else folder.path / "report.html"
     if target.is_dir():
-        raise ConfigError(f"--out {target}: is a folder; give a file name such as {target / 'report.html'}")
+        raise ConfigError(f"{{param}} {literal(str(target))}: is a folder; give a file name such as "
+                          f"{literal(str(target / 'report.html'))}", param="out")
     if not target.parent.exists():
-        raise ConfigError(f"--out {target}: folder '{target.parent}' does not exist; create it first")
+        raise ConfigError(f"{{param}} {literal(str(target))}: folder '{literal(str(target.parent))}' does not exist; "
+                          "create it first", param="out")
     html = _render(folder, _sections(folder, max_points=max_points, random_state=random_state))
     _write_atomically(html, target)
     return target
