@@ -8,10 +8,16 @@ __all__ = ["serve", "work"]
 
 
 def serve(settings: WebSettings, *, host: str, port: int, demo: bool, uvicorn) -> None:
-    """Migrate the store, (make the demo project,) start the workers and serve until stopped."""
+    """Migrate the store, mark interrupted the runs whose worker died, (make the demo project,)
+    start the workers and serve until stopped."""
     from custseg.web.app import create_app
 
     app = create_app(settings)
+    from custseg.web import jobs
+
+    marked = jobs.mark_stale(settings, app.state.store)
+    if marked:
+        print(f"runs {', '.join(map(str, marked))} were interrupted (their worker stopped): retry them")
     if demo:
         from custseg.web.services import demo as demo_service
 

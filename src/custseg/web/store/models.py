@@ -142,6 +142,8 @@ class Run(Base):
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True)
     #: the options as the API takes them (algorithm, k, features, as_of, returns, seed)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the validated :class:`custseg.request.RunRequest` the job runs (``to_json``); a retry runs it again
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(String(12), default="queued", index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     step: Mapped[str] = mapped_column(String(100), default="")

@@ -133,6 +133,7 @@ def upgrade() -> None:
     sa.Column('project_id', sa.Integer(), nullable=False),
     sa.Column('dataset_id', sa.Integer(), nullable=True),
     sa.Column('options', sa.JSON(), nullable=False),
+    sa.Column('request', sa.JSON(), nullable=True),
     sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('progress', sa.Float(), nullable=False),
     sa.Column('step', sa.String(length=100), nullable=False),

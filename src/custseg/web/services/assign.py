@@ -1,0 +1,114 @@
+"""Real-time assignment: customers into the segments of a done run.
+
+Each run's model is read from the run folder the app wrote (never from an upload), compiled
+once into array operations (:func:`custseg.scoring.compile_model`) and kept in an in-process
+LRU cache, so an assign request touches no file.  A customer is a JSON object shaped like a
+row of the run's ``features.parquet``; extra fields are ignored, a missing or unknown value
+leaves that customer unassigned (segment -1) with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from custseg.web.config import WebSettings
+from custseg.web.errors import Conflict, NotFound
+from custseg.web.services.projects import audit
+from custseg.web.services.runs import get_run
+from custseg.web.store.models import Run, User
+
+__all__ = ["assign", "model_of", "forget_models", "CACHE_SIZE"]
+
+#: compiled models kept in memory (one per run)
+CACHE_SIZE = 32
+
+_models: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_models_lock = threading.Lock()
+_loading: dict[tuple[str, int], threading.Lock] = {}
+
+
+def _compile(model):
+    try:
+        from custseg.scoring import compile_model
+    except ImportError:  # an older library: the model's own assign, one table per call
+        return _Plain(model)
+    return compile_model(model)
+
+
+class _Plain:
+    """``model.assign`` behind :meth:`assign_records` (records lacking a feature are
+    unassigned, the others assigned as one table)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def assign_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        import pandas as pd
+
+        out = []
+        complete = [i for i, r in enumerate(records) if all(c in r for c in self.model.feature_columns)]
+        assigned = {}
+        if complete:
+            table = self.model.assign(pd.DataFrame([records[i] for i in complete]))
+            for i, row in zip(complete, table.itertuples(index=False)):
+                assigned[i] = (int(row.segment), str(row.segment_name), row.reason or None)
+        for i, record in enumerate(records):
+            missing = next((c for c in self.model.feature_columns if c not in record), None)
+            segment, name, reason = assigned.get(i, (-1, self.model.segment_names.get(-1, "Unassigned"),
+                                                     f"missing {missing}"))
+            out.append({"customer_id": record.get("customer_id", i), "segment": segment, "segment_name": name,
+                        "reason": reason})
+        return out
+
+
+def model_of(settings: WebSettings, run: Run):
+    """The compiled model of a done run (read and compiled on first use, then from memory)."""
+    from custseg import model as model_io
+
+    path = (Path(settings.data_dir) / run.folder / "model.skops").resolve()
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        raise NotFound(f"run {run.id} has no model file") from None
+    with _models_lock:
+        found = _models.get(key)
+        if found is not None:
+            _models.move_to_end(key)
+            return found
+        loading = _loading.setdefault(key, threading.Lock())
+    with loading:  # one reader per model; the others wait for it
+        with _models_lock:
+            found = _models.get(key)
+        if found is None:
+            found = _compile(model_io.load(path))
+            with _models_lock:
+                _models[key] = found
+                while len(_models) > CACHE_SIZE:
+                    _models.popitem(last=False)
+                _loading.pop(key, None)
+    return found
+
+
+def forget_models() -> None:
+    """Empty the cache (tests)."""
+    with _models_lock:
+        _models.clear()
+
+
+def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_id: int,
+           customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``customer_id, segment, segment_name, reason`` for each customer, in order (viewer
+    role; a batch of more than one customer is audited as an assignment in bulk)."""
+    run, project = get_run(db, user, project_id, run_id)
+    if run.status != "done":
+        raise Conflict(f"run {run_id} is {run.status}; customers can be assigned once it is done")
+    compiled = model_of(settings, run)
+    if len(customers) > 1:
+        audit(db, project, user, "assigned in bulk", run_id=run.id, customers=len(customers))
+    return compiled.assign_records(customers)
