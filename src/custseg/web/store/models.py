@@ -119,10 +119,14 @@ class Dataset(Base):
     #: upload, sql or recipe
     origin: Mapped[str] = mapped_column(String(10), default="upload")
     filename: Mapped[str] = mapped_column(String(255), default="")
-    #: the file, relative to the data folder (SQL sources: empty)
+    #: the file as it came, relative to the data folder (SQL sources and recipes: their snapshot)
     path: Mapped[str] = mapped_column(String(1024), default="")
+    #: the table as the library read it, in Parquet, relative to the data folder: what previews,
+    #: recipes, role changes and runs read (see custseg.web.services.datasets.source_spec)
+    table_path: Mapped[str] = mapped_column(String(1024), default="")
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    #: SQL sources: the URL (password never stored in clear: see services), table or query
+    #: uploads: the reading options (sheet, encoding, delimiter, kind); SQL sources: the URL
+    #: without its password and the table or query; recipes: the SQL and the datasets it read
     source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: roles the user set (the CLI's --map): role -> column
     mapping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -87,6 +87,7 @@ def upgrade() -> None:
     sa.Column('origin', sa.String(length=10), nullable=False),
     sa.Column('filename', sa.String(length=255), nullable=False),
     sa.Column('path', sa.String(length=1024), nullable=False),
+    sa.Column('table_path', sa.String(length=1024), nullable=False),
     sa.Column('size_bytes', sa.BigInteger(), nullable=False),
     sa.Column('source', sa.JSON(), nullable=False),
     sa.Column('mapping', sa.JSON(), nullable=False),
