@@ -6,7 +6,6 @@ and assignment of one and many customers (the segments of the library's own ``as
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,21 +33,15 @@ def _project(web, headers, name="Spring") -> int:
     return answer.json()["id"]
 
 
-def _dataset(web, project_id: int) -> int:
-    """The bundled sample as a dataset of the project (a copy in the project's folder)."""
+def _dataset(web, headers, project_id: int) -> int:
+    """The bundled sample, uploaded as a dataset of the project."""
     from custseg.datasets import sample_path
-    from custseg.web.store.models import Dataset
 
-    folder = web.settings.projects_dir / str(project_id) / "datasets" / "sample"
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(sample_path(), folder / "online_retail_sample.parquet")
-    with web.app.state.store.session() as db:
-        dataset = Dataset(project_id=project_id, name="sample", filename="online_retail_sample.parquet",
-                          path=f"projects/{project_id}/datasets/sample/online_retail_sample.parquet",
-                          size_bytes=(folder / "online_retail_sample.parquet").stat().st_size)
-        db.add(dataset)
-        db.flush()
-        return dataset.id
+    answer = web.client.post(f"/api/v1/projects/{project_id}/datasets", headers=headers,
+                             files={"file": ("online_retail_sample.parquet", sample_path().read_bytes())})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["kind"] == "transactions"
+    return answer.json()["id"]
 
 
 def _member(web, owner, project_id, email, role):
@@ -99,7 +92,7 @@ def _wait(web, headers, url, until, *, timeout=120, log_path=None, seen=None):
 def test_bad_options_are_refused_with_their_field(web):
     ann = web.user("ann@example.com")
     pid = _project(web, ann)
-    did = _dataset(web, pid)
+    did = _dataset(web, ann, pid)
     url = f"/api/v1/projects/{pid}/runs"
     c = web.client
     error = _error(c.post(url, json={"dataset_id": did, "k": 1}, headers=ann), 400, "bad_request", "k")
@@ -125,9 +118,15 @@ def test_bad_options_are_refused_with_their_field(web):
     _error(c.post(url, json={}, headers=ann), 422, "invalid", "dataset_id")
     # A dataset of another project is not found.
     other = _project(web, ann, "Other")
-    other_dataset = _dataset(web, other)
+    other_dataset = _dataset(web, ann, other)
     _error(c.post(url, json={"dataset_id": other_dataset}, headers=ann), 404, "not_found", "dataset_id")
     _error(c.post(url, json={"dataset_id": 99999}, headers=ann), 404, "not_found", "dataset_id")
+    # A dataset whose roles still need naming (a log without a customer id) is refused until they are.
+    log = b"InvoiceNo,InvoiceDate,Quantity,UnitPrice\n1,2011-01-02,3,1.5\n2,2011-01-03,1,2.0\n"
+    answer = c.post(f"/api/v1/projects/{pid}/datasets", headers=ann, files={"file": ("log.csv", log)})
+    assert answer.status_code == 201 and answer.json()["problem"], answer.text
+    error = _error(c.post(url, json={"dataset_id": answer.json()["id"]}, headers=ann), 400, field="mapping")
+    assert "customer id" in error["message"]
     # Nothing was queued.
     assert c.get(url, headers=ann).json() == []
 
@@ -135,7 +134,7 @@ def test_bad_options_are_refused_with_their_field(web):
 def test_roles_and_outsiders(web):
     ann, cat = web.user("ann@example.com"), web.user("cat@example.com")
     pid = _project(web, ann)
-    did = _dataset(web, pid)
+    did = _dataset(web, ann, pid)
     bob = _member(web, ann, pid, "bob@example.com", "viewer")
     c = web.client
     base = f"/api/v1/projects/{pid}/runs"
@@ -171,7 +170,7 @@ def test_roles_and_outsiders(web):
 def test_runs_at_once_are_limited_and_queued_runs_cancel(web):
     ann = web.user("ann@example.com")
     pid = _project(web, ann)
-    did = _dataset(web, pid)
+    did = _dataset(web, ann, pid)
     c, base = web.client, f"/api/v1/projects/{pid}/runs"
     assert web.settings.runs_per_project == 2
     first = c.post(base, json={"dataset_id": did, "k": 3}, headers=ann).json()["id"]
@@ -220,7 +219,7 @@ def test_whole_flow_with_a_worker(web, tmp_path):
 
     ann = web.user("ann@example.com")
     pid = _project(web, ann)
-    did = _dataset(web, pid)
+    did = _dataset(web, ann, pid)
     bob = _member(web, ann, pid, "bob@example.com", "viewer")
     c, base = web.client, f"/api/v1/projects/{pid}/runs"
     log_path = tmp_path / "worker.log"

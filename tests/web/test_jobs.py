@@ -5,7 +5,6 @@ earlier runs, datasets — is touched, nor is any file half-written."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,20 +40,15 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _setup(web):
+    """A user, a project and the bundled sample uploaded into it; the dataset's folder."""
     from custseg.datasets import sample_path
-    from custseg.web.store.models import Dataset
 
     ann = web.user("ann@example.com")
     pid = web.client.post("/api/v1/projects", json={"name": "Spring"}, headers=ann).json()["id"]
-    folder = web.settings.projects_dir / str(pid) / "datasets" / "sample"
-    folder.mkdir(parents=True)
-    shutil.copy(sample_path(), folder / "sample.parquet")
-    with web.app.state.store.session() as db:
-        dataset = Dataset(project_id=pid, name="sample", filename="sample.parquet",
-                          path=f"projects/{pid}/datasets/sample/sample.parquet")
-        db.add(dataset)
-        db.flush()
-        return ann, pid, dataset.id, folder / "sample.parquet"
+    answer = web.client.post(f"/api/v1/projects/{pid}/datasets", headers=ann,
+                             files={"file": ("online_retail_sample.parquet", sample_path().read_bytes())})
+    assert answer.status_code == 201, answer.text
+    return ann, pid, answer.json()["id"], web.settings.projects_dir / str(pid) / "datasets"
 
 
 def _wait(web, headers, url, until, log_path, timeout=120):
@@ -81,7 +75,7 @@ def _snapshot(folder) -> dict[str, str]:
 def test_a_killed_worker_leaves_the_run_interrupted_and_a_retry_succeeds(web, tmp_path):
     from custseg.runs import RUN_FILES, read_run
 
-    ann, pid, did, data_file = _setup(web)
+    ann, pid, did, datasets = _setup(web)
     c, base = web.client, f"/api/v1/projects/{pid}/runs"
     runs_dir = web.settings.projects_dir / str(pid) / "runs"
     log_path = tmp_path / "worker.log"
@@ -92,7 +86,7 @@ def test_a_killed_worker_leaves_the_run_interrupted_and_a_retry_succeeds(web, tm
                          headers=ann).json()["id"]
         assert _wait(web, ann, f"{base}/{earlier}", lambda r: r["status"] not in ("queued", "running"),
                      log_path)["status"] == "done"
-        earlier_files, dataset_digest = _snapshot(runs_dir / str(earlier)), _digest(data_file)
+        earlier_files, dataset_files = _snapshot(runs_dir / str(earlier)), _snapshot(datasets)
 
         # Killed while it writes its files (the report comes last): the worst moment.
         rid = c.post(base, json={"dataset_id": did, "algorithm": "kmeans", "report": True}, headers=ann).json()["id"]
@@ -111,7 +105,7 @@ def test_a_killed_worker_leaves_the_run_interrupted_and_a_retry_succeeds(web, tm
         # Nothing half-written: no run folder, no work folder left; the rest of the project as it was.
         assert not (runs_dir / str(rid)).exists()
         assert not list(runs_dir.glob(".work-*"))
-        assert _snapshot(runs_dir / str(earlier)) == earlier_files and _digest(data_file) == dataset_digest
+        assert _snapshot(runs_dir / str(earlier)) == earlier_files and _snapshot(datasets) == dataset_files
         assert c.get(f"{base}/{earlier}", headers=ann).json()["status"] == "done"
         assert [r["id"] for r in c.get(base, headers=ann).json()] == [rid, earlier]
 

@@ -70,24 +70,29 @@ def _api_error(problems: Sequence[CustsegError]) -> CustsegError:
 # --- the request -----------------------------------------------------------------------------
 
 def _source_of(settings: WebSettings, dataset: Dataset):
-    """The dataset as a :class:`custseg.request.SourceSpec`: its file (or SQL source) and the
-    role mapping its user set."""
+    """The dataset as a :class:`custseg.request.SourceSpec`: the table the datasets service read
+    (:func:`custseg.web.services.datasets.source_spec`) with the roles its user set."""
     from custseg.request import SourceSpec
 
-    mapping = {str(k): str(v) for k, v in (dataset.mapping or {}).items()}
-    source = dataset.source or {}
-    if dataset.path:
-        path = (Path(settings.data_dir) / dataset.path).resolve()
-        if not path.is_file():
-            raise ConfigError(f"{{param}} {dataset.id}: the dataset's file is missing; upload it again",
-                              param="source")
-        return SourceSpec(str(path), sheet=source.get("sheet"), encoding=source.get("encoding"),
-                          delimiter=source.get("delimiter"), mapping=mapping)
-    url = source.get("url")
-    if not url:
-        raise ConfigError(f"{{param}} {dataset.id}: the dataset has neither a file nor a SQL source",
-                          param="source")
-    return SourceSpec(str(url), table=source.get("table"), query=source.get("query"), mapping=mapping)
+    problem = (dataset.summary or {}).get("problem")
+    if problem:  # the roles need the user first (the dataset's PATCH, the CLI's --map)
+        message = problem.get("message", "") if isinstance(problem, dict) else str(problem)
+        raise ConfigError(literal(f"dataset {dataset.id}: {message}"), param="mapping")
+    if getattr(dataset, "table_path", ""):
+        from custseg.web.services.datasets import source_spec
+
+        spec = source_spec(settings, dataset)
+    elif dataset.path:  # a file the library reads as it is
+        source = dataset.source or {}
+        spec = SourceSpec(str((Path(settings.data_dir) / dataset.path).resolve()), sheet=source.get("sheet"),
+                          encoding=source.get("encoding"), delimiter=source.get("delimiter"),
+                          mapping={str(k): str(v) for k, v in (dataset.mapping or {}).items()},
+                          kind=source.get("kind"))
+    else:
+        raise ConfigError(f"{{param}} {dataset.id}: the dataset has no table to read", param="source")
+    if not Path(spec.source).is_file():
+        raise ConfigError(f"{{param}} {dataset.id}: the dataset's file is missing; upload it again", param="source")
+    return spec
 
 
 def build_request(settings: WebSettings, dataset: Dataset, *, algorithm: str = "auto", k: int | str | None = "auto",
