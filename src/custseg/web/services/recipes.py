@@ -74,14 +74,19 @@ def check_sql(sql: str) -> str:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise ConfigError(f"the SQL does not parse: {literal(_first_line(exc))}", param="sql") from None
-    except ValueError:  # a statement type this DuckDB cannot even name: not a SELECT
+    except ValueError:  # a statement type this DuckDB's Python API cannot name: not a SELECT
         raise ConfigError("a recipe is a single SELECT statement (or WITH … SELECT)", param="sql") from None
     if len(statements) != 1:
         raise ConfigError(f"a recipe is a single SELECT statement; this holds {len(statements)}", param="sql")
     statement = statements[0]
-    if statement.type != duckdb.StatementType.SELECT:
-        raise ConfigError(f"a recipe is a single SELECT statement (or WITH … SELECT), not {statement.type.name}; "
-                          "it only reads the project's datasets", param="sql")
+    try:
+        kind = statement.type
+    except ValueError:  # a statement type this DuckDB's Python API cannot name (UPDATE EXTENSIONS)
+        kind = None
+    if kind != duckdb.StatementType.SELECT:
+        raise ConfigError(f"a recipe is a single SELECT statement (or WITH … SELECT), not "
+                          f"{kind.name if kind is not None else 'this statement'}; it only reads the project's "
+                          "datasets", param="sql")
     return statement.query.strip().rstrip(";").strip()
 
 
