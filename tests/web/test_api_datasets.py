@@ -337,6 +337,30 @@ def test_delete_removes_the_files(web, mall_customers):
     assert "deleted a dataset" in _actions(web, ann, pid)
 
 
+def test_files_follow_the_store_transaction(web, mall_customers):
+    """An upload whose transaction rolls back leaves no files; a deletion that rolls back keeps them."""
+    from custseg.web.services import datasets
+    from custseg.web.store.models import User
+
+    ann = web.user("ann@example.com")
+    pid = _project(web, ann)
+    store = web.app.state.store
+    with pytest.raises(RuntimeError), store.session() as db:
+        user = db.scalar(sa.select(User).where(User.email == "ann@example.com"))
+        datasets.upload(db, web.settings, user, pid, "mall.csv", [mall_customers.read_bytes()])
+        assert len(_dataset_folders(web, pid)) == 1
+        raise RuntimeError("the request failed after the upload")
+    assert _dataset_folders(web, pid) == []
+    kept = _upload(web, ann, pid, "mall.csv", mall_customers.read_bytes()).json()
+    with pytest.raises(RuntimeError), store.session() as db:
+        user = db.scalar(sa.select(User).where(User.email == "ann@example.com"))
+        datasets.delete(db, web.settings, user, pid, kept["id"])
+        raise RuntimeError("the request failed after the deletion")
+    (folder,) = _dataset_folders(web, pid)
+    assert (folder / "mall.csv").is_file()
+    assert web.client.get(f"/api/v1/projects/{pid}/datasets/{kept['id']}/preview", headers=ann).status_code == 200
+
+
 def test_preview_values_are_json_safe(web, tmp_path):
     import duckdb
 

@@ -196,7 +196,7 @@ def get_dataset(project_id: int, dataset_id: int, who: auth.Identity = Depends(i
 
 @router.get("/projects/{project_id}/datasets/{dataset_id}/preview", response_model=PreviewOut)
 def preview(project_id: int, dataset_id: int, rows: int | None = Query(None, ge=1, le=1000),
-            mode: Literal["first", "last", "random"] | None = None, seed: int | None = Query(None, ge=0),
+            mode: Literal["first", "last", "random"] | None = None, seed: int | None = Query(None, ge=0, lt=2**31),
             who: auth.Identity = Depends(identity), db: Session = Depends(get_db),
             settings: WebSettings = Depends(get_settings)):
     """``rows`` rows (default: the project's preview settings), the first, last or random ones."""

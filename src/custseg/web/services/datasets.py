@@ -33,6 +33,7 @@ change) and answers a dataset of another project as not found.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -56,6 +57,8 @@ from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, NotFound, TooLarge
 from custseg.web.services.projects import PREVIEW_MODES, audit, get_project, project_folder
 from custseg.web.store.models import Dataset, Project, User
+
+log = logging.getLogger("custseg.web")
 
 __all__ = [
     "TABLE_FILE", "READ_OPTIONS", "KINDS", "upload", "upload_multipart", "add_sql_source", "list_datasets",
@@ -95,6 +98,14 @@ def list_datasets(db: Session, user: User, project_id: int) -> list[Dataset]:
 def table_file(settings: WebSettings, dataset: Dataset) -> Path:
     """The dataset's table as the library read it (Parquet), an absolute path."""
     return (settings.data_dir / dataset.table_path).resolve()
+
+
+def _existing_table(settings: WebSettings, dataset: Dataset) -> Path:
+    path = table_file(settings, dataset)
+    if not dataset.table_path or not path.is_file():
+        raise InputError(f"the table of dataset {dataset.id} is missing from the data folder; upload it again",
+                         param="dataset_id")
+    return path
 
 
 def source_spec(settings: WebSettings, dataset: Dataset) -> SourceSpec:
@@ -437,9 +448,13 @@ def _read(settings: WebSettings, spec: SourceSpec, names: Mapping[str, str],
         return table, _relabel(exc, names, "mapping")
     except CustsegError as exc:
         raise _relabel(exc, names, param(exc)) from None
-    except duckdb.Error as exc:  # a reader's failure the library does not name
-        raise InputError(literal(f"{names.get(spec.source, 'the file')}: cannot be read "
-                                 f"({str(exc).splitlines()[0][:200]})"), param=param(InputError(""))) from None
+    except Exception as exc:  # a reader's failure the library does not name: still the file's fault
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            raise
+        log.warning("reading %s failed", spec.source, exc_info=True)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(literal(f"{names.get(spec.source, 'the source')}: cannot be read ({first})"),
+                         param=param(InputError(""))) from None
     try:
         found = pipeline.inspect(loaded)
     except CustsegError as exc:
@@ -519,6 +534,40 @@ def _snapshot(con, target: Path) -> None:
         raise
 
 
+def _remove_on_rollback(db: Session, folder: Path) -> None:
+    """Remove ``folder`` if the session's transaction is rolled back instead of committed (the
+    dataset's row never made it to the store: its files must not stay)."""
+    state = {"open": True}
+
+    def committed(_session) -> None:
+        state["open"] = False
+
+    def rolled_back(_session) -> None:
+        if state["open"]:
+            state["open"] = False
+            shutil.rmtree(folder, ignore_errors=True)
+
+    sa.event.listen(db, "after_commit", committed)
+    sa.event.listen(db, "after_rollback", rolled_back)
+
+
+def _remove_on_commit(db: Session, folder: Path) -> None:
+    """Remove ``folder`` once the session's transaction is committed (a deleted dataset's files
+    stay while its row might still come back)."""
+    state = {"open": True}
+
+    def committed(_session) -> None:
+        if state["open"]:
+            state["open"] = False
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def rolled_back(_session) -> None:
+        state["open"] = False
+
+    sa.event.listen(db, "after_commit", committed)
+    sa.event.listen(db, "after_rollback", rolled_back)
+
+
 def _relative(settings: WebSettings, path: Path) -> str:
     return path.resolve().relative_to(settings.data_dir.resolve()).as_posix()
 
@@ -542,6 +591,7 @@ def _add_file(db: Session, settings: WebSettings, user: User, project: Project, 
                       created_by=user.id)
     db.add(dataset)
     db.flush()
+    _remove_on_rollback(db, folder)
     audit(db, project, user, "uploaded a dataset", dataset_id=dataset.id, name=dataset.name, file=filename,
           bytes=dataset.size_bytes, rows=summary.get("rows"))
     return dataset
@@ -570,6 +620,7 @@ def add_table(db: Session, settings: WebSettings, user: User, project: Project, 
                       summary=summary, created_by=user.id)
     db.add(dataset)
     db.flush()
+    _remove_on_rollback(db, folder)
     return dataset
 
 
@@ -681,11 +732,14 @@ def preview(db: Session, settings: WebSettings, user: User, project_id: int, dat
         raise ConfigError(f"rows must be between 1 and 1000, got {rows!r}", param="rows")
     if mode not in PREVIEW_MODES:
         raise ConfigError(f"mode must be one of {', '.join(PREVIEW_MODES)}, got {literal(mode)!r}", param="mode")
+    if seed is not None and not 0 <= int(seed) < 2**31:
+        raise ConfigError(f"seed must be between 0 and {2**31 - 1}, got {seed}", param="seed")
     from custseg import sources
 
+    table = _existing_table(settings, dataset)
     con = sources.connect(settings=settings.library)
     try:
-        con.execute(f"CREATE VIEW data AS SELECT * FROM read_parquet({sources.quote_text(table_file(settings, dataset))})")
+        con.execute(f"CREATE VIEW data AS SELECT * FROM read_parquet({sources.quote_text(table)})")
         relation = con.sql("SELECT * FROM data")
         columns = [{"name": c, "type": str(t)} for c, t in zip(relation.columns, relation.types)]
         total = int(con.execute("SELECT count(*) FROM data").fetchall()[0][0])
@@ -740,7 +794,7 @@ def set_mapping(db: Session, settings: WebSettings, user: User, project_id: int,
         source.pop("kind", None)
         if kind:
             source["kind"] = kind
-    table = table_file(settings, dataset)
+    table = _existing_table(settings, dataset)
     names = {str(table): dataset.filename or dataset.name, str(table.parent) + os.sep: ""}
     spec = SourceSpec(source=str(table), mapping=new_mapping, kind=source.get("kind"))
     read = _read(settings, spec, names, lambda exc: exc.param if exc.param in ("mapping", "kind") else "mapping")
@@ -772,7 +826,7 @@ def delete(db: Session, settings: WebSettings, user: User, project_id: int, data
     db.delete(dataset)
     db.flush()
     if folder is not None and folder.resolve().parent == (project_folder(settings, project.id) / "datasets").resolve():
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_on_commit(db, folder)
 
 
 # --- values --------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def check_sql(sql: str) -> str:
     return statement.query.strip().rstrip(";").strip()
 
 
-def _named(db: Session, project: Project, statement: str) -> list[Dataset]:
+def _named(db: Session, settings: WebSettings, project: Project, statement: str) -> list[Dataset]:
     """The project's datasets the statement may name (each identifier or keyword of it
     compared with the datasets' names, ignoring case; one too many is harmless, one too few
     would only make the query fail)."""
@@ -107,7 +107,8 @@ def _named(db: Session, project: Project, statement: str) -> list[Dataset]:
             text = text[1:-1].replace('""', '"')
         words.add(text.casefold())
     found = db.scalars(sa.select(Dataset).where(Dataset.project_id == project.id).order_by(Dataset.id))
-    return [d for d in found if d.name.casefold() in words and d.table_path]
+    return [d for d in found if d.name.casefold() in words and d.table_path
+            and datasets_service.table_file(settings, d).is_file()]
 
 
 class _Sandbox:
@@ -200,7 +201,7 @@ def preview_recipe(db: Session, settings: WebSettings, user: User, project_id: i
     if isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows <= 1000:
         raise ConfigError(f"rows must be between 1 and 1000, got {rows!r}", param="rows")
     statement = check_sql(sql)
-    named = _named(db, project, statement)
+    named = _named(db, settings, project, statement)
     names = [d.name for d in named]
     with _Sandbox(settings, named, memory_limit=memory_limit, time_limit=time_limit) as box:
         try:
@@ -228,7 +229,7 @@ def create_recipe(db: Session, settings: WebSettings, user: User, project_id: in
     project, _ = get_project(db, user, project_id, "editor")
     name = datasets_service._check_name(db, project.id, name)
     statement = check_sql(sql)
-    named = _named(db, project, statement)
+    named = _named(db, settings, project, statement)
     names = [d.name for d in named]
     folder = datasets_service._new_folder(settings, project.id)
     try:
