@@ -84,8 +84,11 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:g}" if abs(value) < 1e15 else str(value)
-    return str(value)
+        return f"{value:.10g}"
+    text = str(value)
+    if len(text) >= 19 and text[4] == "-" and text[10] == "T" and text[:4].isdigit():  # an ISO time
+        return text.replace("T", " ", 1)
+    return text
 
 
 templates.env.filters.update(when=_when, number=_number, percent=_percent, size=_size, cell=_cell)

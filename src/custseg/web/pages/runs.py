@@ -127,9 +127,19 @@ def _model_fields(settings: WebSettings, run) -> tuple[list[dict[str, Any]], str
     except (OSError, ValueError, KeyError):
         example = {}
     fields = [{"name": c, "type": "category" if c in categories else "number",
-               "options": [str(v) for v in categories.get(c, [])],
-               "example": datasets_service.json_safe(example.get(c))} for c in columns]
+               "options": [str(v) for v in categories.get(c, [])], "example": _shown(example.get(c))}
+              for c in columns]
     return fields, None if fields else "the model has no features to enter"
+
+
+def _shown(value: Any) -> str | None:
+    """An example value as the form shows it (numbers without float noise: 2506.04)."""
+    value = datasets_service.json_safe(value)
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
 
 
 def run_page(request: Request, db: Session, settings: WebSettings, who: auth.Identity, project_id: int, run_id: int,
