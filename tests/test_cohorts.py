@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from custseg import pipeline
+from custseg import cli, pipeline
 from custseg.errors import SchemaError
 from custseg.pipeline import SourceSpec
 
@@ -58,8 +58,10 @@ def test_by_country_needs_a_country_column(tmp_path):
         "InvoiceNo": ["1"], "CustomerID": [1], "InvoiceDate": pd.to_datetime(["2024-01-05"]),
         "Quantity": [1], "UnitPrice": [1.0],
     })
-    with pytest.raises(SchemaError, match="no country column; name it with --map country=COLUMN"):
+    with pytest.raises(SchemaError, match="no country column; name it with mapping country=COLUMN$") as caught:
         cohorts_of(frame, tmp_path, by="country")
+    assert caught.value.param == "mapping"
+    assert caught.value.render(cli.FLAGS).endswith("no country column; name it with --map country=COLUMN")
 
 
 def test_online_retail_cohorts(online_retail):

@@ -5,7 +5,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from custseg import pipeline
+from custseg import cli, pipeline
 from custseg.errors import DataError
 from custseg.pipeline import SourceSpec
 
@@ -105,8 +105,12 @@ def test_a_small_table_is_segmented_with_the_k_it_allows(tmp_path):
 
 def test_as_of_before_the_latest_date_of_a_customer_table_is_refused(marketing_campaign):
     loaded = pipeline.load(SourceSpec(str(marketing_campaign)))
-    with pytest.raises(DataError, match=r"marketing_campaign\.csv: --as-of 2012-01-01 is before the latest date in the "
-                                        r"table \(2014-06-29 in 'Dt_Customer'\), so some durations would be negative"):
+    with pytest.raises(DataError, match=r"marketing_campaign\.csv: as_of 2012-01-01 is before the latest date in the "
+                                        r"table \(2014-06-29 in 'Dt_Customer'\), so some durations would be negative") as caught:
         pipeline.customer_table(loaded, as_of=datetime(2012, 1, 1))
+    assert caught.value.render(cli.FLAGS) == (
+        f"{marketing_campaign}: --as-of 2012-01-01 is before the latest date in the table (2014-06-29 in "
+        "'Dt_Customer'), so some durations would be negative; a customer table is not a snapshot — give a date "
+        "on or after it")
     later = pipeline.customer_table(loaded, as_of=datetime(2014, 7, 1))
     assert later.features["tenure_days"].min() == 2  # joined 2014-06-29

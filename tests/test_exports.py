@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from custseg import exports, pipeline
+from custseg import cli, exports, pipeline
 from custseg.cli import main
 from custseg.datasets import make_customers
 from custseg.errors import ConfigError, InputError
@@ -79,14 +79,17 @@ def test_neutralise_leaves_numbers_alone():
 def test_export_errors(run_dir, tmp_path):
     with pytest.raises(InputError, match="no such run folder"):
         exports.export_run(tmp_path / "nope")
-    with pytest.raises(ConfigError, match="--columns shoe_size: not in the run's features"):
+    with pytest.raises(ConfigError, match="^columns shoe_size: not in the run's features") as caught:
         exports.export_run(run_dir, columns=["shoe_size"], out=tmp_path)
-    with pytest.raises(ConfigError, match="--format must be one of csv, xlsx, parquet"):
+    assert caught.value.render(cli.FLAGS).startswith("--columns shoe_size: not in the run's features; available: ")
+    with pytest.raises(ConfigError, match="^format must be one of csv, xlsx, parquet") as caught:
         exports.export_run(run_dir, format="pdf")
+    assert caught.value.render(cli.FLAGS) == "--format must be one of csv, xlsx, parquet, got 'pdf'"
     a_file = tmp_path / "list.csv"
     a_file.write_text("keep me", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"--out .*list\.csv: is a file; give a folder for the exports"):
+    with pytest.raises(ConfigError, match=r"^out .*list\.csv: is a file; give a folder for the exports") as caught:
         exports.export_run(run_dir, out=a_file)
+    assert caught.value.render(cli.FLAGS) == f"--out {a_file}: is a file; give a folder for the exports"
     assert a_file.read_text(encoding="utf-8") == "keep me"
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from custseg import datasets, pipeline
+from custseg import cli, datasets, pipeline
 from custseg.cli import main
 from custseg.errors import ConfigError, DataError
 
@@ -22,16 +24,21 @@ def test_a_k_past_the_default_sweep_is_compared_and_used(sample):
 
 
 def test_a_k_as_large_as_the_table_is_refused(sample):
-    with pytest.raises(DataError, match=r"online_retail_sample\.parquet: --k 837 needs more than 837 customers, "
-                                        r"found 837; lower --k"):
+    with pytest.raises(DataError, match=r"online_retail_sample\.parquet: n_clusters 837 needs more than 837 customers, "
+                                        r"found 837; lower n_clusters$") as caught:
         pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(n_clusters=837))
+    assert caught.value.render(cli.FLAGS).endswith(
+        "online_retail_sample.parquet: --k 837 needs more than 837 customers, found 837; lower --k")
 
 
 def test_kprototypes_without_a_category_says_which_to_add(sample):
-    with pytest.raises(ConfigError, match=r"--algorithm kprototypes mixes numbers and categories, but the features "
-                                          r"recency_days, .* are all numbers; add a category with --features "
-                                          r"recency_days,.*,country, or choose kmeans"):
+    with pytest.raises(ConfigError, match=r"algorithm kprototypes mixes numbers and categories, but the features "
+                                          r"recency_days, .* are all numbers; add a category with features "
+                                          r"recency_days,.*,country, or choose kmeans") as caught:
         pipeline.run_segmentation(sample, config=pipeline.SegmentConfig(algorithm="kprototypes", n_clusters=3))
+    assert re.search(r": --algorithm kprototypes mixes numbers and categories, but the features recency_days, .* are "
+                     r"all numbers; add a category with --features recency_days,.*,country, or choose kmeans$",
+                     caught.value.render(cli.FLAGS))
     with_country = pipeline.SegmentConfig(algorithm="kprototypes", n_clusters=3,
                                           features=("recency_days", "frequency", "monetary", "country"))
     result = pipeline.run_segmentation(sample, config=with_country)

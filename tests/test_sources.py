@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import sqlite3
 import tempfile
 import uuid
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from custseg import pipeline, sources
+from custseg import cli, pipeline, sources
 from custseg.errors import ConfigError, InputError, SchemaError
 from custseg.schema import ColumnMap, detect_roles, duplicate_names, parse_mapping
 
@@ -126,8 +127,11 @@ def test_encoding_option_overrides_detection(tmp_path, given, reported):
 def test_utf16_without_a_byte_order_mark_needs_the_encoding(tmp_path):
     path = tmp_path / "people.csv"
     PEOPLE.to_csv(path, index=False, encoding="utf-16-le")
-    with pytest.raises(InputError, match=r"people\.csv: looks like UTF-16 text without a byte-order mark; pass --encoding utf-16-le"):
+    with pytest.raises(InputError, match=r"people\.csv: looks like UTF-16 text without a byte-order mark; pass encoding utf-16-le") as caught:
         sources.read(path)
+    assert caught.value.param == "encoding"
+    assert caught.value.render(cli.FLAGS).endswith(
+        "people.csv: looks like UTF-16 text without a byte-order mark; pass --encoding utf-16-le")
     assert frame(sources.read(path, encoding="utf-16-le"))["Name"].tolist() == PEOPLE["Name"].tolist()
 
 
@@ -205,8 +209,10 @@ def test_xlsx_unknown_sheet_names_the_sheets(workbook):
 def test_sheet_on_a_csv_is_refused(tmp_path):
     path = tmp_path / "people.csv"
     PEOPLE.to_csv(path, index=False)
-    with pytest.raises(InputError, match=r"people\.csv: --sheet goes with an Excel workbook.*drop --sheet"):
+    with pytest.raises(InputError, match=r"people\.csv: sheet goes with an Excel workbook.*drop sheet$") as caught:
         sources.read(path, sheet="People")
+    assert caught.value.render(cli.FLAGS) == (
+        f"{path}: --sheet goes with an Excel workbook, but this is a csv file; drop --sheet")
 
 
 def test_parquet(online_retail):
@@ -265,10 +271,11 @@ def test_sql_reading_never_writes(sqlite_db, tmp_path):
 
 
 def test_sql_needs_exactly_one_of_table_and_query(sqlite_db):
-    with pytest.raises(InputError, match="give exactly one of --table NAME or --query SQL"):
-        sources.read(f"sqlite:///{sqlite_db}")
-    with pytest.raises(InputError, match="give exactly one of --table NAME or --query SQL"):
-        sources.read(f"sqlite:///{sqlite_db}", table="orders", query="SELECT 1")
+    for tables in ({}, {"table": "orders", "query": "SELECT 1"}):
+        with pytest.raises(InputError, match="give exactly one of table NAME or query SQL$") as caught:
+            sources.read(f"sqlite:///{sqlite_db}", **tables)
+        assert caught.value.param == "table"
+        assert caught.value.render(cli.FLAGS) == f"sqlite:///{sqlite_db}: give exactly one of --table NAME or --query SQL"
 
 
 @pytest.fixture
@@ -313,10 +320,13 @@ def test_postgres_through_the_pipeline(postgres_url, postgres_table):
 
 @pytest.mark.postgres
 def test_postgres_errors_name_the_table_and_the_query(postgres_url, postgres_table):
-    with pytest.raises(InputError, match=r"postgresql\+psycopg://postgres@127\.0\.0\.1:5432/test: no table 'nope_.*'; check --table"):
+    with pytest.raises(InputError, match=r"postgresql\+psycopg://postgres@127\.0\.0\.1:5432/test: no table 'nope_.*'; check table") as caught:
         sources.read(postgres_url, table=f"nope_{postgres_table}")
-    with pytest.raises(InputError, match=r"the query failed: .*syntax error.*; fix --query"):
+    assert re.search(r"postgresql\+psycopg://postgres@127\.0\.0\.1:5432/test: no table 'nope_.*'; check --table",
+                     caught.value.render(cli.FLAGS))
+    with pytest.raises(InputError, match=r"the query failed: .*syntax error.*; fix query/table$") as caught:
         sources.read(postgres_url, query="SELEC 1")
+    assert re.search(r"the query failed: .*syntax error.*; fix --query/--table$", caught.value.render(cli.FLAGS))
 
 
 # --- roles -----------------------------------------------------------------------------------
@@ -381,13 +391,18 @@ def test_map_column_taken_is_not_detected_again():
     ids=["unknown-role", "no-equals", "no-column", "role-twice", "column-twice"],
 )
 def test_parse_mapping_errors(items, message):
-    with pytest.raises(ConfigError, match=message):
+    # the library names the parameter ("mapping customer=..."), the CLI prints it as --map
+    with pytest.raises(ConfigError, match="^" + message.replace("--map", "mapping")) as caught:
         parse_mapping(items)
+    assert caught.value.param == "mapping"
+    assert re.match(message, caught.value.render(cli.FLAGS))
 
 
 def test_map_to_a_missing_column_suggests_the_closest():
-    with pytest.raises(SchemaError, match=r"--map customer_id=customerid: orders\.csv has no column 'customerid' \(did you mean 'CustomerID'\?\); columns are InvoiceNo, CustomerID"):
+    with pytest.raises(SchemaError, match=r"^mapping customer_id=customerid: orders\.csv has no column 'customerid' \(did you mean 'CustomerID'\?\); columns are InvoiceNo, CustomerID") as caught:
         detect_roles(["InvoiceNo", "CustomerID"], overrides={"customer_id": "customerid"}, source="orders.csv")
+    assert caught.value.render(cli.FLAGS) == ("--map customer_id=customerid: orders.csv has no column 'customerid' "
+                                              "(did you mean 'CustomerID'?); columns are InvoiceNo, CustomerID")
 
 
 @pytest.mark.parametrize(
@@ -407,8 +422,10 @@ def test_duplicate_names_are_refused(columns, clashing):
 
 def test_missing_role_names_the_source():
     cmap = ColumnMap({"customer_id": "CustomerID"}, source="orders.csv")
-    with pytest.raises(SchemaError, match=r"orders\.csv: no column plays the role 'ordered_at'; name one with --map ordered_at=COLUMN"):
+    with pytest.raises(SchemaError, match=r"orders\.csv: no column plays the role 'ordered_at'; name one with mapping ordered_at=COLUMN") as caught:
         cmap.column("ordered_at")
+    assert caught.value.render(cli.FLAGS) == (
+        "orders.csv: no column plays the role 'ordered_at'; name one with --map ordered_at=COLUMN")
     assert cmap.with_kind("customers").source == "orders.csv"
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from custseg import sources
+from custseg import cli, sources
 from custseg.errors import InputError, SchemaError
 
 CUSTSEG = Path(sys.executable).with_name("custseg")
@@ -363,9 +363,11 @@ def test_customer_id_sheet_wins_over_a_table_of_notes(tmp_path):
 def test_two_later_sheets_with_a_customer_id_are_an_error_listing_both(tmp_path):
     path = workbook(tmp_path / "book.xlsx", {"Notes": NOTES, "Shop A": PEOPLE, "Shop B": PEOPLE})
     with pytest.raises(InputError, match=(
-        r"book\.xlsx: sheets 'Shop A', 'Shop B' all have a customer id column; pass --sheet NAME to choose one$"
-    )):
+        r"book\.xlsx: sheets 'Shop A', 'Shop B' all have a customer id column; pass sheet NAME to choose one$"
+    )) as caught:
         sources.read(path)
+    assert caught.value.render(cli.FLAGS) == (
+        f"{path}: sheets 'Shop A', 'Shop B' all have a customer id column; pass --sheet NAME to choose one")
     assert sources.read(path, sheet="Shop B").count() == 3
 
 
@@ -384,11 +386,15 @@ def test_only_table_is_read_when_no_sheet_has_a_customer_id(tmp_path):
 
 def test_several_tables_without_a_customer_id_are_an_error(tmp_path):
     data = PEOPLE.rename(columns={"CustomerID": "Kunde"})
+    path = workbook(tmp_path / "book.xlsx", {"About": TEXT_NOTES, "Data": data})
     with pytest.raises(InputError, match=(
         r"book\.xlsx: no sheet has a customer id column and sheets 'About', 'Data' all look like tables; "
-        r"pass --sheet NAME to choose one$"
-    )):
-        sources.read(workbook(tmp_path / "book.xlsx", {"About": TEXT_NOTES, "Data": data}))
+        r"pass sheet NAME to choose one$"
+    )) as caught:
+        sources.read(path)
+    assert caught.value.render(cli.FLAGS) == (
+        f"{path}: no sheet has a customer id column and sheets 'About', 'Data' all look like tables; "
+        "pass --sheet NAME to choose one")
 
 
 def test_empty_first_sheet_is_skipped(tmp_path):

@@ -511,7 +511,7 @@ def clean_customers(
         if latest is not None and as_of_ts < latest:
             column = next(c for c, d in dates.items() if d.max() == latest)
             raise DataError(
-                f"{literal(table.label)}: --as-of {as_of_ts.date()} is before the latest date in the table "
+                f"{literal(table.label)}: {{param}} {as_of_ts.date()} is before the latest date in the table "
                 f"({latest.date()} in '{literal(column)}'), so some durations would be negative; a customer "
                 "table is not a snapshot — give a date on or after it",
                 param="as_of",

@@ -36,7 +36,7 @@ def retention(clean: CleanTransactions, *, by: Literal["country"] | None = None)
     """
     if by is not None and by not in clean.roles:
         raise SchemaError(
-            f"cohorts by {by}: {literal(clean.table.label)} has no {by} column; name it with --map {by}=COLUMN",
+            f"cohorts by {by}: {literal(clean.table.label)} has no {by} column; name it with {{param}} {by}=COLUMN",
             param="mapping",
         )
     d = clean.dialect

@@ -82,7 +82,7 @@ def export_run(
     monetary when present, else none).  Unknown columns are a :class:`ConfigError`.
     """
     if format not in EXPORT_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got '{literal(format)}'",
+        raise ConfigError(f"{{param}} must be one of {', '.join(EXPORT_FORMATS)}, got '{literal(format)}'",
                           param="format")
     run_dir = Path(run_dir)
     assignments, profiles, features, contacts = _read_run(run_dir)
@@ -91,7 +91,7 @@ def export_run(
     unknown = [c for c in columns if c not in features.columns]
     if unknown:
         raise ConfigError(
-            f"--columns {literal(', '.join(unknown))}: not in the run's features; available: "
+            f"{{param}} {literal(', '.join(unknown))}: not in the run's features; available: "
             + literal(", ".join(c for c in features.columns if c != "customer_id")),
             param="columns",
         )
@@ -101,7 +101,7 @@ def export_run(
         table = table[["customer_id", "email"] + [c for c in table.columns if c not in ("customer_id", "email")]]
     folder = Path(out) if out is not None else run_dir / "exports"
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--out {literal(folder)}: is a file; give a folder for the exports", param="out")
+        raise ConfigError(f"{{param}} {literal(folder)}: is a file; give a folder for the exports", param="out")
     outputs.make_folder(folder, option="out")
 
     summary = profiles[["segment", "name", "customers", "share", "value_share", "description", "rule"]].copy()

@@ -219,7 +219,7 @@ class ColumnMap:
         except KeyError:
             raise SchemaError(
                 f"{literal(self.source)}: no column plays the role '{role}'; "
-                f"name one with --map {role}=COLUMN",
+                f"name one with {{param}} {role}=COLUMN",
                 param="mapping",
             ) from None
 
@@ -246,23 +246,23 @@ def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
         role, sep, column = item.partition("=")
         role, column = role.strip(), column.strip()
         if not sep or not role or not column:
-            raise ConfigError(f"--map takes ROLE=COLUMN, got '{literal(item)}'; e.g. --map customer_id=Client",
+            raise ConfigError(f"{{param}} takes ROLE=COLUMN, got '{literal(item)}'; e.g. {{param}} customer_id=Client",
                               param="mapping")
         if role not in ROLES:
             raise ConfigError(
-                f"--map {literal(item)}: unknown role '{literal(role)}'{_suggest(role, ROLES)}; "
+                f"{{param}} {literal(item)}: unknown role '{literal(role)}'{_suggest(role, ROLES)}; "
                 f"the role must be one of {', '.join(ROLES)}",
                 param="mapping",
             )
         if role in mapping and mapping[role] != column:
             raise ConfigError(
-                f"--map {role} is given twice ('{literal(mapping[role])}' and '{literal(column)}'); keep one",
+                f"{{param}} {role} is given twice ('{literal(mapping[role])}' and '{literal(column)}'); keep one",
                 param="mapping",
             )
         other = next((r for r, c in mapping.items() if c == column and r != role), None)
         if other is not None:
             raise ConfigError(
-                f"--map {role}={literal(column)}: column '{literal(column)}' already plays the role '{other}'; "
+                f"{{param}} {role}={literal(column)}: column '{literal(column)}' already plays the role '{other}'; "
                 "map each column to one role",
                 param="mapping",
             )
@@ -295,7 +295,7 @@ def detect_roles(
     for role, column in overrides.items():
         if column not in columns:
             raise SchemaError(
-                f"--map {literal(role)}={literal(column)}: {literal(source)} has no column '{literal(column)}'"
+                f"{{param}} {literal(role)}={literal(column)}: {literal(source)} has no column '{literal(column)}'"
                 f"{literal(_suggest(column, columns))}; columns are {literal(', '.join(columns))}",
                 param="mapping",
             )

@@ -229,7 +229,7 @@ def read(
         fmt = format or FORMATS.get(_format_suffix(path)) or _guess_format(path, compression)
         if sheet is not None and fmt != "xlsx":
             raise InputError(
-                f"{literal(label)}: --sheet goes with an Excel workbook, but this is a {fmt} file; drop --sheet",
+                f"{literal(label)}: {{param}} goes with an Excel workbook, but this is a {fmt} file; drop {{param}}",
                 param="sheet",
             )
         _refuse_non_data(path, fmt, compression)
@@ -563,7 +563,7 @@ def _sniff_encoding(path: Path, compression: Compression | None = None) -> str:
             if zeros.count(0) > 0.4 * half:  # ASCII text in UTF-16: every other byte is NUL
                 raise InputError(
                     f"{literal(path)}: looks like UTF-16 text without a byte-order mark; "
-                    f"pass --encoding utf-16-{order}",
+                    f"pass {{param}} utf-16-{order}",
                     param="encoding",
                 )
         raise InputError(
@@ -1210,7 +1210,7 @@ def _choose_sheet(path: Path, book, names: list[str]) -> tuple[str, str]:
     if with_id:
         raise InputError(
             f"{literal(path)}: sheets {literal(quoted(with_id))} all have a customer id column; "
-            "pass --sheet NAME to choose one",
+            "pass {param} NAME to choose one",
             param="sheet",
         )
     if len(tables) == 1:
@@ -1218,7 +1218,7 @@ def _choose_sheet(path: Path, book, names: list[str]) -> tuple[str, str]:
     if tables:
         raise InputError(
             f"{literal(path)}: no sheet has a customer id column and sheets {literal(quoted(tables))} all look like "
-            "tables; pass --sheet NAME to choose one",
+            "tables; pass {param} NAME to choose one",
             param="sheet",
         )
     return names[0], f"read sheet '{names[0]}', the first (no sheet looks like a table; sheets: {listed})"
@@ -1304,7 +1304,7 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
 
     label = _safe_url(url)
     if bool(table) == bool(query):
-        raise InputError(f"{label}: give exactly one of --table NAME or --query SQL")
+        raise InputError(f"{literal(label)}: give exactly one of {{param}} NAME or {{param:query}} SQL", param="table")
     try:
         parsed = sa.make_url(url)
     except Exception as exc:
@@ -1341,7 +1341,7 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
                 known = inspector.get_table_names(schema=schema or None) + inspector.get_view_names(schema=schema or None)
                 if name not in known:
                     raise InputError(
-                        f"{literal(label)}: no table '{literal(table)}'; check --table"
+                        f"{literal(label)}: no table '{literal(table)}'; check {{param}}"
                         + (f" (tables: {literal(', '.join(sorted(known)[:20]))})" if known
                            else " (the database has no tables)"),
                         param="table",
@@ -1358,8 +1358,10 @@ def _read_sql(con, url: str, *, table: str | None, query: str | None) -> None:
             except (pd.errors.DatabaseError, sa.exc.SQLAlchemyError) as exc:
                 cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
                 reason = _first_line(getattr(cause, "orig", None) or cause)
-                raise InputError(f"{literal(label)}: the query failed: {literal(reason)}; fix --query/--table",
-                                 param="table" if table else "query") from None
+                raise InputError(
+                    f"{literal(label)}: the query failed: {literal(reason)}; fix {{param:query}}/{{param:table}}",
+                    param="table" if table else "query",
+                ) from None
             finally:
                 transaction.rollback()
     except sa.exc.OperationalError as exc:

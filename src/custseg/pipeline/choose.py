@@ -84,7 +84,7 @@ def _check_mixed(prepared: Prepared, config: SegmentConfig) -> None:
     clustered one-hot encoded by the other algorithms)."""
     import pandas as pd
 
-    from custseg.errors import ConfigError
+    from custseg.errors import ConfigError, literal
 
     if prepared.numeric.shape[1]:
         return
@@ -92,9 +92,9 @@ def _check_mixed(prepared: Prepared, config: SegmentConfig) -> None:
     numbers = [c for c in table.columns[1:] if c not in prepared.columns and pd.api.types.is_numeric_dtype(table[c])
                and not pd.api.types.is_bool_dtype(table[c])]
     raise ConfigError(
-        f"--algorithm {config.algorithm} mixes numbers and categories, but the features "
-        f"{', '.join(prepared.columns)} are all categories; "
-        + (f"add a number with --features {','.join([*prepared.columns, numbers[0]])}" if numbers
+        f"{{param}} {literal(config.algorithm)} mixes numbers and categories, but the features "
+        f"{literal(', '.join(prepared.columns))} are all categories; "
+        + (f"add a number with {{param:features}} {literal(','.join([*prepared.columns, numbers[0]]))}" if numbers
            else "the table has no number")
         + ", or choose kmeans",
         param="algorithm",

@@ -430,16 +430,17 @@ def prepare(
         text = [c for c in table.columns[1:] if not pd.api.types.is_numeric_dtype(table[c])
                 and not pd.api.types.is_datetime64_any_dtype(table[c])]
         raise ConfigError(
-            f"{literal(loaded.table.label)}: --algorithm {config.algorithm} mixes numbers and categories, but the "
-            f"features {', '.join(used)} are all numbers; "
-            + (f"add a category with --features {','.join([*used, text[0]])}" if text else "the table has no category")
+            f"{literal(loaded.table.label)}: {{param}} {literal(config.algorithm)} mixes numbers and categories, "
+            f"but the features {literal(', '.join(used))} are all numbers; "
+            + (f"add a category with {{param:features}} {literal(','.join([*used, text[0]]))}" if text
+               else "the table has no category")
             + ", or choose kmeans",
             param="algorithm",
         )
     if config.n_clusters is not None and config.n_clusters >= len(numeric):
         raise DataError(
-            f"{literal(loaded.table.label)}: --k {config.n_clusters} needs more than {config.n_clusters} customers, "
-            f"found {len(numeric)}; lower --k",
+            f"{literal(loaded.table.label)}: {{param}} {config.n_clusters} needs more than {config.n_clusters} "
+            f"customers, found {len(numeric)}; lower {{param}}",
             param="n_clusters",
         )
     return Prepared(loaded, made, used, prep, matrix, numeric, spec)
