@@ -296,6 +296,10 @@ def test_whole_flow_with_a_worker(web, tmp_path):
                      headers=bob).json()["assignments"]
         assert [a["segment"] for a in odd] == [-1, -1]
         assert feature in odd[0]["reason"] and feature in odd[1]["reason"]
+        # An id JSON cannot carry back (NaN, which Python's parser reads) is sent as null, not a 500.
+        nan = c.post(f"{base}/{rid}/assign", content=json.dumps({"customers": [{**records[0], "customer_id": float("nan")}]}),
+                     headers={**bob, "Content-Type": "application/json"})
+        assert nan.status_code == 200 and nan.json()["assignments"][0]["customer_id"] is None
         actions = [e["action"] for e in c.get(f"/api/v1/projects/{pid}/audit", headers=ann).json()]
         assert actions.count("assigned in bulk") == 2 and actions.count("exported") == 2
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -148,7 +148,11 @@ def assign(project_id: int, run_id: int, body: CustomersIn, who: auth.Identity =
            db: Session = Depends(get_db), settings: WebSettings = Depends(get_settings)):
     """The segment of each customer (viewer role); a missing or unknown value gives segment -1
     and the reason."""
-    return {"assignments": assign_service.assign(db, settings, who.user, project_id, run_id, body.customers)}
+    answer = {"assignments": assign_service.assign(db, settings, who.user, project_id, run_id, body.customers)}
+    try:  # sent as it is (it has AssignmentsOut's shape): validating it again costs more than the scoring
+        return JSONResponse(answer)
+    except ValueError:  # a customer_id that JSON cannot carry (NaN): as the model serialises it
+        return AssignmentsOut.model_validate(answer)
 
 
 @router.post("/echo", response_model=CustomersIn, tags=["benchmark"])

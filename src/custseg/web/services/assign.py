@@ -15,22 +15,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, NotFound
 from custseg.web.services.projects import audit
 from custseg.web.services.runs import get_run
-from custseg.web.store.models import Run, User
+from custseg.web.store.models import Member, Project, Run, User
 
 __all__ = ["assign", "model_of", "forget_models", "CACHE_SIZE"]
 
 #: compiled models kept in memory (one per run)
 CACHE_SIZE = 32
 
-_models: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_models: OrderedDict[tuple, Any] = OrderedDict()
 _models_lock = threading.Lock()
-_loading: dict[tuple[str, int], threading.Lock] = {}
+_loading: dict[tuple, threading.Lock] = {}
 
 
 def _compile(model):
@@ -67,15 +68,13 @@ class _Plain:
         return out
 
 
-def model_of(settings: WebSettings, run: Run):
-    """The compiled model of a done run (read and compiled on first use, then from memory)."""
+def model_of(settings: WebSettings, folder: str, run_id: int, finished_at: Any = None):
+    """The compiled model of the done run whose folder (relative to the data folder) is
+    ``folder``: read and compiled on first use, then from memory.  A done run's model never
+    changes; ``finished_at`` tells apart a run that took the place of a deleted one."""
     from custseg import model as model_io
 
-    path = (Path(settings.data_dir) / run.folder / "model.skops").resolve()
-    try:
-        key = (str(path), path.stat().st_mtime_ns)
-    except OSError:
-        raise NotFound(f"run {run.id} has no model file") from None
+    key = (str(settings.data_dir), folder, run_id, str(finished_at))
     with _models_lock:
         found = _models.get(key)
         if found is not None:
@@ -86,6 +85,9 @@ def model_of(settings: WebSettings, run: Run):
         with _models_lock:
             found = _models.get(key)
         if found is None:
+            path = Path(settings.data_dir) / folder / "model.skops"
+            if not path.is_file():
+                raise NotFound(f"run {run_id} has no model file")
             found = _compile(model_io.load(path))
             with _models_lock:
                 _models[key] = found
@@ -105,10 +107,16 @@ def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_
            customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``customer_id, segment, segment_name, reason`` for each customer, in order (viewer
     role; a batch of more than one customer is audited as an assignment in bulk)."""
-    run, project = get_run(db, user, project_id, run_id)
-    if run.status != "done":
-        raise Conflict(f"run {run_id} is {run.status}; customers can be assigned once it is done")
-    compiled = model_of(settings, run)
+    found = db.execute(sa.select(Run.id, Run.status, Run.folder, Run.finished_at).join(
+        Member, (Member.project_id == Run.project_id) & (Member.user_id == user.id)).where(
+        Run.id == run_id, Run.project_id == project_id)).first()  # one query on the hot path
+    if found is None:  # not found, or not a member: the answers (and messages) of get_run
+        get_run(db, user, project_id, run_id)
+        raise NotFound(f"no run {run_id} in project {project_id}")
+    if found.status != "done":
+        raise Conflict(f"run {run_id} is {found.status}; customers can be assigned once it is done")
     if len(customers) > 1:
-        audit(db, project, user, "assigned in bulk", run_id=run.id, customers=len(customers))
-    return compiled.assign_records(customers)
+        project = db.get(Project, project_id)
+        audit(db, project, user, "assigned in bulk", run_id=run_id, customers=len(customers))
+    db.commit()  # what this request writes (sign-in bookkeeping, audit) is not held while it scores
+    return model_of(settings, found.folder, found.id, found.finished_at).assign_records(customers)
