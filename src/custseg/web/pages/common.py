@@ -91,7 +91,17 @@ def _cell(value: Any) -> str:
     return text
 
 
+_NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL")
+
+
+def _numeric(type_name: Any) -> bool:
+    """Whether a column of this (DuckDB) type holds numbers: its cells are aligned right."""
+    return str(type_name or "").upper().split("(")[0] in _NUMERIC_TYPES
+
+
 templates.env.filters.update(when=_when, number=_number, percent=_percent, size=_size, cell=_cell)
+templates.env.tests.update(numeric=_numeric)
 templates.env.globals.update(version=__version__)
 
 

@@ -111,7 +111,7 @@ def _model_fields(settings: WebSettings, run) -> tuple[list[dict[str, Any]], str
     """The assign form's fields (the model's features, numbers or categories, with the first
     customer of the run as the example), or why there is none."""
     try:
-        model = assign_service.model_of(settings, run)
+        model = assign_service.model_of(settings, run.folder, run.id, run.finished_at)
     except CustsegError as exc:
         return [], message_of(exc)
     inner = getattr(model, "model", model)

@@ -79,6 +79,12 @@
         showError("choose a file, or drop one on the box");
         return;
       }
+      var limit = Number(form.getAttribute("data-limit"));
+      if (limit && file.size > limit) {
+        showError(file.name + ": the file is " + file.size.toLocaleString() + " bytes, over the upload limit of " +
+                  limit.toLocaleString() + " bytes");
+        return;
+      }
       var body = new FormData(form);
       body.set("file", file, file.name);
       var request = new XMLHttpRequest();
