@@ -92,13 +92,35 @@ def server(tmp_path_factory):
             pytest.fail(f"custseg serve did not answer in 90 s:\n{(folder / 'serve.log').read_text()}")
         time.sleep(0.3)
     yield base
-    process.send_signal(signal.SIGTERM)  # the server stops its workers on the way out
+    # SIGINT: the server stops its workers on the way out (after SIGTERM uvicorn re-raises the
+    # signal with its default action, which ends the server before it can stop them).
+    process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         process.wait(timeout=30)
+    for pid in _workers_of(data):  # any worker the server left behind
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     log.close()
+
+
+def _workers_of(data: Path) -> list[int]:
+    """The ids of ``custseg worker`` processes on this data folder (the test's own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in command and str(data.resolve()).encode() in command:
+            found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture(scope="module")
