@@ -353,6 +353,7 @@ def work(settings: WebSettings, *, processes: int = 1) -> None:
     """Run jobs in this process until stopped (SIGINT: finish the runs first; SIGTERM: stop
     now, the runs in progress are marked interrupted).  ``processes`` runs at once."""
     _lower_priority()
+    _stop_with_server()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     store = _store_of(settings)
@@ -392,6 +393,26 @@ def work(settings: WebSettings, *, processes: int = 1) -> None:
             os._exit(0)
 
 
+_SERVER_PID = "CUSTSEG_SERVER_PID"
+
+
+def _stop_with_server() -> None:
+    """A worker started by :func:`start_workers` gets SIGTERM when its server ends, however it
+    ends (Linux's parent-death signal)."""
+    server = os.environ.pop(_SERVER_PID, None)
+    if not server or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != server:  # it ended before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _lower_priority() -> None:
     """Nice 10: a run never takes the CPU from the server (threads made later inherit it)."""
     try:
@@ -403,8 +424,10 @@ def _lower_priority() -> None:
 def start_workers(settings: WebSettings, *, stdout=None, stderr=None) -> list[subprocess.Popen]:
     """Start ``settings.workers`` ``custseg worker`` processes on these settings' store and
     data folder (the store URL goes by environment, so a password never shows in ``ps``);
-    their output goes to ``stdout``/``stderr`` (default: this process's)."""
+    their output goes to ``stdout``/``stderr`` (default: this process's).  They stop when the
+    thread that started them ends, however it ends (call this from the main thread)."""
     environment = dict(os.environ)
+    environment[_SERVER_PID] = str(os.getpid())  # the workers stop when this process ends
     environment["CUSTSEG_DATA_DIR"] = str(Path(settings.data_dir).resolve())
     if settings.db_url:
         environment["CUSTSEG_DB"] = settings.db_url

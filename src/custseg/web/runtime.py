@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from custseg.web.config import WebSettings
 
 __all__ = ["serve", "work"]
@@ -23,6 +25,9 @@ def serve(settings: WebSettings, *, host: str, port: int, demo: bool, uvicorn) -
 
         with app.state.store.session() as db:
             print(demo_service.ensure_demo(db, settings))
+    # uvicorn raises the signal that stopped it again once it has shut down: SIGTERM then
+    # leaves through this function (SystemExit), so the workers are stopped below.
+    signal.signal(signal.SIGTERM, _exit)
     workers = _start_workers(settings)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
@@ -31,6 +36,10 @@ def serve(settings: WebSettings, *, host: str, port: int, demo: bool, uvicorn) -
             process.terminate()
         for process in workers:
             process.wait(timeout=30)
+
+
+def _exit(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _start_workers(settings: WebSettings) -> list:
