@@ -302,7 +302,14 @@ def run_job(settings: WebSettings, run_id: int, attempt: int | None = None, *, s
         db.execute(sa.update(Run).where(Run.id == run_id, Run.attempt == attempt,
                                         Run.status.in_(("running", "interrupted")))
                    .values(finished_at=now(), heartbeat_at=now(), **outcome))
-    log.info("run %s (attempt %s): %s", run_id, attempt, outcome["status"])
+        gone = db.get(Run, run_id) is None
+    if gone:  # its project was deleted meanwhile: leave no folder of it behind
+        for empty in (folder.parent, folder.parent.parent):
+            try:
+                empty.rmdir()
+            except OSError:
+                break
+    log.info("run %s (attempt %s): %s", run_id, attempt, "deleted meanwhile" if gone else outcome["status"])
     return outcome["status"]
 
 
