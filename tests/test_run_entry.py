@@ -201,3 +201,22 @@ def test_resource_errors_name_the_settings_of_the_run(tmp_path):
     memory = pipeline.resource_error(duckdb.OutOfMemoryException("Out of Memory Error: failed"), settings)
     assert str(memory) == "ran out of memory within the limit of 3GB; raise it with CUSTSEG_MEMORY_LIMIT (e.g. 4GB)"
     assert pipeline.resource_error(ValueError("no"), settings) is None
+
+
+def test_a_source_label_names_the_source_in_the_report_and_in_errors(tmp_path):
+    import re
+
+    from custseg import datasets, pipeline
+    from custseg.errors import DataError
+    from custseg.request import RunRequest, SegmentConfig, SourceSpec
+
+    spec = SourceSpec(str(datasets.sample_path()), label="Spring orders")
+    pipeline.run(RunRequest(spec, segment=SegmentConfig(algorithm="kmeans", n_clusters=3)), tmp_path / "run")
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert re.findall(r"<h1[^>]*>(.*?)</h1>", html)[0] == "Customer segments — Spring orders"
+    assert RunRequest.from_json(RunRequest(spec).to_json()).source.label == "Spring orders"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("InvoiceNo,CustomerID,InvoiceDate,Quantity,UnitPrice\n1,7,yesterday,1,2\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        pipeline.customer_table(pipeline.load(SourceSpec(str(bad), label="Upload 3")))
+    assert str(caught.value).startswith("Upload 3: ") and str(bad) not in str(caught.value)

@@ -36,7 +36,12 @@ Kind = Literal["transactions", "customers"]
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where the data is and how to read it (the reading options of every command)."""
+    """Where the data is and how to read it (the reading options of every command).
+
+    ``label`` is what messages, the report and the run record call the source (default: its
+    path, or its URL without the password) — e.g. a dataset's name where the path is a
+    server's own business.
+    """
 
     source: str
     sheet: str | None = None
@@ -46,6 +51,7 @@ class SourceSpec:
     delimiter: str | None = None
     mapping: Mapping[str, str] = field(default_factory=dict)
     kind: Kind | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True)

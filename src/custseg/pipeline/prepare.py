@@ -101,7 +101,9 @@ def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
         spec.source, sheet=spec.sheet, table=spec.table, query=spec.query,
         encoding=spec.encoding, delimiter=spec.delimiter, con=sources.connect(settings=settings),
     )
-    notes = list(getattr(table, "notes", ()))
+    if spec.label:
+        table = replace(table, label=spec.label)
+    notes = list(table.notes)
     cmap = schema.detect_roles(table.columns, overrides=spec.mapping, source=table.label)
     if all(re.fullmatch(_GENERATED_NAME, c) for c in table.columns):
         guessed = _roles_from_values(table, spec.mapping)

@@ -112,7 +112,7 @@ def source_spec(settings: WebSettings, dataset: Dataset) -> SourceSpec:
     """What the library reads for this dataset (a run, an inspection): its table with the roles
     the user set and the kind, when one was given."""
     return SourceSpec(source=str(table_file(settings, dataset)), mapping=dict(dataset.mapping or {}),
-                      kind=(dataset.source or {}).get("kind"))
+                      kind=(dataset.source or {}).get("kind"), label=dataset.name)
 
 
 def summary_of(dataset: Dataset) -> dict[str, Any]:
