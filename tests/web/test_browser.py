@@ -5,7 +5,8 @@ One walk through the app as a marketing analyst would take it — sign in, creat
 upload the bundled sample and watch the upload's progress bar, preview it, change a role,
 start a run and watch its progress, read the results and the report, download the CRM export,
 assign a customer by hand — and a second user who gets the 404 of a missing project.  Each
-page is saved to docs/screenshots/<page>.png.
+page is saved as <page>.png in a temporary folder, or in docs/screenshots when
+CUSTSEG_SCREENSHOTS=docs/screenshots is set (how the pictures in docs/ are made).
 
 Like the report's browser tests, these fail (never skip) when Chromium or Playwright is missing.
 """
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -36,7 +38,7 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery"
 ANN, BOB = "ann@example.com", "bob@example.com"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("CUSTSEG_SCREENSHOTS") or tempfile.mkdtemp(prefix="custseg-screenshots-"))
 CLI = [sys.executable, "-c", "import sys; from custseg.cli import main; sys.exit(main())"]
 #: the upload's speed in the browser (bytes/s): the sample (~0.5 MB) takes a few seconds
 UPLOAD_SPEED = 200 * 1024
@@ -139,7 +141,7 @@ def browser():
 
 
 def _shot(page, name: str) -> None:
-    """The whole page as docs/screenshots/<name>.png (by a viewport as tall as the page: a
+    """The whole page as SCREENSHOTS/<name>.png (by a viewport as tall as the page: a
     full-page capture leaves the report's sandboxed frame blank)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     size = page.viewport_size
