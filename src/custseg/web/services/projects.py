@@ -14,15 +14,24 @@ from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, Forbidden, NotFound
 from custseg.web.store.models import ROLES, AuditEvent, Member, Project, User, now
 
-__all__ = ["PREVIEW_MODES", "list_projects", "create_project", "get_project", "update_project", "delete_project",
+__all__ = ["PREVIEW_MODES", "is_id", "list_projects", "create_project", "get_project", "update_project", "delete_project",
            "project_folder", "list_members", "add_member", "remove_member", "audit", "audit_log", "touch"]
 
 PREVIEW_MODES = ("first", "last", "random")
+#: The store's ids are 32-bit integers (PostgreSQL's ``integer``): a number outside names no record.
+_IDS = range(-2**31, 2**31)
+
+
+def is_id(value: int) -> bool:
+    """Whether ``value`` can be a record's id (a larger number cannot even be asked for)."""
+    return value in _IDS
 
 
 def get_project(db: Session, user: User, project_id: int, role: str = "viewer") -> tuple[Project, str]:
     """The project and the user's role in it; a project the user is not a member of is not found
     (exactly like one that does not exist), one where the role is too low is forbidden."""
+    if not is_id(project_id):
+        raise NotFound(f"no project {project_id}")
     member = db.scalar(sa.select(Member).where(Member.project_id == project_id, Member.user_id == user.id))
     if member is None:
         raise NotFound(f"no project {project_id}")
@@ -118,7 +127,8 @@ def add_member(db: Session, user: User, project_id: int, email: str, role: str) 
 
 def remove_member(db: Session, user: User, project_id: int, user_id: int) -> None:
     project, _ = get_project(db, user, project_id, "owner")
-    member = db.scalar(sa.select(Member).where(Member.project_id == project_id, Member.user_id == user_id))
+    member = db.scalar(sa.select(Member).where(Member.project_id == project_id, Member.user_id == user_id)
+                       ) if is_id(user_id) else None
     if member is None:
         raise NotFound(f"no member {user_id} in project {project_id}", param="user_id")
     _keep_an_owner(db, project_id, member, None)

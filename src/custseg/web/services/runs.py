@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from custseg.errors import ConfigError, CustsegError, ResourceError, literal
 from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, NotFound, code_of
-from custseg.web.services.projects import audit, get_project
+from custseg.web.services.projects import audit, get_project, is_id
 from custseg.web.store import Store
 from custseg.web.store.models import Dataset, Project, Run, User, now
 
@@ -202,7 +202,7 @@ def start_run(db: Session, settings: WebSettings, user: User, project_id: int, *
               seed: int = 0, report: bool = True) -> Run:
     """Validate the options against the dataset, then queue the run (editor role)."""
     project, _ = get_project(db, user, project_id, "editor")
-    dataset = db.get(Dataset, dataset_id)
+    dataset = db.get(Dataset, dataset_id) if is_id(dataset_id) else None
     if dataset is None or dataset.project_id != project.id:
         raise NotFound(f"no dataset {dataset_id} in project {project_id}", param="dataset_id")
     options = {"dataset_id": dataset_id, "algorithm": algorithm, "k": "auto" if k is None else k,
@@ -230,7 +230,7 @@ def list_runs(db: Session, user: User, project_id: int) -> list[Run]:
 def get_run(db: Session, user: User, project_id: int, run_id: int, role: str = "viewer") -> tuple[Run, Project]:
     """The run of the project (a run of another project, or of none, is not found)."""
     project, _ = get_project(db, user, project_id, role)
-    run = db.get(Run, run_id)
+    run = db.get(Run, run_id) if is_id(run_id) else None
     if run is None or run.project_id != project.id:
         raise NotFound(f"no run {run_id} in project {project_id}")
     return run, project
