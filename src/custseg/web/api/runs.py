@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -144,10 +144,11 @@ def get_file(project_id: int, run_id: int, name: str, who: auth.Identity = Depen
 
 
 @router.post("/projects/{project_id}/runs/{run_id}/assign", response_model=AssignmentsOut)
-def assign(project_id: int, run_id: int, body: CustomersIn, who: auth.Identity = Depends(identity),
-           db: Session = Depends(get_db), settings: WebSettings = Depends(get_settings)):
+def assign(project_id: int, run_id: int, body: CustomersIn, request: Request, who: auth.Identity = Depends(identity),
+           db: Session = Depends(get_db)):
     """The segment of each customer (viewer role); a missing or unknown value gives segment -1
     and the reason."""
+    settings = request.app.state.settings  # get_settings without a dependency's trip to the thread pool
     answer = {"assignments": assign_service.assign(db, settings, who.user, project_id, run_id, body.customers)}
     try:  # sent as it is (it has AssignmentsOut's shape): validating it again costs more than the scoring
         return JSONResponse(answer)

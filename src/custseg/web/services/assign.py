@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, NotFound
-from custseg.web.services.projects import audit
+from custseg.web.services.projects import audit, is_id
 from custseg.web.services.runs import get_run
 from custseg.web.store.models import Member, Project, Run, User
 
@@ -103,13 +103,20 @@ def forget_models() -> None:
         _models.clear()
 
 
+#: the hot path's one query: the run, if the user is a member of its project (built once: a third
+#: of the cost of the same select through the ORM each time)
+_RUN_OF_MEMBER = (sa.select(Run.id, Run.status, Run.folder, Run.finished_at)
+                  .join(Member, (Member.project_id == Run.project_id) & (Member.user_id == sa.bindparam("user")))
+                  .where(Run.id == sa.bindparam("run"), Run.project_id == sa.bindparam("project")))
+
+
 def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_id: int,
            customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``customer_id, segment, segment_name, reason`` for each customer, in order (viewer
     role; a batch of more than one customer is audited as an assignment in bulk)."""
-    found = db.execute(sa.select(Run.id, Run.status, Run.folder, Run.finished_at).join(
-        Member, (Member.project_id == Run.project_id) & (Member.user_id == user.id)).where(
-        Run.id == run_id, Run.project_id == project_id)).first()  # one query on the hot path
+    found = None
+    if is_id(project_id) and is_id(run_id):  # one query on the hot path
+        found = db.connection().execute(_RUN_OF_MEMBER, {"user": user.id, "run": run_id, "project": project_id}).first()
     if found is None:  # not found, or not a member: the answers (and messages) of get_run
         get_run(db, user, project_id, run_id)
         raise NotFound(f"no run {run_id} in project {project_id}")
