@@ -154,7 +154,9 @@ def create_token(db: Session, user: User, name: str = "") -> tuple[str, ApiToken
 
 
 def revoke_token(db: Session, user: User, token_id: int) -> bool:
-    record = db.get(ApiToken, token_id)
+    from custseg.web.services.projects import is_id
+
+    record = db.get(ApiToken, token_id) if is_id(token_id) else None
     if record is None or record.user_id != user.id or record.revoked_at is not None:
         return False
     record.revoked_at = now()

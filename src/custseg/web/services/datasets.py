@@ -55,7 +55,7 @@ from custseg.errors import ConfigError, CustsegError, InputError, SchemaError, l
 from custseg.request import SourceSpec
 from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, NotFound, TooLarge
-from custseg.web.services.projects import PREVIEW_MODES, audit, get_project, project_folder
+from custseg.web.services.projects import PREVIEW_MODES, audit, get_project, is_id, project_folder
 from custseg.web.store.models import Dataset, Project, User
 
 log = logging.getLogger("custseg.web")
@@ -83,7 +83,8 @@ def get_dataset(db: Session, user: User, project_id: int, dataset_id: int,
                 role: str = "viewer") -> tuple[Project, Dataset]:
     """The project and its dataset; a dataset of another project (or none) is not found."""
     project, _ = get_project(db, user, project_id, role)
-    dataset = db.scalar(sa.select(Dataset).where(Dataset.id == dataset_id, Dataset.project_id == project.id))
+    dataset = db.scalar(sa.select(Dataset).where(Dataset.id == dataset_id, Dataset.project_id == project.id)
+                        ) if is_id(dataset_id) else None
     if dataset is None:
         raise NotFound(f"no dataset {dataset_id}", param="dataset_id")
     return project, dataset
