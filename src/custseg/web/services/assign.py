@@ -9,6 +9,7 @@ leaves that customer unassigned (segment -1) with the reason.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -126,4 +127,22 @@ def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_
         project = db.get(Project, project_id)
         audit(db, project, user, "assigned in bulk", run_id=run_id, customers=len(customers))
     db.commit()  # what this request writes (sign-in bookkeeping, audit) is not held while it scores
-    return model_of(settings, found.folder, found.id, found.finished_at).assign_records(customers)
+    model = model_of(settings, found.folder, found.id, found.finished_at)
+    try:
+        return model.assign_records(customers)
+    except OverflowError:  # a whole number beyond any float (JSON allows 1 followed by 400 zeros)
+        return model.assign_records([_as_floats(customer) for customer in customers])
+
+
+def _as_floats(customer: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The customer with each whole number too large for a float as an infinite one (which
+    leaves the customer unassigned: the value is not a finite number); its id as it is."""
+    def fits(key: str, value: Any) -> Any:
+        if type(value) is int and key != "customer_id":
+            try:
+                float(value)
+            except OverflowError:
+                return math.inf if value > 0 else -math.inf
+        return value
+
+    return {key: fits(key, value) for key, value in customer.items()}
