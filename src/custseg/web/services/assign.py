@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -128,10 +129,14 @@ def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_
         audit(db, project, user, "assigned in bulk", run_id=run_id, customers=len(customers))
     db.commit()  # what this request writes (sign-in bookkeeping, audit) is not held while it scores
     model = model_of(settings, found.folder, found.id, found.finished_at)
-    try:
-        return model.assign_records(customers)
-    except OverflowError:  # a whole number beyond any float (JSON allows 1 followed by 400 zeros)
-        return model.assign_records([_as_floats(customer) for customer in customers])
+    # A value out of the model's range (a negative amount under a log, 1e308 squared) is scored
+    # as NaN or inf and then reported as the customer's reason: numpy's warnings about it are
+    # expected, and must not fail the request where warnings are errors.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        try:
+            return model.assign_records(customers)
+        except OverflowError:  # a whole number beyond any float (JSON allows 1 followed by 400 zeros)
+            return model.assign_records([_as_floats(customer) for customer in customers])
 
 
 def _as_floats(customer: Mapping[str, Any]) -> Mapping[str, Any]:
