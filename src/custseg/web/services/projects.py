@@ -14,8 +14,9 @@ from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, Forbidden, NotFound
 from custseg.web.store.models import ROLES, AuditEvent, Member, Project, User, now
 
-__all__ = ["PREVIEW_MODES", "is_id", "list_projects", "create_project", "get_project", "update_project", "delete_project",
-           "project_folder", "list_members", "add_member", "remove_member", "audit", "audit_log", "touch"]
+__all__ = ["PREVIEW_MODES", "is_id", "list_projects", "create_project", "get_project", "update_project",
+           "delete_project", "project_folder", "list_members", "add_member", "remove_member", "audit", "audit_log",
+           "touch"]
 
 PREVIEW_MODES = ("first", "last", "random")
 #: The store's ids are 32-bit integers (PostgreSQL's ``integer``): a number outside names no record.
