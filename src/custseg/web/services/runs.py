@@ -347,7 +347,8 @@ def list_files(db: Session, settings: WebSettings, user: User, project_id: int, 
     found = [{"name": name, "size": (folder / name).stat().st_size, "kind": "run"}
              for name in RUN_FILES if (folder / name).is_file()]
     exports = folder / "exports"
-    made = {p.name: p.stat().st_size for p in exports.iterdir() if p.is_file()} if exports.is_dir() else {}
+    made = ({p.name: p.stat().st_size for p in exports.iterdir() if p.is_file() and _EXPORT_NAME.fullmatch(p.name)}
+            if exports.is_dir() else {})
     for name in sorted(set(EXPORTS_ON_DEMAND) | set(made)):
         found.append({"name": f"exports/{name}", "size": made.get(name), "kind": "export"})
     return found
