@@ -141,8 +141,9 @@ def fuzzed(tmp_path_factory):
             # any roles onto the dataset's columns (or none of them)
             "mapping": st.dictionaries(st.sampled_from(ROLES), st.sampled_from(sorted(sample.columns)) | names,
                                        max_size=3),
-            "file": st.sampled_from([sample.head(300).to_csv(index=False).encode(),
-                                     sample.head(300).to_json(orient="records", lines=True, date_format="iso").encode()]),
+            "file": st.sampled_from([
+                sample.head(300).to_csv(index=False).encode(),
+                sample.head(300).to_json(orient="records", lines=True, date_format="iso").encode()]),
         }
         yield made
     app.state.store.dispose()
@@ -189,10 +190,13 @@ def _node_id(request):
 
 def _fuzz(case, fuzzed):
     from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                   status_code_conformance)
 
     response = case.call(headers=fuzzed.headers(), timeout=5 if case.path.endswith("/events") else 60)
     fuzzed.answers[case.method, case.operation.path, response.status_code] += 1
-    case.validate_response(response, checks=[not_a_server_error])
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance, content_type_conformance,
+                                             response_schema_conformance])
     if case.method == "DELETE" and case.path.startswith("/api/v1/tokens/") and fuzzed.token_revoked():
         fuzzed.new_token()  # the fuzzing revoked its own token: go on with a new one
 
@@ -326,3 +330,33 @@ def test_assign_a_value_outside_the_models_range_under_warnings_as_errors(fuzzed
     assert answer.status_code == 200, answer.text
     assigned = answer.json()["assignments"][0]
     assert assigned["segment"] == -1 and "monetary" in assigned["reason"], assigned
+
+
+# --- what the spec says and the answers do (the fuzzing's conformance checks) ---------------------
+
+def test_timestamps_carry_their_offset(fuzzed):
+    """The spec's ``date-time`` is RFC 3339, with an offset: the store's UTC moments say so."""
+    from datetime import datetime, timedelta
+
+    project, run = fuzzed.ids["project_id"][0], fuzzed.ids["run_id"][0]
+    shown = _check(fuzzed.client.get(f"/api/v1/projects/{project}/runs/{run}", headers=fuzzed.headers()), 200)
+    for key in ("created_at", "started_at", "finished_at"):
+        moment = datetime.fromisoformat(shown[key])
+        assert moment.utcoffset() == timedelta(0), (key, shown[key])
+
+
+def test_the_spec_describes_the_error_shape(fuzzed):
+    """Every operation documents its refusals (4XX, and 422) as the one error shape it sends."""
+    spec = _check(fuzzed.client.get("/api/v1/openapi.json"), 200)
+    assert set(spec["components"]["schemas"]["Error"]["properties"]["error"]["required"]) == {"code", "message",
+                                                                                             "field"}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for status in ("4XX", "422"):
+                if status in operation["responses"]:
+                    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+            assert "4XX" in operation["responses"], (method, path)
+    types = spec["paths"]["/api/v1/projects/{project_id}/runs/{run_id}/files/{name}"]["get"]["responses"]["200"]
+    assert {"text/csv", "text/html", "application/json"} <= set(types["content"])

@@ -94,6 +94,7 @@ def create_app(settings: WebSettings | None = None, *, store: Store | None = Non
     from custseg.web import api
 
     app.include_router(api.router)
+    _document_errors(app)
     try:
         from custseg.web import pages
     except ImportError:  # the pages are optional while they are built
@@ -105,6 +106,46 @@ def create_app(settings: WebSettings | None = None, *, store: Store | None = Non
 
             app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+#: The one error shape (:func:`error_body`) as the OpenAPI document describes it.
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"], "title": "Error",
+    "properties": {"error": {
+        "type": "object", "required": ["code", "message", "field"],
+        "properties": {
+            "code": {"type": "string", "description": "e.g. not_found, invalid, bad_request, conflict"},
+            "message": {"type": "string", "description": "one line for a person"},
+            "field": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                      "description": "the parameter or body field at fault, if one is"},
+        },
+    }},
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI document with the answers the API really gives when it refuses a request:
+    every operation's 4XX (and 422, in place of FastAPI's ``detail`` list) in the error shape."""
+    made = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = made()
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            schemas["Error"] = ERROR_SCHEMA
+            error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    if "422" in responses:
+                        responses["422"] = {"description": "a parameter or field is not valid", "content": error}
+                    responses["4XX"] = {"description": "refused: see the error's code, message and field",
+                                        "content": error}
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 #: How the API names the library's parameters in ``field`` (the names are the library's own).

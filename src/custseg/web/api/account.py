@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from custseg.web import auth
+from custseg.web.api.common import Timestamp
 from custseg.web.config import WebSettings
 from custseg.web.deps import client_of, get_db, get_settings, identity
 from custseg.web.errors import NotFound
@@ -32,8 +32,8 @@ class TokenInfo(BaseModel):
     id: int
     name: str
     prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
     revoked: bool
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from custseg.errors import ConfigError
 from custseg.web import auth
+from custseg.web.api.common import Timestamp
 from custseg.web.config import WebSettings
 from custseg.web.deps import get_db, get_settings, identity
 from custseg.web.errors import TooLarge
@@ -68,7 +68,7 @@ class DatasetOut(BaseModel):
     size_bytes: int
     source: dict[str, Any]
     mapping: dict[str, str]
-    created_at: datetime
+    created_at: Timestamp
     format: str | None
     rows: int
     kind: str | None
@@ -92,7 +92,7 @@ class DatasetBrief(BaseModel):
     size_bytes: int
     rows: int
     kind: str | None
-    created_at: datetime
+    created_at: Timestamp
 
 
 class DatasetPatch(BaseModel):

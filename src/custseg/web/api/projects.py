@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -10,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from custseg.web import auth
+from custseg.web.api.common import Timestamp
 from custseg.web.config import WebSettings
 from custseg.web.deps import get_db, get_settings, identity
 from custseg.web.services import projects as service
@@ -38,8 +38,8 @@ class ProjectOut(BaseModel):
     preview_mode: str
     preview_rows: int
     role: str
-    created_at: datetime
-    last_activity_at: datetime
+    created_at: Timestamp
+    last_activity_at: Timestamp
 
 
 class MemberIn(BaseModel):
@@ -54,7 +54,7 @@ class MemberOut(BaseModel):
 
 
 class AuditOut(BaseModel):
-    at: datetime
+    at: Timestamp
     email: str | None
     action: str
     detail: dict[str, Any]

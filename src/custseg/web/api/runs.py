@@ -3,7 +3,6 @@ real-time assignment of customers to a done run's segments."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from custseg.web import auth
+from custseg.web.api.common import Timestamp
 from custseg.web.config import WebSettings
 from custseg.web.deps import get_db, get_settings, get_store, identity
 from custseg.web.services import assign as assign_service
@@ -49,10 +49,10 @@ class RunOut(BaseModel):
     options: dict[str, Any]
     attempt: int
     cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    heartbeat_at: Timestamp | None
     summary: dict[str, Any] | None
 
 
@@ -129,8 +129,14 @@ def list_files(project_id: int, run_id: int, who: auth.Identity = Depends(identi
     return service.list_files(db, settings, who.user, project_id, run_id)
 
 
+#: What a run's files are sent as (the media types of services.runs, by suffix).
+FILE_TYPES = ("text/csv", "text/html", "application/json", "application/vnd.apache.parquet",
+              "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/octet-stream")
+
+
 @router.get("/projects/{project_id}/runs/{run_id}/files/{name:path}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {media: {} if media == "application/json" else
+                                         {"schema": {"type": "string", "format": "binary"}} for media in FILE_TYPES}}})
 def get_file(project_id: int, run_id: int, name: str, who: auth.Identity = Depends(identity),
              db: Session = Depends(get_db), settings: WebSettings = Depends(get_settings)):
     """A file of the run (``report.html`` shows inline, sandboxed) or ``exports/NAME`` (editor
