@@ -360,3 +360,26 @@ def test_the_spec_describes_the_error_shape(fuzzed):
             assert "4XX" in operation["responses"], (method, path)
     types = spec["paths"]["/api/v1/projects/{project_id}/runs/{run_id}/files/{name}"]["get"]["responses"]["200"]
     assert {"text/csv", "text/html", "application/json"} <= set(types["content"])
+
+
+def test_text_with_a_nul_is_refused_not_a_database_error(web):
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): a NUL in a sign-in, a token's or
+    project's name, a description, a member's address or a SQL source's URL is a 4xx on both
+    stores, not the database's DataError (or the file system's ValueError) as a 500."""
+    headers = web.user("nul@example.com")
+    project = _check(web.client.post("/api/v1/projects", json={"name": "Nul"}, headers=headers), 201)["id"]
+    base = f"/api/v1/projects/{project}"
+    for method, url, body, status, field_ in [
+        ("POST", "/api/v1/tokens", {"email": "a\x00b@example.com", "password": "x\x00"}, 401, "password"),
+        ("POST", "/api/v1/tokens", {"email": "nul@example.com", "password": PASSWORD, "name": "a\x00b"}, 400, "name"),
+        ("POST", "/api/v1/projects", {"name": "a\x00b"}, 400, "name"),
+        ("POST", "/api/v1/projects", {"name": "ok", "description": "a\x00b"}, 400, "description"),
+        ("PATCH", base, {"name": "a\x00b"}, 400, "name"),
+        ("PATCH", base, {"description": "a\x00b"}, 400, "description"),
+        ("POST", f"{base}/members", {"email": "a\x00b@example.com", "role": "viewer"}, 404, "email"),
+        ("POST", f"{base}/datasets", {"name": "src", "url": "sqlite:///a\x00b.db", "table": "t"}, 400, "url"),
+    ]:
+        answer = web.client.request(method, url, json=body, headers=headers)
+        assert answer.status_code == status, (method, url, body, answer.status_code, answer.text)
+        assert answer.json()["error"]["field"] == field_, answer.text
+    assert _check(web.client.get(base, headers=headers), 200)["name"] == "Nul"

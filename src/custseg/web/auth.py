@@ -80,7 +80,7 @@ def check_password(password: str) -> None:
 def normalise_email(email: str) -> str:
     email = (email or "").strip().lower()
     local, _, domain = email.partition("@")
-    if not local or "." not in domain or " " in email or len(email) > 320:
+    if not local or "." not in domain or " " in email or len(email) > 320 or not email.isprintable():
         raise ConfigError(f"{email!r} is not an e-mail address", param="email")
     return email
 
@@ -103,7 +103,8 @@ _DUMMY_HASH: str | None = None
 def sign_in(db: Session, settings: WebSettings, email: str, password: str, client: str) -> User:
     """The user with this e-mail and password, or :class:`Unauthorized` (throttled when too many fail)."""
     global _DUMMY_HASH
-    email = (email or "").strip().lower()
+    # no address holds a NUL, and PostgreSQL's text cannot: it is looked up (and counted) as U+FFFD
+    email = (email or "").strip().lower().replace("\x00", "\ufffd")
     since = now() - timedelta(minutes=settings.throttle_minutes)
     failures = db.scalar(sa.select(sa.func.count()).select_from(LoginAttempt).where(
         LoginAttempt.at >= since, sa.or_(LoginAttempt.email == email, LoginAttempt.client == client)))
@@ -146,6 +147,8 @@ def user_for_session(db: Session, token: str | None) -> tuple[User, LoginSession
 
 def create_token(db: Session, user: User, name: str = "") -> tuple[str, ApiToken]:
     """A new API token: its text (shown once) and its record (which keeps only a hash)."""
+    if name and not name.isprintable():
+        raise ConfigError("a token name cannot hold control characters", param="name")
     text = TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = ApiToken(user_id=user.id, name=(name or "")[:200], token_hash=_digest(text), prefix=text[:10])
     db.add(record)

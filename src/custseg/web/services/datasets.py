@@ -670,6 +670,8 @@ def _sql_param(exc: CustsegError) -> str:
 
 def _check_url(settings: WebSettings, url: str) -> str:
     """Refuse a URL that would reach the app's own data; the URL to keep (no password)."""
+    if "\x00" in url:
+        raise ConfigError("url cannot hold the NUL character", param="url")
     try:
         parsed = sa.engine.make_url(url)
     except Exception:

@@ -47,11 +47,16 @@ def list_projects(db: Session, user: User) -> list[tuple[Project, str]]:
     return [(project, role) for project, role in rows]
 
 
-def _check_fields(name: str | None, preview_mode: str | None, preview_rows: int | None) -> None:
+def _check_fields(name: str | None, preview_mode: str | None, preview_rows: int | None,
+                 description: str | None = None) -> None:
     if name is not None and not name.strip():
         raise ConfigError("a project needs a name", param="name")
     if name is not None and len(name) > 200:
         raise ConfigError("a project name has at most 200 characters", param="name")
+    if name is not None and not name.strip().isprintable():
+        raise ConfigError("a project name cannot hold control characters", param="name")
+    if description is not None and "\x00" in description:  # PostgreSQL's text cannot hold it
+        raise ConfigError("a description cannot hold the NUL character", param="description")
     if preview_mode is not None and preview_mode not in PREVIEW_MODES:
         raise ConfigError(f"preview_mode must be one of {', '.join(PREVIEW_MODES)}, got {preview_mode!r}",
                           param="preview_mode")
@@ -61,7 +66,7 @@ def _check_fields(name: str | None, preview_mode: str | None, preview_rows: int 
 
 def create_project(db: Session, user: User, name: str, description: str = "", *,
                    preview_mode: str = "first", preview_rows: int = 50) -> Project:
-    _check_fields(name, preview_mode, preview_rows)
+    _check_fields(name, preview_mode, preview_rows, description)
     project = Project(name=name.strip(), description=description or "", preview_mode=preview_mode,
                       preview_rows=preview_rows)
     db.add(project)
@@ -75,7 +80,7 @@ def update_project(db: Session, user: User, project_id: int, *, name: str | None
                    description: str | None = None, preview_mode: str | None = None,
                    preview_rows: int | None = None) -> Project:
     project, _ = get_project(db, user, project_id, "owner" if name is not None else "editor")
-    _check_fields(name, preview_mode, preview_rows)
+    _check_fields(name, preview_mode, preview_rows, description)
     changed = {}
     for field, value in (("name", name.strip() if name is not None else None), ("description", description),
                          ("preview_mode", preview_mode), ("preview_rows", preview_rows)):
@@ -111,7 +116,8 @@ def add_member(db: Session, user: User, project_id: int, email: str, role: str) 
     project, _ = get_project(db, user, project_id, "owner")
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {role!r}", param="role")
-    other = db.scalar(sa.select(User).where(User.email == (email or "").strip().lower()))
+    email = (email or "").strip().lower()
+    other = db.scalar(sa.select(User).where(User.email == email)) if "\x00" not in email else None
     if other is None:
         raise NotFound(f"no user {email}; an administrator adds users with `custseg users add`", param="email")
     member = db.scalar(sa.select(Member).where(Member.project_id == project_id, Member.user_id == other.id))
