@@ -27,8 +27,14 @@ Results go to ``bench/results/serve-YYYY-MM-DD.md`` and ``.json`` with the machi
 and the targets (p99 ≤ 10 ms at 1,000 req/s with 0 errors and ≤ 1.5 × echo's p99; batch ≥
 300,000 customers/s) marked MET or NOT MET.  Nothing here asserts a time.
 
+Each phase runs on SQLite and on PostgreSQL (a database made for the run on the local server)
+and, as a diagnostic, with the API token check's ``last_used_at`` write limited to once a minute
+(patched into the server process only: the app is not changed).  Before the load, each
+endpoint is also called one request at a time to record the server's CPU time per request.
+
     python bench/serve.py [--rate 1000] [--seconds 30] [--workers 50] [--batch-seconds 15]
-                          [--batch-workers 4] [--skip-busy] [--db URL]
+                          [--batch-workers 4] [--skip-busy] [--stores sqlite,postgresql]
+                          [--variants served,throttled] [--tag TAG] [--notes TEXT]
 """
 
 from __future__ import annotations
