@@ -110,3 +110,29 @@ def test_security_headers(sqlite_web):
     answer = sqlite_web.client.get("/api/v1/me")
     assert "default-src 'self'" in answer.headers["content-security-policy"]
     assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_tokens_last_use_is_written_at_most_once_a_minute(sqlite_web):
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from custseg.web.store.models import ApiToken
+
+    ann = sqlite_web.user("ann@example.com")
+    store = sqlite_web.app.state.store
+
+    def last_used():
+        with store.session() as db:
+            return db.scalar(sa.select(ApiToken.last_used_at))
+
+    assert sqlite_web.client.get("/api/v1/me", headers=ann).status_code == 200
+    first = last_used()
+    assert first is not None
+    for _ in range(3):
+        sqlite_web.client.get("/api/v1/me", headers=ann)
+    assert last_used() == first  # no write per request
+    with store.session() as db:
+        db.execute(sa.update(ApiToken).values(last_used_at=first - timedelta(minutes=2)))
+    sqlite_web.client.get("/api/v1/me", headers=ann)
+    assert last_used() > first - timedelta(minutes=2)
