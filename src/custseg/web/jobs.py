@@ -338,9 +338,10 @@ def mark_stale(settings: WebSettings, store: Store | None = None, *, only: set[i
                 error={"code": "interrupted", "message": f"{why}; retry the run", "field": None}))
         live = {(rid, attempt) for rid, attempt in db.execute(
             sa.select(Run.id, Run.attempt).where(Run.status == "running")).all()}
+        # Before the new status is committed: whoever sees "interrupted" finds no work folder.
+        _remove_work_folders(settings, live)
     for run_id, _ in stale:
         log.warning("run %s: interrupted (%s)", run_id, reason or "stale heartbeat")
-    _remove_work_folders(settings, live)
     return [run_id for run_id, _ in stale]
 
 
