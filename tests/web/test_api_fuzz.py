@@ -1,8 +1,9 @@
 """The REST API fuzzed against its own OpenAPI spec: every operation, authenticated, with
 examples that follow the spec and examples that break it; no answer may be a server error
-(5xx).  The store is SQLite in a temporary folder holding a project with the bundled sample
-and one finished run, so path parameters reach real records part of the time.  Each server
-error found is pinned by a plain test of its request below the fuzzing."""
+(5xx), and each must have a status code, media type and body the spec documents.  The store
+(SQLite, and PostgreSQL in a database of its own) holds a project with the bundled sample and
+one finished run, so path parameters and body fields name real records part of the time.
+Each server error found is pinned by a plain test of its request below the fuzzing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 EMAIL = "fuzz@example.com"
 PASSWORD = "correct horse battery"
 #: Per operation; with the coverage phase's cases this keeps the whole fuzzing to a few minutes.
-EXAMPLES = 50
+EXAMPLES = 40
 
 
 @dataclass
@@ -63,6 +64,8 @@ class Fixture:
             return db.get(ApiToken, self.token_id).revoked_at is not None
 
 
+#: A body field left out (of the bodies given real values).
+DROP = object()
 #: A JSON value of any kind, with the numbers at the edges (beyond a float, ±1e308, negative).
 ANY_VALUE = (st.integers() | st.integers(min_value=10**300, max_value=10**400) | st.integers(max_value=-10**308)
              | st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([-1, -1.0, 0, 1e308, -1e308])
@@ -75,8 +78,35 @@ def _check(answer, status: int):
     return answer.json() if answer.content else None
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def store_url(request):
+    """The fuzzing's store: SQLite in the data folder, or a PostgreSQL database of its own (the
+    other tests empty theirs between tests)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import os
+    import uuid
+
+    import sqlalchemy as sa
+
+    server = os.environ.get("CUSTSEG_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    name = f"custseg_fuzz_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as con:
+            con.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {server} is not reachable ({exc.orig}); the web tests need it")
+    yield sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as con:
+        con.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        con.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory):
+def fuzzed(tmp_path_factory, store_url):
     import json
     import sqlite3
 
@@ -92,7 +122,8 @@ def fuzzed(tmp_path_factory):
     sample = pd.read_parquet(sample_path())
     with sqlite3.connect(shop) as con:
         sample.head(500).to_sql("orders", con, index=False)
-    settings_ = WebSettings(data_dir=folder / "data", workers=0, login_attempts=10_000)  # sign-ins not throttled
+    settings_ = WebSettings(data_dir=folder / "data", db_url=store_url, workers=0,
+                            login_attempts=10_000)  # sign-ins not throttled
     app = create_app(settings_)
     with TestClient(app) as client:
         with app.state.store.session() as db:
@@ -133,7 +164,15 @@ def fuzzed(tmp_path_factory):
             ]).map(lambda sql: sql.format(made.dataset_name())),
             "url": st.just(f"sqlite:///{shop}"),
             "table": st.just("orders"),
-            "query": st.just("SELECT * FROM orders WHERE Quantity > 0"),
+            "query": st.sampled_from([DROP, "SELECT * FROM orders WHERE Quantity > 0"]),  # or table alone
+            "sheet": st.just(DROP), "encoding": st.sampled_from([DROP, "utf-8"]), "delimiter": st.just(DROP),
+            "kind": st.sampled_from([DROP, "transactions"]),
+            # a run's options as a person gives them (the others as generated)
+            "algorithm": st.sampled_from([DROP, "kmeans", "gmm", "auto"]), "k": st.sampled_from([DROP, 2, 3, "auto"]),
+            "k_values": st.sampled_from([DROP, [2, 3]]),
+            "features": st.sampled_from([DROP, ["recency_days", "monetary"]]),
+            "as_of": st.sampled_from([DROP, "2011-12-09"]), "returns": st.sampled_from([DROP, "net"]),
+            "seed": st.sampled_from([DROP, 7]),
             # real customers, a few of their values replaced by any JSON value
             "customers": st.tuples(st.sampled_from([customers[:n] for n in (1, 5, 20)]),
                                    st.dictionaries(st.sampled_from(sorted(customers[0])), ANY_VALUE, max_size=3))
@@ -171,8 +210,9 @@ def api_schema(fuzzed):
         fields = dict(fuzzed.fields)
         if context.operation.path == "/api/v1/tokens":  # sign in as the fuzzing user (not on /members: the
             fields["email"] = st.just(EMAIL)              # fuzzing would take its own role away)
-        real = {key: fields.get(key, st.just(value)) for key, value in body.items()}
-        return st.one_of(st.just(body), st.fixed_dictionaries(real))
+        real = st.fixed_dictionaries({key: fields.get(key, st.just(value)) for key, value in body.items()}).map(
+            lambda made: {key: value for key, value in made.items() if value is not DROP})
+        return st.one_of(st.just(body), real, real)
 
     return schema
 
@@ -193,6 +233,8 @@ def _fuzz(case, fuzzed):
     from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                    status_code_conformance)
 
+    # The events of a queued run stream until it ends (no worker here): the stream is read for
+    # 5 seconds or 3 events (the schema's max-stream-events), whichever comes first.
     response = case.call(headers=fuzzed.headers(), timeout=5 if case.path.endswith("/events") else 60)
     fuzzed.answers[case.method, case.operation.path, response.status_code] += 1
     case.validate_response(response, checks=[not_a_server_error, status_code_conformance, content_type_conformance,
@@ -204,7 +246,7 @@ def _fuzz(case, fuzzed):
 @schema.exclude(method="DELETE").parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_fuzz(case, fuzzed):
-    """Every operation but the deletions: no server error."""
+    """Every operation but the deletions: no server error, answers as the spec documents."""
     _fuzz(case, fuzzed)
 
 
