@@ -16,7 +16,7 @@ each file that differs (with what differs, when both records are still on disk) 
 run with the same virtualenv.  The record checks with ``PY -c 'import custseg; ...'`` that
 custseg is imported from SRCDIR and stops otherwise.
 
-Datasets (``--data``, default ``/work/shared/data``; ``--datasets`` picks some):
+Datasets (``--data``, default ``../shared/data`` beside the repository; ``--datasets`` picks some):
 
 ``online_retail``         UCI Online Retail, the file in ``online_retail/`` (transaction log)
 ``customer_personality``  ``customer_personality/marketing_campaign.csv`` (customer table)
@@ -83,7 +83,7 @@ from typing import Any, Callable, Iterable
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-DEFAULT_DATA = Path("/work/shared/data")
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data
 MANIFEST_FORMAT = 1
 
 #: Keys dropped from run.json wherever they are: timings and the training time stamp.
