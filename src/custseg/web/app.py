@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from custseg import __version__
 from custseg.errors import CustsegError
 from custseg.web.config import WebSettings
-from custseg.web.errors import TooLarge, code_of
+from custseg.web.errors import FIELDS, TooLarge, code_of, field_of
 from custseg.web.store import Store
 
 __all__ = ["create_app", "error_body", "CSP"]
@@ -55,7 +55,7 @@ def create_app(settings: WebSettings | None = None, *, store: Store | None = Non
 
     @app.exception_handler(CustsegError)
     async def _custseg_error(request: Request, exc: CustsegError):
-        return _error(request, exc.http_status, code_of(exc), exc.render(_FIELDS), exc.param)
+        return _error(request, exc.http_status, code_of(exc), exc.render(FIELDS), field_of(exc.param))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -95,16 +95,12 @@ def create_app(settings: WebSettings | None = None, *, store: Store | None = Non
 
     app.include_router(api.router)
     _document_errors(app)
-    try:
-        from custseg.web import pages
-    except ImportError:  # the pages are optional while they are built
-        pages = None
-    if pages is not None and hasattr(pages, "router"):
-        app.include_router(pages.router)
-        if STATIC.is_dir():
-            from fastapi.staticfiles import StaticFiles
+    from fastapi.staticfiles import StaticFiles
 
-            app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    from custseg.web import pages
+
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
@@ -148,15 +144,9 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-#: How the API names the library's parameters in ``field`` (the names are the library's own).
-_FIELDS: dict[str, str] = {}
-
-
 def _error(request: Request, status: int, code: str, message: str, field: str | None):
-    if not request.url.path.startswith("/api/") and request.url.path.startswith("/app"):
+    if request.url.path.startswith("/app"):
         from custseg.web import pages
 
-        render = getattr(pages, "error_page", None)
-        if render is not None:
-            return render(request, status, message)
+        return pages.error_page(request, status, message)
     return JSONResponse(error_body(code, message, field), status_code=status)

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from custseg.errors import CustsegError
 
-__all__ = ["NotFound", "Unauthorized", "Forbidden", "Conflict", "TooLarge", "Throttled", "code_of"]
+__all__ = ["NotFound", "Unauthorized", "Forbidden", "Conflict", "TooLarge", "Throttled", "code_of", "FIELDS", "field_of"]
+
+#: the service's name of each library parameter it takes under another name (the others keep theirs)
+FIELDS = {"n_clusters": "k", "random_state": "seed", "source": "dataset_id"}
+
+
+def field_of(param: str | None) -> str | None:
+    """The service's name of a library parameter (an error's ``field``)."""
+    return None if param is None else FIELDS.get(param, param)
 
 
 class NotFound(CustsegError):

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
 from fastapi import APIRouter
 
-router = APIRouter(prefix="/api/v1")
+from custseg.web.api import account, datasets, projects, runs
 
-for _name in ("account", "projects", "datasets", "runs"):
-    try:
-        _module = importlib.import_module(f"custseg.web.api.{_name}")
-    except ModuleNotFoundError as exc:  # a part not built yet
-        if exc.name != f"custseg.web.api.{_name}":
-            raise
-        continue
-    router.include_router(_module.router)
+router = APIRouter(prefix="/api/v1")
+for _part in (account, projects, datasets, runs):
+    router.include_router(_part.router)

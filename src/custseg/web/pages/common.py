@@ -21,15 +21,13 @@ from sqlalchemy.orm import Session
 from custseg import __version__
 from custseg.errors import CustsegError
 from custseg.web import auth
-from custseg.web.errors import Forbidden
+from custseg.web.errors import FIELDS, Forbidden, field_of
 
 __all__ = ["templates", "render", "check_csrf", "message_of", "redirect", "sign_in_url", "safe_next", "fail"]
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES))
 
-#: how the pages name the library's parameters in messages (the API's names: k, seed, dataset_id)
-FIELDS = {"n_clusters": "k", "random_state": "seed", "source": "dataset_id"}
 
 
 def _when(value: datetime | str | None) -> str:
@@ -130,7 +128,7 @@ def fail(db: Session, exc: CustsegError) -> dict[str, Any]:
     """Undo what the failed change did, and what the page shows of it: the message, the form
     field at fault and the status."""
     db.rollback()
-    return {"error": message_of(exc), "error_field": FIELDS.get(exc.param, exc.param), "status": exc.http_status}
+    return {"error": message_of(exc), "error_field": field_of(exc.param), "status": exc.http_status}
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -22,16 +22,14 @@ from sqlalchemy.orm import Session
 
 from custseg.errors import ConfigError, CustsegError, ResourceError, literal
 from custseg.web.config import WebSettings
-from custseg.web.errors import Conflict, NotFound, code_of
+from custseg.web.errors import FIELDS, Conflict, NotFound, code_of, field_of
 from custseg.web.services.projects import audit, get_project, is_id
 from custseg.web.store import Store
 from custseg.web.store.models import Dataset, Project, Run, User, now
 
-__all__ = ["API_FIELDS", "FINAL_STATES", "start_run", "list_runs", "get_run", "cancel_run", "retry_run", "describe",
+__all__ = ["FINAL_STATES", "start_run", "list_runs", "get_run", "cancel_run", "retry_run", "describe",
            "summarise", "error_of", "build_request", "list_files", "open_file", "RunFile", "watch", "events"]
 
-#: the API's name of each library parameter it takes under another name (the others keep theirs)
-API_FIELDS = {"n_clusters": "k", "random_state": "seed", "source": "dataset_id"}
 #: the order of the run options, to answer problems in it
 _OPTION_ORDER = ("dataset_id", "algorithm", "k", "k_values", "features", "as_of", "returns", "seed", "report")
 FINAL_STATES = ("done", "failed", "interrupted", "cancelled")
@@ -46,25 +44,21 @@ _MEDIA = {".csv": "text/csv; charset=utf-8", ".html": "text/html; charset=utf-8"
 
 # --- errors ----------------------------------------------------------------------------------
 
-def api_field(param: str | None) -> str | None:
-    return None if param is None else API_FIELDS.get(param, param)
-
-
 def error_of(exc: CustsegError) -> dict[str, Any]:
     """The JSON error of a library error, in the API's names."""
-    return {"code": code_of(exc), "message": exc.render(API_FIELDS), "field": api_field(exc.param)}
+    return {"code": code_of(exc), "message": exc.render(FIELDS), "field": field_of(exc.param)}
 
 
 def _api_error(problems: Sequence[CustsegError]) -> CustsegError:
     """One error for every problem: the first's class, message and field; the others follow
     in its message."""
-    problems = sorted(problems, key=lambda p: _OPTION_ORDER.index(api_field(p.param))
-                      if api_field(p.param) in _OPTION_ORDER else len(_OPTION_ORDER))
+    problems = sorted(problems, key=lambda p: _OPTION_ORDER.index(field_of(p.param))
+                      if field_of(p.param) in _OPTION_ORDER else len(_OPTION_ORDER))
     first = problems[0]
-    message = first.render(API_FIELDS)
+    message = first.render(FIELDS)
     if len(problems) > 1:
-        message += " (also: " + "; ".join(p.render(API_FIELDS) for p in problems[1:]) + ")"
-    return type(first)(literal(message), param=api_field(first.param), problems=problems)
+        message += " (also: " + "; ".join(p.render(FIELDS) for p in problems[1:]) + ")"
+    return type(first)(literal(message), param=field_of(first.param), problems=problems)
 
 
 # --- the request -----------------------------------------------------------------------------
