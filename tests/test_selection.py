@@ -360,3 +360,39 @@ def test_forced_algorithm_without_usable_rows_is_a_data_error():
     rec = recommend(board, knee=None, algorithm="dbscan", n_clusters=1)
     assert (rec.algorithm, rec.n_clusters) == ("dbscan", 1)
     assert "silhouette not defined (fewer than 2 segments)" in rec.reasons
+
+
+# --- what the sweep leaves out -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, sample", [(300, 5_000), (900, 400)])
+def test_shared_silhouette_equals_scikit_learns(n, sample):
+    from sklearn.metrics import silhouette_score
+
+    from custseg.selection import _SharedSilhouette
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(n, 3))
+    shared = _SharedSilhouette(data, sample, 11)
+    for k in (2, 3, 7):
+        labels = make_estimator("kmeans", n_clusters=k, random_state=0).fit(data).labels_
+        alone = silhouette_score(data, labels, sample_size=sample if n > sample else None, random_state=11)
+        assert shared(labels) == pytest.approx(alone, rel=1e-12, abs=1e-12)
+
+
+def test_configurations_with_too_small_a_segment_are_not_refitted(planted):
+    X, _ = planted
+    res = compare(X, algorithms=("kmeans",), k_values=range(2, 16), n_bootstrap=2, min_share=0.05)
+    board = res.leaderboard
+    small = board["min_share"] < 0.05
+    assert small.any() and (~small).any()
+    assert board.loc[small, "stability"].isna().all()
+    assert board.loc[~small, "stability"].between(-1, 1).all()
+    assert (res.recommendation.algorithm, res.recommendation.n_clusters) == ("kmeans", 4)
+
+
+def test_all_configurations_are_refitted_when_none_passes_the_size_test(planted):
+    X, _ = planted
+    board = compare(X, algorithms=("kmeans",), k_values=range(3, 6), n_bootstrap=1, min_share=0.4).leaderboard
+    assert (board["min_share"] < 0.4).all()
+    assert board["stability"].notna().all()
