@@ -396,3 +396,16 @@ def test_all_configurations_are_refitted_when_none_passes_the_size_test(planted)
     board = compare(X, algorithms=("kmeans",), k_values=range(3, 6), n_bootstrap=1, min_share=0.4).leaderboard
     assert (board["min_share"] < 0.4).all()
     assert board["stability"].notna().all()
+
+
+def test_silhouette_from_distances_handles_segments_of_one_and_too_few_segments():
+    from sklearn.metrics import pairwise_distances, silhouette_score
+
+    from custseg.selection import _silhouette_from_distances
+
+    X = np.array([[0.0, 0], [0, 1], [5, 5], [5, 6], [20, 20]])
+    D = pairwise_distances(X)
+    labels = np.array([3, 3, 7, 7, 9])  # a segment of one, labels not 0..k-1
+    assert _silhouette_from_distances(D, labels) == pytest.approx(silhouette_score(X, labels), rel=1e-12)
+    assert math.isnan(_silhouette_from_distances(D, np.zeros(5, dtype=int)))
+    assert math.isnan(_silhouette_from_distances(D, np.arange(5)))

@@ -549,15 +549,40 @@ def _ruled_out_by_size(records: list[dict[str, Any]], min_share: float) -> list[
     return [any_candidate and not ok for ok in passes]
 
 
+def _silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of ``labels`` from the rows' pairwise ``distances`` (NaN unless there are
+    2 to n - 1 segments), as scikit-learn's ``silhouette_score`` defines it.
+
+    Each row's distance sums to every segment come from one matrix product with the one-hot
+    labels, instead of scikit-learn's chunked per-row ``bincount`` (3x faster at 4,338 rows).
+    """
+    codes = np.unique(labels, return_inverse=True)[1]
+    counts = np.bincount(codes)
+    n = labels.size
+    if not 2 <= counts.size <= n - 1:
+        return math.nan
+    sums = distances @ np.eye(counts.size)[codes]  # (rows, segments)
+    rows, own = np.arange(n), counts[codes]
+    within = sums[rows, codes] / np.maximum(own - 1, 1)
+    means = sums / counts
+    means[rows, codes] = np.inf
+    nearest = means.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = (nearest - within) / np.maximum(within, nearest)
+    scores[own == 1] = 0.0  # a segment of one: silhouette 0 by definition
+    return float(np.mean(np.nan_to_num(scores)))
+
+
 class _SharedSilhouette:
     """The silhouette of many labelings of the same rows, from one distance matrix.
 
     ``silhouette_score(data, labels, sample_size=s, random_state=seed)`` draws the same rows
     for every labeling of ``data`` (its sample depends only on the number of rows and the
     seed), so their pairwise distances are computed once, up to ``_SHARED_DISTANCES_MAX_ROWS``
-    rows, and each labeling is scored on them (``metric="precomputed"``): the same numbers as
-    scoring each labeling alone.  Measured on 4,338 customers × 5 features, one thread:
-    0.17 s per labeling alone, 0.06 s from the shared matrix (computed once in 0.13 s).
+    rows, and each labeling is scored on them: the same numbers as scoring each labeling alone
+    (to rounding).  Measured on 4,338 customers × 5 features, one thread, per labeling: 0.17 s
+    alone, 0.06-0.09 s with ``silhouette_score(..., metric="precomputed")`` on the shared
+    matrix (computed once in 0.13 s), 0.02-0.04 s with :func:`_silhouette_from_distances`.
     """
 
     def __init__(self, data: np.ndarray, sample: int, seed: int) -> None:
@@ -576,10 +601,7 @@ class _SharedSilhouette:
             points = self.data if self.rows is None else self.data[self.rows]
             self._distances = pairwise_distances(points)
         drawn = labels if self.rows is None else labels[self.rows]
-        try:
-            return float(silhouette_score(self._distances, drawn, metric="precomputed"))
-        except ValueError:  # the silhouette sample happened to hold a single segment
-            return math.nan
+        return _silhouette_from_distances(self._distances, drawn)
 
     def of_subset(self, points: np.ndarray, labels: np.ndarray) -> float:
         """Silhouette of some rows (e.g. without the noise), sampled as scikit-learn samples them."""

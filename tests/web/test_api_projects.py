@@ -136,3 +136,17 @@ def test_a_tokens_last_use_is_written_at_most_once_a_minute(sqlite_web):
         db.execute(sa.update(ApiToken).values(last_used_at=first - timedelta(minutes=2)))
     sqlite_web.client.get("/api/v1/me", headers=ann)
     assert last_used() > first - timedelta(minutes=2)
+
+
+def test_settings_from_the_environment():
+    from custseg.errors import CustsegError
+    from custseg.web.config import WebSettings
+
+    settings = WebSettings.from_env({"CUSTSEG_STALE_SECONDS": "15", "CUSTSEG_ACCESS_LOG": "on",
+                                     "CUSTSEG_JSON_LIMIT": "2MB", "CUSTSEG_WORKERS": "0"})
+    assert (settings.stale_seconds, settings.access_log, settings.json_limit, settings.workers) == (15, True, 2 * 10**6, 0)
+    defaults = WebSettings.from_env({})
+    assert (defaults.stale_seconds, defaults.access_log) == (60, False)
+    assert WebSettings.from_env({"CUSTSEG_ACCESS_LOG": "on"}, access_log=False).access_log is False  # the flag wins
+    with pytest.raises(CustsegError, match="CUSTSEG_STALE_SECONDS"):
+        WebSettings.from_env({"CUSTSEG_STALE_SECONDS": "soon"})

@@ -75,21 +75,10 @@ def create_app(settings: WebSettings | None = None, *, store: Store | None = Non
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _error(request, 500, "internal", f"internal error: {type(exc).__name__}", None)
 
-    @app.middleware("http")
-    async def _headers_and_limits(request: Request, call_next):
-        length = request.headers.get("content-length")
-        is_upload = request.headers.get("content-type", "").startswith("multipart/form-data")
-        limit = settings.upload_limit if is_upload else settings.json_limit
-        if length is not None and length.isdigit() and int(length) > limit:
-            exc = TooLarge(f"the request body is {int(length):,} bytes, over the limit of {limit:,}")
-            response = _error(request, 413, "too_large", str(exc), None)
-        else:
-            response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", DOCS_CSP if request.url.path == "/docs" else CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        return response
+    from custseg.web.fastlane import FastLane
+
+    app.add_middleware(FastLane, settings=settings, store=store)
+    app.add_middleware(HeadersAndLimits, settings=settings)
 
     from custseg.web import api
 
@@ -142,6 +131,47 @@ def _document_errors(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+class HeadersAndLimits:
+    """Plain ASGI middleware: a body declared over its limit is refused with 413 before it is
+    read (uploads: ``upload_limit``; the rest: ``json_limit``), and every answer carries the
+    security headers (a page's own Content-Security-Policy, such as the report's, is kept)."""
+
+    def __init__(self, app, settings: WebSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        is_upload = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        limit = self.settings.upload_limit if is_upload else self.settings.json_limit
+        extra = _SECURITY_HEADERS[scope["path"] == "/docs"]
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", ())}
+                message["headers"] = list(message.get("headers", ())) + [
+                    (name, value) for name, value in extra if name not in present]
+            await send(message)
+
+        if length.isdigit() and int(length) > limit:
+            message = f"the request body is {int(length):,} bytes, over the limit of {limit:,}"
+            response = _error(Request(scope), 413, "too_large", str(TooLarge(message)), None)
+            return await response(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
+
+
+def _security_headers(csp: str) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"content-security-policy", csp.encode()), (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"SAMEORIGIN"))
+
+
+#: the headers of every answer: of the pages and the API (False), of the documentation page (True)
+_SECURITY_HEADERS = {False: _security_headers(CSP), True: _security_headers(DOCS_CSP)}
 
 
 def _error(request: Request, status: int, code: str, message: str, field: str | None):

@@ -18,6 +18,8 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +35,7 @@ from custseg.web.store.models import ApiToken, LoginAttempt, LoginSession, User,
 __all__ = [
     "SESSION_COOKIE", "Identity", "hash_password", "verify_password", "check_password", "create_user",
     "sign_in", "start_session", "end_session", "user_for_session", "create_token", "revoke_token",
-    "user_for_token", "csrf_matches",
+    "user_for_token", "csrf_matches", "Recent", "forget_access",
 ]
 
 SESSION_COOKIE = "custseg_session"
@@ -165,6 +167,7 @@ def revoke_token(db: Session, user: User, token_id: int) -> bool:
     if record is None or record.user_id != user.id or record.revoked_at is not None:
         return False
     record.revoked_at = now()
+    forget_access()
     return True
 
 
@@ -195,3 +198,47 @@ class Identity:
     @property
     def by_cookie(self) -> bool:
         return self.session is not None
+
+
+# --- what the fast path remembers ---------------------------------------------------------------
+
+_access_generation = 0
+
+
+def forget_access() -> None:
+    """Empty every :class:`Recent` of this process (a token revoked, a member removed, a
+    project deleted): the change holds at once here, and in other processes within their
+    entries' lifetime."""
+    global _access_generation
+    _access_generation += 1
+
+
+class Recent:
+    """Answers to access questions (whose token is this? may this user read that run?) kept
+    for ``seconds``, so the hot path of real-time assignment asks the store about once a
+    second per key instead of on every request.  :func:`forget_access` empties them all."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._entries: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, seconds: float):
+        """The answer kept for ``key`` if it is younger than ``seconds``, else None."""
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        value, at, generation = found
+        if generation != _access_generation or time.monotonic() - at >= seconds:
+            return None
+        return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            if len(self._entries) >= self.size:
+                self._entries.clear()  # a flood of distinct keys costs lookups, never memory
+            self._entries[key] = (value, time.monotonic(), _access_generation)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

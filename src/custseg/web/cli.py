@@ -38,9 +38,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[Optional[int], typer.Option(help="Job worker processes to start with the server (0: none; run `custseg worker` apart).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Create a demo user and a project holding the bundled sample (if missing).")] = False,
+    access_log: Annotated[Optional[bool], typer.Option("--access-log/--no-access-log", help="Print a line per request (default: CUSTSEG_ACCESS_LOG, else off).", show_default=False)] = None,
 ) -> None:
     """Start the web app and REST API (and its job workers)."""
-    settings = web_settings(db, data_dir, workers=workers)
+    settings = web_settings(db, data_dir, workers=workers, access_log=access_log)
     uvicorn = require("uvicorn", feature="the web app")
     from custseg.web import runtime
 

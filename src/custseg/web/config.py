@@ -11,6 +11,8 @@ variable                        field                            default
 ``CUSTSEG_SESSION_HOURS``       ``session_hours``                336 (two weeks)
 ``CUSTSEG_SECURE_COOKIES``      ``secure_cookies``               when served over HTTPS
 ``CUSTSEG_WORKERS``             ``workers`` (job processes)      1
+``CUSTSEG_STALE_SECONDS``       ``stale_seconds``                60 (a silent run was interrupted)
+``CUSTSEG_ACCESS_LOG``          ``access_log`` (a line a request) off
 ==============================  ===============================  ==============================
 
 The library's own settings (memory limit, temporary folder, threads) come from
@@ -69,6 +71,8 @@ class WebSettings:
     throttle_minutes: int = 15
     #: a running job that has not reported for this long was interrupted (its worker died)
     stale_seconds: int = 60
+    #: a line per request on the server's output
+    access_log: bool = False
     library: Settings = field(default_factory=Settings)
 
     def __post_init__(self) -> None:
@@ -101,6 +105,10 @@ class WebSettings:
                 values[name] = _whole(env[variable], variable)
         if env.get("CUSTSEG_WORKERS"):
             values["workers"] = _whole(env["CUSTSEG_WORKERS"], "CUSTSEG_WORKERS", low=0)
+        if env.get("CUSTSEG_STALE_SECONDS"):
+            values["stale_seconds"] = _whole(env["CUSTSEG_STALE_SECONDS"], "CUSTSEG_STALE_SECONDS")
+        if env.get("CUSTSEG_ACCESS_LOG"):
+            values["access_log"] = env["CUSTSEG_ACCESS_LOG"].strip().lower() in ("1", "true", "yes", "on")
         if env.get("CUSTSEG_SECURE_COOKIES"):
             values["secure_cookies"] = env["CUSTSEG_SECURE_COOKIES"].strip().lower() in ("1", "true", "yes", "on")
         settings = cls(**values)

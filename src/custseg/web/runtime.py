@@ -30,7 +30,7 @@ def serve(settings: WebSettings, *, host: str, port: int, demo: bool, uvicorn) -
     signal.signal(signal.SIGTERM, _exit)
     workers = _start_workers(settings)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.access_log)
     finally:
         for process in workers:
             process.terminate()

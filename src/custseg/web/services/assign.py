@@ -26,7 +26,7 @@ from custseg.web.services.projects import audit, is_id
 from custseg.web.services.runs import get_run
 from custseg.web.store.models import Member, Project, Run, User
 
-__all__ = ["assign", "model_of", "forget_models", "CACHE_SIZE"]
+__all__ = ["assign", "done_run", "audit_bulk", "score", "model_of", "cached_model", "forget_models", "CACHE_SIZE"]
 
 #: compiled models kept in memory (one per run)
 CACHE_SIZE = 32
@@ -36,52 +36,18 @@ _models_lock = threading.Lock()
 _loading: dict[tuple, threading.Lock] = {}
 
 
-def _compile(model):
-    try:
-        from custseg.scoring import compile_model
-    except ImportError:  # an older library: the model's own assign, one table per call
-        return _Plain(model)
-    return compile_model(model)
-
-
-class _Plain:
-    """``model.assign`` behind :meth:`assign_records` (records lacking a feature are
-    unassigned, the others assigned as one table)."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def assign_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        import pandas as pd
-
-        out = []
-        complete = [i for i, r in enumerate(records) if all(c in r for c in self.model.feature_columns)]
-        assigned = {}
-        if complete:
-            table = self.model.assign(pd.DataFrame([records[i] for i in complete]))
-            for i, row in zip(complete, table.itertuples(index=False)):
-                assigned[i] = (int(row.segment), str(row.segment_name), row.reason or None)
-        for i, record in enumerate(records):
-            missing = next((c for c in self.model.feature_columns if c not in record), None)
-            segment, name, reason = assigned.get(i, (-1, self.model.segment_names.get(-1, "Unassigned"),
-                                                     f"missing {missing}"))
-            out.append({"customer_id": record.get("customer_id", i), "segment": segment, "segment_name": name,
-                        "reason": reason})
-        return out
-
-
 def model_of(settings: WebSettings, folder: str, run_id: int, finished_at: Any = None):
     """The compiled model of the done run whose folder (relative to the data folder) is
     ``folder``: read and compiled on first use, then from memory.  A done run's model never
     changes; ``finished_at`` tells apart a run that took the place of a deleted one."""
     from custseg import model as model_io
+    from custseg.scoring import compile_model
 
-    key = (str(settings.data_dir), folder, run_id, str(finished_at))
+    key = _key(settings, folder, run_id, finished_at)
+    found = cached_model(settings, folder, run_id, finished_at)
+    if found is not None:
+        return found
     with _models_lock:
-        found = _models.get(key)
-        if found is not None:
-            _models.move_to_end(key)
-            return found
         loading = _loading.setdefault(key, threading.Lock())
     with loading:  # one reader per model; the others wait for it
         with _models_lock:
@@ -90,13 +56,27 @@ def model_of(settings: WebSettings, folder: str, run_id: int, finished_at: Any =
             path = Path(settings.data_dir) / folder / "model.skops"
             if not path.is_file():
                 raise NotFound(f"run {run_id} has no model file")
-            found = _compile(model_io.load(path))
+            found = compile_model(model_io.load(path))
             with _models_lock:
                 _models[key] = found
                 while len(_models) > CACHE_SIZE:
                     _models.popitem(last=False)
                 _loading.pop(key, None)
     return found
+
+
+def cached_model(settings: WebSettings, folder: str, run_id: int, finished_at: Any = None):
+    """The compiled model if :func:`model_of` has it in memory already, else None."""
+    key = _key(settings, folder, run_id, finished_at)
+    with _models_lock:
+        found = _models.get(key)
+        if found is not None:
+            _models.move_to_end(key)
+        return found
+
+
+def _key(settings: WebSettings, folder: str, run_id: int, finished_at: Any) -> tuple:
+    return str(settings.data_dir), folder, run_id, str(finished_at)
 
 
 def forget_models() -> None:
@@ -112,23 +92,30 @@ _RUN_OF_MEMBER = (sa.select(Run.id, Run.status, Run.folder, Run.finished_at)
                   .where(Run.id == sa.bindparam("run"), Run.project_id == sa.bindparam("project")))
 
 
-def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_id: int,
-           customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``customer_id, segment, segment_name, reason`` for each customer, in order (viewer
-    role; a batch of more than one customer is audited as an assignment in bulk)."""
+def done_run(db: Session, user_id: int, project_id: int, run_id: int) -> tuple[str, int, Any]:
+    """``(folder, run id, finished_at)`` of the done run ``run_id`` of the project, if the user
+    is a member (any role reads); else :class:`NotFound` (also for a project the user may not
+    see), or :class:`Conflict` while the run is not done."""
     found = None
     if is_id(project_id) and is_id(run_id):  # one query on the hot path
-        found = db.connection().execute(_RUN_OF_MEMBER, {"user": user.id, "run": run_id, "project": project_id}).first()
+        found = db.connection().execute(_RUN_OF_MEMBER, {"user": user_id, "run": run_id, "project": project_id}).first()
     if found is None:  # not found, or not a member: the answers (and messages) of get_run
-        get_run(db, user, project_id, run_id)
+        get_run(db, db.get(User, user_id), project_id, run_id)
         raise NotFound(f"no run {run_id} in project {project_id}")
     if found.status != "done":
         raise Conflict(f"run {run_id} is {found.status}; customers can be assigned once it is done")
-    if len(customers) > 1:
-        project = db.get(Project, project_id)
-        audit(db, project, user, "assigned in bulk", run_id=run_id, customers=len(customers))
-    db.commit()  # what this request writes (sign-in bookkeeping, audit) is not held while it scores
-    model = model_of(settings, found.folder, found.id, found.finished_at)
+    return found.folder, found.id, found.finished_at
+
+
+def audit_bulk(db: Session, user_id: int, project_id: int, run_id: int, customers: int) -> None:
+    """Record an assignment of more than one customer (one customer is not audited)."""
+    if customers > 1:
+        audit(db, db.get(Project, project_id), db.get(User, user_id), "assigned in bulk", run_id=run_id,
+              customers=customers)
+
+
+def score(model, customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The model's ``customer_id, segment, segment_name, reason`` of each customer."""
     # A value out of the model's range (a negative amount under a log, 1e308 squared) is scored
     # as NaN or inf and then reported as the customer's reason: numpy's warnings about it are
     # expected, and must not fail the request where warnings are errors.
@@ -137,6 +124,16 @@ def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_
             return model.assign_records(customers)
         except OverflowError:  # a whole number beyond any float (JSON allows 1 followed by 400 zeros)
             return model.assign_records([_as_floats(customer) for customer in customers])
+
+
+def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_id: int,
+           customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``customer_id, segment, segment_name, reason`` for each customer, in order (viewer
+    role; a batch of more than one customer is audited as an assignment in bulk)."""
+    folder, run, finished_at = done_run(db, user.id, project_id, run_id)
+    audit_bulk(db, user.id, project_id, run_id, len(customers))
+    db.commit()  # what this request writes (sign-in bookkeeping, audit) is not held while it scores
+    return score(model_of(settings, folder, run, finished_at), customers)
 
 
 def _as_floats(customer: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from custseg.errors import ConfigError
+from custseg.web.auth import forget_access
 from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, Forbidden, NotFound
 from custseg.web.store.models import ROLES, AuditEvent, Member, Project, User, now
@@ -103,6 +104,7 @@ def delete_project(db: Session, settings: WebSettings, user: User, project_id: i
         raise ConfigError("to delete the project, type its name to confirm", param="confirm")
     db.delete(project)
     db.flush()
+    forget_access()
     shutil.rmtree(project_folder(settings, project_id), ignore_errors=True)
 
 
@@ -141,6 +143,7 @@ def remove_member(db: Session, user: User, project_id: int, user_id: int) -> Non
     _keep_an_owner(db, project_id, member, None)
     audit(db, project, user, "removed a member", email=member.user.email)
     db.delete(member)
+    forget_access()
 
 
 def _keep_an_owner(db: Session, project_id: int, member: Member, new_role: str | None) -> None:

@@ -1,0 +1,161 @@
+"""The fast path of real-time assignment (custseg.web.fastlane), on SQLite and PostgreSQL.
+
+It must answer exactly as the assign route does, hand everything else to the route unchanged,
+and never keep access longer than it should: a revoked token or a removed member is refused at
+once in this process, and within ``ACCESS_SECONDS`` when the store was changed elsewhere."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from test_api_runs import _dataset, _error, _member, _project, _records
+
+
+def _lane(app):
+    """The app's FastLane middleware (the stack is built on the first request)."""
+    from custseg.web.fastlane import FastLane
+
+    layer = app.middleware_stack
+    while not isinstance(layer, FastLane):
+        layer = layer.app
+    return layer
+
+
+@pytest.fixture
+def done(web):
+    """A done run of the bundled sample (run in this process, no report): ids, headers, features."""
+    from custseg.web import jobs
+
+    ann = web.user("ann@example.com")
+    pid = _project(web, ann)
+    did = _dataset(web, ann, pid)
+    bob = _member(web, ann, pid, "bob@example.com", "viewer")
+    answer = web.client.post(f"/api/v1/projects/{pid}/runs", headers=ann,
+                             json={"dataset_id": did, "algorithm": "kmeans", "k": 4, "report": False})
+    rid = answer.json()["id"]
+    assert jobs.run_job(web.settings, rid, 1, store=web.app.state.store) == "done"
+    folder = web.settings.data_dir / f"projects/{pid}/runs/{rid}"
+    return {"pid": pid, "rid": rid, "ann": ann, "bob": bob, "url": f"/api/v1/projects/{pid}/runs/{rid}/assign",
+            "records": _records(pd.read_parquet(folder / "features.parquet")), "folder": folder}
+
+
+#: a cookie makes the fast path hand the request to the route (which authenticates by the token)
+ROUTE = {"Cookie": "unrelated=1"}
+
+
+def test_the_fast_path_answers_as_the_route(web, done):
+    from custseg import model as model_io
+    from custseg.web.app import CSP
+
+    c, url, bob, records = web.client, done["url"], done["bob"], done["records"]
+    c.post("/api/v1/echo", json={"customers": [{}]})  # builds the stack
+    lane = _lane(web.app)
+    feature = model_io.load(done["folder"] / "model.skops").feature_columns[0]
+    bodies = [
+        {"customers": records[:1]},
+        {"customers": [{**r, "extra": "ignored"} for r in records]},
+        {"customers": [{k: v for k, v in records[0].items() if k != feature}, {**records[1], feature: "lots"},
+                       {**records[2], feature: None}, {feature: records[3][feature]}]},
+    ]
+    for body in bodies:
+        before = lane.answered
+        fast = c.post(url, json=body, headers=bob)
+        assert lane.answered == before + 1, "the fast path did not answer"
+        route = c.post(url, json=body, headers={**bob, **ROUTE})
+        assert lane.answered == before + 1, "the route's request was answered by the fast path"
+        assert fast.status_code == route.status_code == 200, (fast.text, route.text)
+        assert fast.json() == route.json()
+        assert fast.headers["content-type"] == "application/json"
+        assert fast.headers["content-security-policy"] == CSP and fast.headers["x-content-type-options"] == "nosniff"
+    # The segments are the library's.
+    features = pd.read_parquet(done["folder"] / "features.parquet")
+    expected = model_io.load(done["folder"] / "model.skops").assign(features)
+    many = c.post(url, json=bodies[1], headers=bob).json()["assignments"]
+    assert [a["segment"] for a in many] == expected["segment"].tolist()
+    odd = c.post(url, json=bodies[2], headers=bob).json()["assignments"]
+    assert [a["segment"] for a in odd[:2] + odd[3:]] == [-1, -1, -1]
+    assert feature in odd[0]["reason"] and feature in odd[1]["reason"] and odd[3]["customer_id"] == 3  # no id: its position
+    imputed = model_io.load(done["folder"] / "model.skops").assign(features.iloc[[2]].assign(**{feature: float("nan")}))
+    assert odd[2]["segment"] == imputed["segment"].iloc[0]  # a null is imputed, as the library does
+    # Echo too.
+    before = lane.answered
+    body = {"customers": [{"customer_id": "a", "x": 1.5, "é": [1, {"b": None}]}]}
+    assert c.post("/api/v1/echo", json=body).json() == body and lane.answered == before + 1
+    # A batch is audited as one assignment in bulk; one customer is not.
+    actions = [e["action"] for e in c.get(f"/api/v1/projects/{done['pid']}/audit", headers=done["ann"]).json()]
+    assert actions.count("assigned in bulk") == 6  # three batches, each by both paths
+
+
+def test_what_the_fast_path_does_not_answer_goes_to_the_route(web, done):
+    c, url, bob, records = web.client, done["url"], done["bob"], done["records"]
+    c.post("/api/v1/echo", json={"customers": [{}]})
+    lane = _lane(web.app)
+    before = lane.answered
+    json_type = {"Content-Type": "application/json"}
+    # An id wider than 64 bits stays whole (orjson would read it as a float).
+    wide = 123456789012345678901234567890
+    answer = c.post(url, content=json.dumps({"customers": [{**records[0], "customer_id": wide}]}),
+                    headers={**bob, **json_type})
+    assert answer.status_code == 200 and answer.json()["assignments"][0]["customer_id"] == wide
+    # NaN (which Python's parser reads and orjson does not): the route's answer, null.
+    answer = c.post(url, content=json.dumps({"customers": [{**records[0], "customer_id": float("nan")}]}),
+                    headers={**bob, **json_type})
+    assert answer.status_code == 200 and answer.json()["assignments"][0]["customer_id"] is None
+    # The body's shape, the token, access: the route's errors.
+    _error(c.post(url, json={"customers": []}, headers=bob), 422, "invalid", "customers")
+    _error(c.post(url, json={"customers": [1]}, headers=bob), 422, "invalid")
+    _error(c.post(url, json=[{"customer_id": 1}], headers=bob), 422, "invalid")
+    _error(c.post(url, content=b'{"customers": [', headers={**bob, **json_type}), 422, "invalid")
+    _error(c.post(url, json=records[:1], headers={"Authorization": "Bearer cs_nonsense"}), 401, "unauthorized")
+    _error(c.post(url, json={"customers": records[:1]}), 401, "unauthorized")
+    cat = web.user("cat@example.com")
+    _error(c.post(url, json={"customers": records[:1]}, headers=cat), 404, "not_found")
+    _error(c.post(url.replace(f"/runs/{done['rid']}/", "/runs/999999/"), json={"customers": records[:1]},
+                  headers=bob), 404, "not_found")
+    # A body without a declared length (sent in chunks) is read by the route.
+    chunks = iter([b'{"customers": ', json.dumps(records[:2]).encode(), b"}"])
+    answer = c.post(url, content=chunks, headers={**bob, **json_type})
+    assert answer.status_code == 200 and len(answer.json()["assignments"]) == 2
+    assert lane.answered == before
+
+
+def test_access_taken_away_ends_at_once(web, done):
+    from custseg.web import fastlane
+    from custseg.web.store.models import ApiToken
+
+    c, url, bob, records = web.client, done["url"], done["bob"], done["records"]
+    body = {"customers": records[:1]}
+    assert c.post(url, json=body, headers=bob).status_code == 200
+    # Removing the member (through the service): refused at once.
+    me = c.get("/api/v1/me", headers=bob).json()
+    assert c.delete(f"/api/v1/projects/{done['pid']}/members/{me['id']}", headers=done["ann"]).status_code == 204
+    _error(c.post(url, json=body, headers=bob), 404, "not_found")
+    # Revoking a token (through the service): refused at once.
+    ann = done["ann"]
+    assert c.post(url, json=body, headers=ann).status_code == 200
+    tokens = c.get("/api/v1/tokens", headers=ann).json()
+    assert c.delete(f"/api/v1/tokens/{tokens[0]['id']}", headers=ann).status_code == 204
+    _error(c.post(url, json=body, headers=ann), 401, "unauthorized")
+    # A token revoked in the store by another process: refused within ACCESS_SECONDS.
+    carol = _member(web, _owner_token(web), done["pid"], "carol@example.com", "viewer")
+    assert c.post(url, json=body, headers=carol).status_code == 200
+    carol_id = c.get("/api/v1/me", headers=carol).json()["id"]
+    with web.app.state.store.session() as db:
+        db.execute(sa.update(ApiToken).where(ApiToken.user_id == carol_id).values(revoked_at=sa.func.now()))
+        db.commit()
+    deadline = time.monotonic() + fastlane.ACCESS_SECONDS + 0.5
+    while c.post(url, json=body, headers=carol).status_code == 200:
+        assert time.monotonic() < deadline, "a token revoked in the store was still taken"
+        time.sleep(0.05)
+    _error(c.post(url, json=body, headers=carol), 401, "unauthorized")
+
+
+def _owner_token(web) -> dict[str, str]:
+    """A fresh token of ann, the project's owner."""
+    answer = web.client.post("/api/v1/tokens", json={"email": "ann@example.com", "password": web.password})
+    return {"Authorization": f"Bearer {answer.json()['token']}"}
