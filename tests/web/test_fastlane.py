@@ -159,3 +159,31 @@ def _owner_token(web) -> dict[str, str]:
     """A fresh token of ann, the project's owner."""
     answer = web.client.post("/api/v1/tokens", json={"email": "ann@example.com", "password": web.password})
     return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+
+def test_many_requests_finding_an_answer_expired_ask_the_store_once():
+    import asyncio
+    import threading
+
+    from custseg.web import auth
+    from custseg.web.fastlane import FastLane
+
+    lane = FastLane(None, settings=None, store=None)
+    asked = []
+
+    def ask(key):
+        asked.append(threading.get_ident())
+        time.sleep(0.05)
+        return f"answer for {key}"
+
+    async def burst():
+        return await asyncio.gather(*(lane._recent(lane.access, "k", ask, "k") for _ in range(50)))
+
+    assert asyncio.run(burst()) == ["answer for k"] * 50
+    assert len(asked) == 1 and not lane._asking
+    assert lane.access.get("k", 1.0) == "answer for k"
+    # an answer asked before access was forgotten is not kept after it
+    generation = lane.access.generation()
+    auth.forget_access()
+    lane.access.put("k2", "stale", generation)
+    assert lane.access.get("k2", 1.0) is None

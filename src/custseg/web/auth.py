@@ -233,7 +233,15 @@ class Recent:
             return None
         return value
 
-    def put(self, key, value) -> None:
+    @staticmethod
+    def generation() -> int:
+        """How many times :func:`forget_access` has run: take it before asking the store, and
+        give it to :meth:`put`, so that an answer asked before a revocation is not kept after it."""
+        return _access_generation
+
+    def put(self, key, value, generation: int | None = None) -> None:
+        if generation is not None and generation != _access_generation:
+            return
         with self._lock:
             if len(self._entries) >= self.size:
                 self._entries.clear()  # a flood of distinct keys costs lookups, never memory
