@@ -240,7 +240,7 @@ def report_from_counts(source: str, counts: Mapping[str, int], notes: tuple[str,
 
 
 def clean_transactions(
-    table: Table, column_map: ColumnMap, *, policy: Policy = Policy(), dialect: Dialect = DUCKDB,
+    table: Table, column_map: ColumnMap, *, policy: Policy = Policy(), dialect: Dialect | None = None,
 ) -> CleanTransactions:
     """Classify every row of a transaction log; registers the views ``typed`` and ``kept``.
 
@@ -251,7 +251,9 @@ def clean_transactions(
 
     Two steps: :func:`read_columns` looks at the values (how dates and numbers are written,
     and whether some cannot be read), then :func:`plan` writes the SQL, without reading data.
+    ``dialect`` defaults to the table's (that of the engine holding it).
     """
+    dialect = dialect or table.dialect
     cmap = column_map
     for role in ("customer_id", "ordered_at"):
         cmap.column(role)

@@ -65,7 +65,8 @@ class CustomerFeatures:
 def to_frame(relation: duckdb.DuckDBPyRelation) -> pd.DataFrame:
     """A customer table as a DataFrame; its text columns get the ``string`` dtype."""
     frame = relation.df()
-    return frame.astype({c: "string" for c, kind in zip(relation.columns, relation.types) if str(kind) == "VARCHAR"})
+    text = ("VARCHAR", "STRING")  # DuckDB's and Spark's names of text
+    return frame.astype({c: "string" for c, kind in zip(relation.columns, relation.types) if str(kind).upper() in text})
 
 
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
@@ -81,7 +82,7 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     con, roles, d = clean.con, set(clean.roles), clean.dialect
     as_of = _timestamp(as_of) if as_of is not None else None
     # A snapshot at as_of sees only what happened before it.
-    snapshot = f"ordered_at < {_literal(as_of)}" if as_of is not None else "true"
+    snapshot = f"ordered_at < {_literal(as_of, d)}" if as_of is not None else "true"
     # With returns="drop" no kept row is a return; with "net" returns count in monetary only.
     order = " FILTER (WHERE NOT is_return)" if clean.policy.returns == "net" else ""
     order_key = "order_id" if "order_id" in roles else "ordered_at"
@@ -108,7 +109,8 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     kept = ", ".join(["customer_id", "frequency", "monetary", "first_order_at", "last_order_at"]
                      + ["n_products"] * ("product_id" in roles) + modes)
 
-    parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(con))
+    parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(con)) \
+        if d.splits_by_memory else 1
     totals = dict(clean.pre_counts())
     counted = ", ".join(COUNTED_AFTER)
     # Tables of this computation only: two computations on one connection do not meet.
@@ -141,8 +143,8 @@ def _timestamp(value: date | datetime) -> datetime:
     return value if isinstance(value, datetime) else datetime.combine(value, time())
 
 
-def _literal(value: datetime) -> str:
-    return f"TIMESTAMP {Dialect.literal(value.replace(tzinfo=None).isoformat(sep=' '))}"
+def _literal(value: datetime, d: Dialect) -> str:
+    return f"TIMESTAMP {d.literal(value.replace(tzinfo=None).isoformat(sep=' '))}"
 
 
 def _derived(con: duckdb.DuckDBPyConnection, d: Dialect, per: str, as_of: datetime) -> str:
@@ -150,7 +152,7 @@ def _derived(con: duckdb.DuckDBPyConnection, d: Dialect, per: str, as_of: dateti
     docstring, in order."""
     table = con.table(per)
     have = {column: str(kind) for column, kind in zip(table.columns, table.types)}
-    ref = d.epoch_us(_literal(as_of))
+    ref = d.epoch_us(_literal(as_of, d))
     last, first = d.epoch_us("last_order_at"), d.epoch_us("first_order_at")
     columns = [
         f"{_id_text(con, d, per, have['customer_id'])} AS customer_id",

@@ -11,7 +11,12 @@ variable                   field                               default
 ``CUSTSEG_TEMP_DIR``       ``temp_dir`` (spill, staging)       ``TMPDIR`` / the system's temp dir
 ``CUSTSEG_DATA_DIR``       ``data_dir`` (the web app's data)   ``./custseg-data``
 ``CUSTSEG_THREADS``        ``threads`` (DuckDB's threads)      all cores
+``CUSTSEG_ENGINE``         ``engine``: ``duckdb`` or ``spark``  ``duckdb``
+``CUSTSEG_SPARK_MASTER``   ``spark_master`` (Spark's master)   spark-submit's, else ``local[*]``
 =========================  ==================================  ===================================
+
+The engine is where the cleaning and customer features run (:mod:`custseg.engines`): the
+same source gives the same features on either.
 
 >>> Settings.from_env({"CUSTSEG_MEMORY_LIMIT": "4GB", "CUSTSEG_THREADS": "2"}).memory_limit
 '4GB'
@@ -24,14 +29,18 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from custseg.errors import ConfigError
 
-__all__ = ["Settings", "DEFAULT_MEMORY_LIMIT"]
+__all__ = ["Settings", "DEFAULT_MEMORY_LIMIT", "ENGINES"]
 
 #: DuckDB's memory budget unless configured otherwise: what does not fit is spilled to the
 #: temporary folder, so 50M transactions are summarised in about 1.5 GB.
 DEFAULT_MEMORY_LIMIT = "1GB"
+#: The engines the cleaning and features run on.
+ENGINES = ("duckdb", "spark")
+Engine = Literal["duckdb", "spark"]
 
 @dataclass(frozen=True)
 class Settings:
@@ -41,8 +50,20 @@ class Settings:
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     data_dir: Path = Path("custseg-data")
     threads: int | None = None
+    engine: Engine = "duckdb"
+    spark_master: str | None = None
+    #: above this many customers the Spark engine clusters on Spark (MLlib), not locally
+    spark_local_max_customers: int = 2_000_000
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"{{param}} must be one of {', '.join(ENGINES)}, got '{self.engine}'", param="engine")
+        if self.spark_master is not None and not str(self.spark_master).strip():
+            raise ConfigError("{param} is empty; give a master URL such as local[*], spark://host:7077 or "
+                              "sc://host:15002", param="spark_master")
+        if not isinstance(self.spark_local_max_customers, int) or self.spark_local_max_customers < 0:
+            raise ConfigError(f"{{param}} must be a whole number ≥ 0, got {self.spark_local_max_customers!r}",
+                              param="spark_local_max_customers")
         # memory_limit is checked by DuckDB when a connection starts (sources.connect).
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"{{param}} must be a whole number ≥ 1, got {self.threads!r}", param="threads")
@@ -59,10 +80,15 @@ class Settings:
                 raise ConfigError(f"CUSTSEG_THREADS must be a whole number ≥ 1, got {threads!r}",
                                   param="threads")
             threads = int(threads)
+        engine = (env.get("CUSTSEG_ENGINE") or "duckdb").strip().lower()
+        if engine not in ENGINES:
+            raise ConfigError(f"CUSTSEG_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}", param="engine")
         temp = env.get("CUSTSEG_TEMP_DIR") or env.get("TMPDIR") or tempfile.gettempdir()
         return cls(
             memory_limit=env.get("CUSTSEG_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
             temp_dir=Path(temp),
             data_dir=Path(env.get("CUSTSEG_DATA_DIR") or "custseg-data"),
             threads=threads,
+            engine=engine,  # type: ignore[arg-type]
+            spark_master=env.get("CUSTSEG_SPARK_MASTER") or None,
         )

@@ -50,6 +50,7 @@ from typing import Literal
 import duckdb
 
 from custseg import settings as _settings
+from custseg.engines.dialect import DUCKDB, Dialect
 from custseg.errors import CustsegError, InputError, ResourceError, SchemaError, literal
 from custseg.schema import detect_roles, duplicate_names
 
@@ -93,6 +94,8 @@ class Table:
     encoding: str | None = None
     delimiter: str | None = None
     notes: tuple[str, ...] = ()
+    #: how the engine holding ``source`` spells SQL (:mod:`custseg.engines`)
+    dialect: Dialect = DUCKDB
 
     def count(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM source").fetchall()[0][0])

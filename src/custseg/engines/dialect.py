@@ -33,6 +33,9 @@ class Dialect:
     text: str = "VARCHAR"
     #: a whole-number type wide enough for any id held in a float or decimal column
     wide_integer: str = "HUGEINT"
+    #: whether a log too large for the memory budget is summarised one customer partition at a
+    #: time (:func:`custseg.features.partitions`); an engine that spreads the work itself does not
+    splits_by_memory: bool = True
 
     # --- types ------------------------------------------------------------------------------
 

@@ -97,15 +97,21 @@ def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
     """
     import re
 
-    table = sources.read(
-        spec.source, sheet=spec.sheet, table=spec.table, query=spec.query,
-        encoding=spec.encoding, delimiter=spec.delimiter, con=sources.connect(settings=settings),
-    )
+    if settings is not None and settings.engine == "spark":
+        from custseg.engines import spark
+
+        table = spark.read(spec.source, spark.runner(settings), sheet=spec.sheet, table=spec.table,
+                           query=spec.query, encoding=spec.encoding, delimiter=spec.delimiter)
+    else:
+        table = sources.read(
+            spec.source, sheet=spec.sheet, table=spec.table, query=spec.query,
+            encoding=spec.encoding, delimiter=spec.delimiter, con=sources.connect(settings=settings),
+        )
     if spec.label:
         table = replace(table, label=spec.label)
     notes = list(table.notes)
     cmap = schema.detect_roles(table.columns, overrides=spec.mapping, source=table.label)
-    if all(re.fullmatch(_GENERATED_NAME, c) for c in table.columns):
+    if table.dialect.name == "duckdb" and all(re.fullmatch(_GENERATED_NAME, c) for c in table.columns):
         guessed = _roles_from_values(table, spec.mapping)
         if guessed:
             cmap = schema.detect_roles(table.columns, overrides={**guessed, **spec.mapping}, source=table.label)
@@ -132,8 +138,8 @@ def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
     if kind == "customers":
         for column in cmap.outcomes:
             distinct = [row[0] for row in table.con.execute(
-                f"SELECT DISTINCT {sources.quote_name(column)} FROM source "
-                f"WHERE {sources.quote_name(column)} IS NOT NULL LIMIT 3"
+                f"SELECT DISTINCT {table.dialect.quote(column)} FROM source "
+                f"WHERE {table.dialect.quote(column)} IS NOT NULL LIMIT 3"
             ).fetchall()]
             positive = schema.outcome_positive(distinct)
             if positive is None and column in spec.mapping.values():
@@ -214,7 +220,7 @@ def _decide_kind(table: sources.Table, cmap: schema.ColumnMap) -> Kind:
         return "customers"
     has_money = ("quantity" in cmap and "unit_price" in cmap) or "amount" in cmap
     if "ordered_at" in cmap and has_money:
-        column = sources.quote_name(cmap.column("customer_id"))
+        column = table.dialect.quote(cmap.column("customer_id"))
         distinct, rows = table.con.execute(
             f"SELECT count(DISTINCT {column}), count({column}) FROM source"
         ).fetchall()[0]
@@ -246,12 +252,18 @@ def customer_table(
     if loaded.kind == "customers":
         made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
         id_name = _row_id_name(loaded.table) if loaded.column_map.row_ids else "customer_id"
-        table = loaded.table.con.from_df(made.features)
+        con = loaded.table.con if isinstance(loaded.table.con, duckdb.DuckDBPyConnection) else duckdb.connect()
+        table = con.from_df(made.features)
         return CustomerTable(table, _with_notes(made.report, loaded.notes), made.as_of, "customers",
                              contacts=made.contacts, outcomes=tuple(loaded.column_map.outcomes), id_name=id_name)
     cleaned = clean(loaded, policy=policy)
     computed = features.customer_features(cleaned, as_of=as_of)
-    return CustomerTable(computed.relation, _with_notes(computed.report, loaded.notes), computed.as_of,
+    relation = computed.relation
+    if not isinstance(relation, duckdb.DuckDBPyRelation):  # another engine's table: brought here
+        from custseg.engines import spark
+
+        relation = spark.to_local(relation)
+    return CustomerTable(relation, _with_notes(computed.report, loaded.notes), computed.as_of,
                          "transactions", cleaned)
 
 
