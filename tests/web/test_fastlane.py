@@ -86,9 +86,12 @@ def test_the_fast_path_answers_as_the_route(web, done):
     before = lane.answered
     body = {"customers": [{"customer_id": "a", "x": 1.5, "é": [1, {"b": None}]}]}
     assert c.post("/api/v1/echo", json=body).json() == body and lane.answered == before + 1
-    # A batch is audited as one assignment in bulk; one customer is not.
-    actions = [e["action"] for e in c.get(f"/api/v1/projects/{done['pid']}/audit", headers=done["ann"]).json()]
-    assert actions.count("assigned in bulk") == 6  # three batches, each by both paths
+    # Batches within a minute are one event counting their requests and customers.
+    bulk = [e for e in c.get(f"/api/v1/projects/{done['pid']}/audit", headers=done["ann"]).json()
+            if e["action"] == "assigned in bulk"]
+    batches = [len(b["customers"]) for b in bodies if len(b["customers"]) > 1]
+    batches = 2 * batches + batches  # each by both paths, then again by the fast path
+    assert bulk == [{**bulk[0], "detail": {"run_id": done["rid"], "requests": len(batches), "customers": sum(batches)}}]
 
 
 def test_what_the_fast_path_does_not_answer_goes_to_the_route(web, done):
@@ -187,3 +190,27 @@ def test_many_requests_finding_an_answer_expired_ask_the_store_once():
     auth.forget_access()
     lane.access.put("k2", "stale", generation)
     assert lane.access.get("k2", 1.0) is None
+
+
+def test_batches_are_audited_once_per_window_and_the_sums_are_written_when_it_closes(web, done, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from custseg.web.services import projects
+    from custseg.web.store.models import AuditEvent
+
+    monkeypatch.setattr(projects, "COUNTED_SECONDS", 0.5)
+    records, url, bob = done["records"], done["url"], done["bob"]
+
+    def sums():
+        with web.app.state.store.session() as db:
+            return [e.detail for e in db.scalars(sa.select(AuditEvent).where(AuditEvent.action == "assigned in bulk")
+                                                 .order_by(AuditEvent.id))]
+
+    with TestClient(web.app) as client:  # its own lifespan: the sums are written when it stops
+        for _ in range(3):
+            assert client.post(url, json={"customers": records[:2]}, headers=bob).status_code == 200
+        assert sums() == [{"run_id": done["rid"], "requests": 1, "customers": 2}]  # later ones kept in memory
+    assert sums() == [{"run_id": done["rid"], "requests": 3, "customers": 6}]
+    time.sleep(0.6)  # the window is over: the next batch opens another event
+    assert web.client.post(url, json={"customers": records[:3]}, headers=bob).status_code == 200
+    assert sums()[1:] == [{"run_id": done["rid"], "requests": 1, "customers": 3}]

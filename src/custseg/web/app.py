@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from pathlib import Path
 
@@ -47,7 +49,16 @@ def create_app(settings: WebSettings | None = None, *, store: Store | None = Non
     store = store or Store(settings.store_url)
     if migrate:
         store.migrate()
-    app = FastAPI(title="custseg", version=__version__, docs_url="/docs", redoc_url=None,
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        from custseg.web.services.projects import flush_counted
+
+        with store.session() as db:  # the audit's sums of the last minute
+            flush_counted(db)
+            db.commit()
+
+    app = FastAPI(title="custseg", lifespan=lifespan, version=__version__, docs_url="/docs", redoc_url=None,
                   openapi_url="/api/v1/openapi.json",
                   description="Customer segmentation as a service: projects, datasets, runs and assignment.")
     app.state.settings = settings

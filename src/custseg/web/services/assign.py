@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 
 from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, NotFound
-from custseg.web.services.projects import audit, is_id
+from custseg.web.services.projects import audit_counted, is_id
 from custseg.web.services.runs import get_run
-from custseg.web.store.models import Member, Project, Run, User
+from custseg.web.store.models import Member, Run, User
 
 __all__ = ["assign", "done_run", "audit_bulk", "score", "model_of", "cached_model", "forget_models", "CACHE_SIZE"]
 
@@ -108,10 +108,11 @@ def done_run(db: Session, user_id: int, project_id: int, run_id: int) -> tuple[s
 
 
 def audit_bulk(db: Session, user_id: int, project_id: int, run_id: int, customers: int) -> None:
-    """Record an assignment of more than one customer (one customer is not audited)."""
+    """Record an assignment of more than one customer (one customer is not audited): one event
+    per user, run and minute, counting its requests and customers (:func:`audit_counted`)."""
     if customers > 1:
-        audit(db, db.get(Project, project_id), db.get(User, user_id), "assigned in bulk", run_id=run_id,
-              customers=customers)
+        audit_counted(db, project_id, user_id, "assigned in bulk", {"requests": 1, "customers": customers},
+                      run_id=run_id)
 
 
 def score(model, customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

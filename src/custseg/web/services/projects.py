@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from custseg.web.store.models import ROLES, AuditEvent, Member, Project, User, n
 
 __all__ = ["PREVIEW_MODES", "is_id", "list_projects", "create_project", "get_project", "update_project",
            "delete_project", "project_folder", "list_members", "add_member", "remove_member", "audit", "audit_log",
-           "touch"]
+           "audit_counted", "flush_counted", "COUNTED_SECONDS", "touch"]
 
 PREVIEW_MODES = ("first", "last", "random")
 #: The store's ids are 32-bit integers (PostgreSQL's ``integer``): a number outside names no record.
@@ -158,14 +161,82 @@ def touch(project: Project) -> None:
     project.last_activity_at = now()
 
 
-def audit(db: Session, project: Project, user: User | None, action: str, **detail: Any) -> None:
+def audit(db: Session, project: Project, user: User | None, action: str, **detail: Any) -> AuditEvent:
     """Record what ``user`` did in ``project`` (and that the project was active)."""
-    db.add(AuditEvent(project_id=project.id, user_id=user.id if user else None, action=action,
-                      detail={k: v for k, v in detail.items() if v is not None}))
+    event = AuditEvent(project_id=project.id, user_id=user.id if user else None, action=action,
+                       detail={k: v for k, v in detail.items() if v is not None})
+    db.add(event)
     touch(project)
+    return event
+
+
+#: how long one audit event sums the repeats of a frequent action (an assignment in bulk)
+COUNTED_SECONDS = 60.0
+
+
+@dataclass
+class _Window:
+    event_id: int
+    opened: float
+    detail: dict[str, Any]
+    counts: dict[str, int]
+    written: bool = True
+
+
+_windows: dict[tuple, _Window] = {}
+_windows_lock = threading.Lock()
+
+
+def audit_counted(db: Session, project_id: int, user_id: int, action: str, counts: dict[str, int],
+                  **detail: Any) -> None:
+    """Record a frequent ``action`` (a CRM sending batches many times a second) as one event
+    per project, user, ``detail`` and ``COUNTED_SECONDS``, whose ``counts`` (requests,
+    customers) are the sums over that window.
+
+    The window's first action writes its event at once; the sums of the later ones are kept
+    in this process and written when the window is over (at the next such action), when the
+    project's audit log is read, and when the app stops (:func:`flush_counted`).  Writing an
+    event per batch cost the server 1.5 ms of a 4.5 ms batch of 1,000 customers."""
+    store = str(db.get_bind().url)
+    key = (store, project_id, user_id, action, tuple(sorted(detail.items())))
+    at = time.monotonic()
+    with _windows_lock:
+        window = _windows.get(key)
+        if window is not None and at - window.opened < COUNTED_SECONDS:
+            for name, n in counts.items():
+                window.counts[name] = window.counts.get(name, 0) + n
+            window.written = False
+            return
+    flush_counted(db, over_only=True)
+    event = audit(db, db.get(Project, project_id), db.get(User, user_id), action, **detail, **counts)
+    db.flush()
+    with _windows_lock:
+        _windows[key] = _Window(event.id, at, dict(detail), dict(counts))
+
+
+def flush_counted(db: Session, *, over_only: bool = False) -> None:
+    """Write the sums :func:`audit_counted` keeps for the store of ``db`` (only the windows that
+    are over, with ``over_only``); the caller commits."""
+    store = str(db.get_bind().url)
+    at = time.monotonic()
+    with _windows_lock:
+        due = [(key, window) for key, window in _windows.items()
+               if key[0] == store and (not over_only or at - window.opened >= COUNTED_SECONDS)]
+        for key, window in due:
+            if over_only:
+                del _windows[key]
+        pending = [(window.event_id, {**window.detail, **window.counts}) for _, window in due if not window.written]
+        for _, window in due:
+            window.written = True
+    for event_id, detail in pending:
+        event = db.get(AuditEvent, event_id)
+        if event is not None:  # gone with its project
+            event.detail = detail
 
 
 def audit_log(db: Session, user: User, project_id: int, limit: int = 200) -> list[AuditEvent]:
     get_project(db, user, project_id)
+    flush_counted(db)
+    db.commit()
     return list(db.scalars(sa.select(AuditEvent).where(AuditEvent.project_id == project_id)
                            .order_by(AuditEvent.id.desc()).limit(limit)))
