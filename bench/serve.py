@@ -27,14 +27,16 @@ Results go to ``bench/results/serve-YYYY-MM-DD.md`` and ``.json`` with the machi
 and the targets (p99 ≤ 10 ms at 1,000 req/s with 0 errors and ≤ 1.5 × echo's p99; batch ≥
 300,000 customers/s) marked MET or NOT MET.  Nothing here asserts a time.
 
-Each phase runs on SQLite and on PostgreSQL (a database made for the run on the local server)
-and, as a diagnostic, with the API token check's ``last_used_at`` write limited to once a minute
-(patched into the server process only: the app is not changed).  Before the load, each
-endpoint is also called one request at a time to record the server's CPU time per request.
+Each phase runs on SQLite and on PostgreSQL (a database made for the run on the local server).
+Before the load, each endpoint is also called one request at a time to record the server's CPU
+time per request.  The echo and assign requests measured here are the ones the app's fast lane
+answers in the event loop (custseg.web.fastlane: a bearer token, a JSON body, no cookie); a
+request it declines takes the FastAPI route, which is slower (the "GET /me" line: the token
+check through the routes' dependencies).
 
     python bench/serve.py [--rate 1000] [--seconds 30] [--workers 50] [--batch-seconds 15]
                           [--batch-workers 4] [--skip-busy] [--stores sqlite,postgresql]
-                          [--variants served,throttled] [--tag TAG] [--notes TEXT]
+                          [--tag TAG] [--notes TEXT]
 """
 
 from __future__ import annotations
@@ -123,14 +125,12 @@ def customers(folder: Path) -> list[dict]:
 
 # --- the server and the load ------------------------------------------------------------------
 
-def start_server(data_dir: Path, db_url: str | None, port: int, token: str, log, *,
-                 patch: str | None = None) -> subprocess.Popen:
-    """``custseg serve --workers 0`` (``patch``: Python run in the server process first)."""
+def start_server(data_dir: Path, db_url: str | None, port: int, token: str, log) -> subprocess.Popen:
+    """``custseg serve --workers 0``."""
     env = dict(os.environ, CUSTSEG_DATA_DIR=str(data_dir))
     if db_url:
         env["CUSTSEG_DB"] = db_url
-    program = ["-c", patch] if patch else ["-m", "custseg.cli"]
-    server = subprocess.Popen([sys.executable, *program, "serve", "--data-dir", str(data_dir),
+    server = subprocess.Popen([sys.executable, "-m", "custseg.cli", "serve", "--data-dir", str(data_dir),
                                "--workers", "0", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     import httpx
 
@@ -404,29 +404,6 @@ def write_results(results: dict, day: str, tag: str = "") -> tuple[Path, Path]:
 
 # --- main ---------------------------------------------------------------------------------------
 
-#: run in the server process for the variant "token write at most once a minute": the API token
-#: check as served, except that a ``last_used_at`` less than a minute old is not written again
-#: (a diagnostic of what that one write costs; the app itself is not changed)
-_THROTTLED_TOKEN_WRITE = """
-import datetime, sys
-import sqlalchemy as sa
-from sqlalchemy.orm import attributes
-from custseg.web import auth, deps
-served = auth.user_for_token
-def user_for_token(db, text):
-    user = served(db, text)
-    for record in list(db.dirty):
-        if isinstance(record, auth.ApiToken):
-            before = sa.inspect(record).attrs.last_used_at.history.deleted
-            if before and before[0] and record.last_used_at - before[0] < datetime.timedelta(minutes=1):
-                attributes.set_committed_value(record, "last_used_at", before[0])
-    return user
-auth.user_for_token = user_for_token
-from custseg.cli import main
-sys.argv[0] = "custseg"
-sys.exit(main())
-"""
-VARIANTS = {"served": "as served", "throttled": "token write at most once a minute (diagnostic)"}
 
 
 def pg_database() -> tuple[str, callable]:
@@ -450,13 +427,13 @@ def pg_database() -> tuple[str, callable]:
     return sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False), drop
 
 
-def configuration(args, store: str, variant: str) -> dict:
-    """Every phase on one store, with the app as served or with a diagnostic variant."""
+def configuration(args, store: str) -> dict:
+    """Every phase on one store."""
     from custseg.web import jobs
 
     db_url, drop = pg_database() if store == "postgresql" else (None, None)
     data_dir = Path(tempfile.mkdtemp(prefix="custseg-serve-bench-"))
-    out: dict = {"store": store, "variant": VARIANTS[variant], "phases": {}}
+    out: dict = {"store": store, "phases": {}}
     server = runs = None
     log = open(data_dir / "server.log", "ab")
     try:
@@ -468,8 +445,7 @@ def configuration(args, store: str, variant: str) -> dict:
         many = [dict(records[i % len(records)], customer_id=f"c{i}") for i in range(args.batch_size)]
         batch.write_text(json.dumps({"customers": many}))
         port = free_port()
-        server = start_server(data_dir, db_url, port, setup["token"], log,
-                              patch=_THROTTLED_TOKEN_WRITE if variant == "throttled" else None)
+        server = start_server(data_dir, db_url, port, setup["token"], log)
         base = f"http://127.0.0.1:{port}/api/v1"
         assign_url = f"{base}/projects/{setup['project']}/runs/{setup['run']}/assign"
         echo_url = f"{base}/echo"
@@ -552,9 +528,6 @@ def main() -> None:
     parser.add_argument("--quiet-wait", type=float, default=300,
                         help="wait up to this long for other processes to leave the CPUs idle (default 300 s)")
     parser.add_argument("--stores", default="sqlite,postgresql", help="sqlite and/or postgresql (default both)")
-    parser.add_argument("--variants", default="served,throttled",
-                        help="served (the app as it is) and/or throttled (diagnostic: the token check's write at "
-                             "most once a minute, patched in the server process); default both")
     parser.add_argument("--tag", default="", help="results go to serve-DATE-TAG.md/.json (default serve-DATE)")
     parser.add_argument("--notes", action="append", default=[], help="a line for the results' notes (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data folders")
@@ -570,11 +543,10 @@ def main() -> None:
     results: dict = {"date": dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv[1:]),
                      "machine": machine(), "cores_busy_before": busy, "rate": args.rate, "seconds": args.seconds,
                      "workers": args.workers, "configurations": {}, "notes": list(args.notes)}
-    for variant in args.variants.split(","):
-        for store in args.stores.split(","):
-            name = f"{'SQLite' if store == 'sqlite' else 'PostgreSQL'}, {VARIANTS[variant]}"
-            print(name, flush=True)
-            results["configurations"][name] = configuration(args, store, variant)
+    for store in args.stores.split(","):
+        name = "SQLite" if store == "sqlite" else "PostgreSQL"
+        print(name, flush=True)
+        results["configurations"][name] = configuration(args, store)
     if args.no_write:
         print(json.dumps(results, indent=2, default=str))
     else:
