@@ -409,3 +409,42 @@ def test_silhouette_from_distances_handles_segments_of_one_and_too_few_segments(
     assert _silhouette_from_distances(D, labels) == pytest.approx(silhouette_score(X, labels), rel=1e-12)
     assert math.isnan(_silhouette_from_distances(D, np.zeros(5, dtype=int)))
     assert math.isnan(_silhouette_from_distances(D, np.arange(5)))
+
+
+@pytest.mark.parametrize(
+    ("agreements", "remaining", "settled"),
+    [
+        ([], 5, False),
+        ([1.0, 1.0], 3, False),  # fewer than three made
+        ([1.0, 0.95, 0.9], 2, True),  # three, each at 0.9 or more
+        ([1.0, 0.95, 0.89], 2, False),
+        ([1.0, 1.0, 1.0], 0, False),  # none left to skip
+        ([0.1, 0.2], 3, False),  # (0.3 + 3) / 5 = 0.66 >= 0.6: perfect agreement could still reach it
+        ([0.1, 0.2, 0.3], 2, True),  # (0.6 + 2) / 5 = 0.52 < 0.6 whatever the rest give
+        ([0.3, 0.3, 0.3, 0.0], 1, True),  # (0.9 + 1) / 5 = 0.38
+        ([0.5, 0.5, 0.5, 0.5], 1, False),  # (2 + 1) / 5 = 0.6: the rest decide
+    ],
+)
+def test_stability_resampling_stops_only_when_the_answer_is_settled(agreements, remaining, settled):
+    from custseg.selection import _settled
+
+    assert _settled(agreements, remaining) is settled
+
+
+def test_stability_is_the_mean_of_the_resamples_made_before_it_settled(planted):
+    from custseg.selection import _base_seed, _resamples, _settled
+
+    X, _ = planted
+    data = X.to_numpy()
+    seed = _base_seed(0)
+    board = compare(X, algorithms=("kmeans",), k_values=range(2, 6), n_bootstrap=5).leaderboard
+    labels = make_estimator("kmeans", n_clusters=4, random_state=seed).fit(data).labels_
+    resamples = _resamples(len(data), 5, seed)
+    every = [
+        adjusted_rand_score(labels[rows], make_estimator("kmeans", n_clusters=4, random_state=s).fit(data[rows]).labels_)
+        for rows, s in resamples
+    ]
+    made = next(i for i in range(len(every) + 1) if i == len(every) or _settled(every[:i], len(every) - i))
+    assert made == 3  # four planted segments agree every time: two refits are saved
+    stability = board.loc[board["n_clusters"] == 4, "stability"].item()
+    assert stability == pytest.approx(np.mean(every[:made]), abs=1e-12)

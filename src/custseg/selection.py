@@ -100,6 +100,10 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
 )
 
 _MIN_STABILITY = 0.6  # mean ARI below this: segments change when the data is resampled
+# Stability resampling stops after this many resamples when each agreed at _CLEARLY_STABLE or
+# more (see _settled): on Online Retail most two- to five-segment fits agree at 0.98-1.0.
+_CLEAR_AFTER = 3
+_CLEARLY_STABLE = 0.9
 _SILHOUETTE_TOLERANCE = 0.02  # the knee wins when its silhouette is this close to the best
 # A knee with at least this silhouette is taken even when k = 2 scores higher (see rule 3).
 _STRUCTURE_SILHOUETTE = 0.25
@@ -185,7 +189,9 @@ def compare(
     ``silhouette_sample`` seeded rows), ``davies_bouldin``, ``calinski_harabasz``, ``bic`` and
     ``aic`` (Gaussian mixtures), ``min_share`` (smallest segment's share of customers; an
     empty segment counts as 0), ``stability`` (mean adjusted Rand index between this fit and
-    ``n_bootstrap`` refits on seeded 80% subsamples, compared on the rows they share) and
+    ``n_bootstrap`` refits on seeded 80% subsamples, compared on the rows they share; the
+    refits stop early once their answer is clear: after three that each agreed at 0.9 or more,
+    or once even perfect agreement on the rest could not lift the mean to 0.6) and
     ``fit_seconds``.  A configuration with a segment below ``min_share`` is not refitted when
     another of its algorithm passes that test: the rule never recommends it then, whatever its
     stability, which is NaN.  Algorithms that find ``k`` themselves (dbscan, hdbscan, meanshift) are
@@ -514,10 +520,13 @@ def _stability(
     resamples: list[tuple[np.ndarray, int]],
     n_distinct: int,
 ) -> float:
-    """Mean adjusted Rand index between ``labels`` and refits on the resamples (NaN without any)."""
+    """Mean adjusted Rand index between ``labels`` and refits on the resamples (NaN without any),
+    stopping early when the answer is clear (see :func:`_settled`)."""
     n = labels.size
-    agreements = []
-    for rows, refit_seed in resamples:
+    agreements: list[float] = []
+    for done, (rows, refit_seed) in enumerate(resamples):
+        if _settled(agreements, len(resamples) - done):
+            break
         # A subsample must keep more than k rows and at least k distinct ones; dropping m rows
         # removes at most m distinct rows, so the costly count runs only when it might fail.
         if k is not None and rows.size <= k:
@@ -528,6 +537,23 @@ def _stability(
         refit = make_estimator(name, n_clusters=k, random_state=refit_seed).fit(data[rows])
         agreements.append(adjusted_rand_score(labels[rows], np.asarray(refit.labels_)))
     return float(np.mean(agreements)) if agreements else math.nan
+
+
+def _settled(agreements: list[float], remaining: int) -> bool:
+    """Whether more resamples cannot change what the stability decides.
+
+    Stops when even perfect agreement (ARI 1) on every remaining resample would leave the mean
+    below ``_MIN_STABILITY`` (the configuration is unstable whatever they give), or, after
+    ``_CLEAR_AFTER`` resamples, when every one so far agreed at ``_CLEARLY_STABLE`` or more (the
+    rest would need a mean below 0.15 for five resamples to fall under 0.6).  The stability is
+    then the mean of the resamples made.
+    """
+    if not agreements or remaining <= 0:
+        return False
+    total = len(agreements) + remaining
+    if (sum(agreements) + remaining) / total < _MIN_STABILITY:
+        return True
+    return len(agreements) >= _CLEAR_AFTER and min(agreements) >= _CLEARLY_STABLE
 
 
 def _ruled_out_by_size(records: list[dict[str, Any]], min_share: float) -> list[bool]:
