@@ -112,6 +112,11 @@ def test_online_retail_rfm_rules_read_the_raw_features(online_retail):
         result.model.assign(pd.DataFrame([{**record, "frequency": None}]))
     (answer,) = compiled.assign_records([{**record, "frequency": None}])
     assert (answer["segment"], answer["reason"]) == (-1, "missing frequency")
+    # Read column by column in a batch, record by record alone: the same answers.
+    odd = [{**record, "frequency": None}, {**record, "monetary": float("nan")}, {**record, "recency_days": "x"},
+           {k: v for k, v in record.items() if k != "monetary"}, {**record, "frequency": float("-inf")}]
+    batch = [*odd, *features.iloc[:30].to_dict("records"), *odd]
+    assert compiled.assign_records(batch) == [compiled.assign_records([r])[0] for r in batch]
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
@@ -246,6 +251,33 @@ def test_odd_records_as_assign_treats_them(personality_odd):
     assert frame["reason"].tolist()[:2] == ["MntWines 'abc' is not a number", "Income inf is not a finite number"]
     with pytest.raises(ModelError, match="lacks column Income"):
         compiled.assign_frame(pd.DataFrame([absent]))
+
+
+def test_a_batch_of_records_is_read_as_each_record_alone(personality_odd):
+    """Many records are read column by column, one or a few value by value: same segments, names
+    and reasons (the first problem of each record), whatever the other records hold."""
+    model = fit_model(personality_odd, "kmeans", n_clusters=4)
+    compiled = compile_model(model)
+    plain = personality_odd.iloc[:40].to_dict("records")
+    base = plain[3]
+    odd = [
+        {**base, "Income": None}, {**base, "Income": "nan"}, {**base, "Income": "52000.5", "MntWines": " 120 "},
+        {**base, "Education": None}, {**base, "Education": "Wizard"},
+        {**base, "Education": "Wizard", "Marital_Status": "Hermit"}, {**base, "Education": 5},
+        {**base, "Income": 1e12, "MntWines": 1e9}, {**base, "Complain": True},
+        {k: v for k, v in base.items() if k != "Income"}, {**base, "MntWines": "abc"},
+        {**base, "Income": float("inf")}, {**base, "Income": float("-inf"), "MntWines": "abc"},
+        {**base, "MntWines": "abc", "Income": float("inf"), "Education": "Wizard"},
+        {**{k: v for k, v in base.items() if k != "Education"}, "Marital_Status": "Hermit"},
+        {**base, "Income": np.float32(51000.0), "MntWines": np.int64(7)}, {**base, "Income": [1, 2]},
+    ]
+    alone = [compiled.assign_records([r])[0] for r in plain + odd]
+    assert compiled.assign_records(plain) == alone[:len(plain)]
+    mixed = plain[:20] + odd + plain[20:]
+    assert compiled.assign_records(mixed) == alone[:20] + alone[len(plain):] + alone[20:len(plain)]
+    reasons = {a["reason"] for a in alone[len(plain):]}
+    assert {"missing Income", "MntWines 'abc' is not a number", "Income inf is not a finite number",
+            "unknown Education 'Wizard'", "missing Education"} <= reasons
 
 
 # --- Mall Customers ------------------------------------------------------------------------------
