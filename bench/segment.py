@@ -18,7 +18,10 @@ noisy behavioural columns, 16 numeric features in all, then times in one run:
 ``model``       a :class:`custseg.model.SegmentationModel` built as ``run_segmentation``
                 builds it (profiles → names → ``SegmentationModel.from_fit``), saved and loaded
 ``latency``     ``model.assign(one_row_frame)`` for ``--calls`` distinct customers: median, p99
-``batch``       ``model.assign(all_customers)``: customers per second, best of ``--repeat``
+``batch``       ``model.assign(all_customers)`` and the compiled model's
+                ``compile_model(model).assign_frame(all_customers)`` (the library's batch path,
+                the one the target is for) and ``assign_matrix(numbers)``: customers per
+                second, best of ``--repeat`` each
 
 Everything runs in this one process, in this order, on the same data.  The CPU time of this
 process, the cores other processes kept busy meanwhile ("others' load") and the load average
@@ -54,8 +57,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 # Targets of the segmentation issue.
-TARGET_AUTO_SECONDS = 60.0  # sweep + final fit, at most
-TARGET_BATCH_RATE = 1_000_000.0  # customers assigned per second, at least
+TARGET_AUTO_SECONDS = 25.0  # sweep + final fit, at most (issue 13)
+TARGET_BATCH_RATE = 1_500_000.0  # customers assigned per second by the library, at least (issue 13)
 
 K_VALUES = tuple(range(2, 16))
 ALGORITHMS = ("kmeans", "gmm")
@@ -478,7 +481,31 @@ def step_batch(model, features: pd.DataFrame, labels: np.ndarray, repeat: int, r
                    dtype=float)
     with Meter() as floor:
         _nearest_floor(X, np.asarray(model.centers))
+    from custseg.scoring import compile_model
+
+    compiled = compile_model(model)
+    numbers = features[compiled.numeric_columns].to_numpy(dtype="float64")
+    same = bool(np.array_equal(compiled.assign_frame(features)["segment"].to_numpy(), segment)
+                and np.array_equal(compiled.assign_matrix(numbers)["segment"], segment))
+    compiled_runs = {}
+    for name, call in (("assign_frame", lambda: compiled.assign_frame(features)),
+                       ("assign_matrix", lambda: compiled.assign_matrix(numbers))):
+        compiled_runs[name] = []
+        for _ in range(repeat):
+            quiet = wait_for_quiet(quiet_wait)
+            with Meter() as m:
+                call()
+            compiled_runs[name].append(m.record(customers_per_second=round(len(features) / m.seconds),
+                                                quiet_wait_busy=quiet))
     best = min(runs, key=lambda r: r["seconds"])
+    best_frame = min(compiled_runs["assign_frame"], key=lambda r: r["seconds"])
+    best_matrix = min(compiled_runs["assign_matrix"], key=lambda r: r["seconds"])
+    results["batch_compiled"] = {
+        "customers": len(features), "fallback": compiled.fallback, "same_segments_as_assign": same,
+        "frame_runs": compiled_runs["assign_frame"], "matrix_runs": compiled_runs["assign_matrix"],
+        "frame_customers_per_second": best_frame["customers_per_second"],
+        "matrix_customers_per_second": best_matrix["customers_per_second"],
+    }
     results["batch"] = {
         "customers": len(features),
         "runs": runs,
@@ -536,9 +563,13 @@ def summarize(results: dict) -> dict:
             summary["speedup_vs_baseline"] = round(base["seconds"] / auto["best_seconds"], 2)
     if batch:
         summary["batch_customers_per_second"] = batch["customers_per_second"]
-        summary["target_batch"] = {"target": f"≥ {TARGET_BATCH_RATE:,.0f} customers/s",
-                                   "measured": batch["customers_per_second"],
-                                   "status": _status(batch["customers_per_second"] >= TARGET_BATCH_RATE)}
+    compiled = results.get("batch_compiled")
+    if compiled:
+        rate = compiled["frame_customers_per_second"]
+        summary["compiled_frame_customers_per_second"] = rate
+        summary["compiled_matrix_customers_per_second"] = compiled["matrix_customers_per_second"]
+        summary["target_batch"] = {"target": f"≥ {TARGET_BATCH_RATE:,.0f} customers/s (compiled assign_frame)",
+                                   "measured": rate, "status": _status(rate >= TARGET_BATCH_RATE)}
     if lat:
         summary["latency_median_us"] = lat["median_us"]
         summary["latency_p99_us"] = lat["p99_us"]
@@ -689,6 +720,12 @@ def render_markdown(r: dict) -> str:
             fmt=lambda x: f"{x:.2f} s")
         lines.append(f"| — as customers/s | {batch['customers_per_second']:,.0f} /s | "
                      + ", ".join(f"{x['customers_per_second']:,.0f}" for x in batch["runs"]) + " | | |")
+    compiled = r.get("batch_compiled")
+    if compiled:
+        for key, label in (("frame_runs", "compiled assign_frame"), ("matrix_runs", "compiled assign_matrix")):
+            row(f"**(c) {label}, {compiled['customers']:,}**", compiled[key], lambda x: x["seconds"])
+            lines.append(f"| — as customers/s | {max(x['customers_per_second'] for x in compiled[key]):,.0f} /s | "
+                         + ", ".join(f"{x['customers_per_second']:,.0f}" for x in compiled[key]) + " | | |")
     lines += ["",
               "CPU s: user + system CPU of this process during the step (both cores busy → up to 2 × wall).  "
               "Others' load: cores other processes kept busy meanwhile (0 on a quiet machine).", ""]
@@ -744,8 +781,10 @@ def render_markdown(r: dict) -> str:
         lines.append(f"| auto sweep + final fit ≤ {TARGET_AUTO_SECONDS:g} s | {s['auto_seconds']:.2f} s{ratio} | "
                      f"{s['target_auto']['status']} |")
     if "target_batch" in s:
-        lines.append(f"| batch assignment ≥ {TARGET_BATCH_RATE:,.0f} customers/s | "
-                     f"{s['batch_customers_per_second']:,.0f} customers/s | {s['target_batch']['status']} |")
+        lines.append(f"| batch assignment in the library ≥ {TARGET_BATCH_RATE:,.0f} customers/s | "
+                     f"compiled assign_frame {s['compiled_frame_customers_per_second']:,.0f} customers/s "
+                     f"(assign_matrix {s['compiled_matrix_customers_per_second']:,.0f}/s, model.assign "
+                     f"{s['batch_customers_per_second']:,.0f}/s) | {s['target_batch']['status']} |")
     if "speedup_vs_baseline" in s:
         lines += ["", f"Ratio to the baseline measured in this run: (b) / (a) = {s['baseline_seconds']:.2f} s / "
                       f"{s['auto_seconds']:.2f} s = **{s['speedup_vs_baseline']:.2f}×**"
