@@ -448,3 +448,20 @@ def test_stability_is_the_mean_of_the_resamples_made_before_it_settled(planted):
     assert made == 3  # four planted segments agree every time: two refits are saved
     stability = board.loc[board["n_clusters"] == 4, "stability"].item()
     assert stability == pytest.approx(np.mean(every[:made]), abs=1e-12)
+
+
+def test_the_silhouettes_of_many_labelings_are_each_labelings_own():
+    from sklearn.metrics import silhouette_score
+
+    from custseg.selection import _SharedSilhouette
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(400, 3))
+    shared = _SharedSilhouette(data, 300, 5)
+    labelings = [make_estimator("kmeans", n_clusters=k, random_state=0).fit(data).labels_ for k in (2, 5, 9)]
+    labelings.insert(1, np.zeros(400, dtype=int))  # one segment: NaN, the others still scored
+    got = shared.many(labelings)
+    assert math.isnan(got[1])
+    for labels, score in zip([labelings[0], *labelings[2:]], [got[0], *got[2:]]):
+        alone = silhouette_score(data, labels, sample_size=300, random_state=5)
+        assert score == pytest.approx(alone, rel=1e-12, abs=1e-12)

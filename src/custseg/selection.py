@@ -126,6 +126,8 @@ _ONE_THREAD_MAX_ROWS = 200_000
 # most this many rows (enough for 15 segments of ~60 customers), one initialisation per fit
 # and this many resamples for the stability.
 _MIXED_SAMPLE_SIZE = 500
+# A record's silhouette still to be computed with its algorithm's other labelings (see _measure).
+_SHARED = object()
 _MIXED_BOOTSTRAP = 2
 
 Progress = Callable[[str, int, int], Any]
@@ -264,6 +266,10 @@ def compare(
                 (k, *_measure(name, k, data, seed=base_seed, silhouette=silhouette))
                 for k in (ks if ALGORITHMS[name].takes_k else [None])
             ]
+            # The silhouettes of every labeling of all rows, from one product with the distances.
+            shared = [(record, labels) for _, record, labels in measured if record["silhouette"] is _SHARED]
+            for (record, _), score in zip(shared, silhouette.many([labels for _, labels in shared])):
+                record["silhouette"] = score
             ruled_out = _ruled_out_by_size([record for _, record, _ in measured], min_share)
             for (k, record, labels), skip in zip(measured, ruled_out):
                 record["stability"] = math.nan if skip else _stability(
@@ -458,7 +464,8 @@ def _measure(
     name: str, k: int | None, data: np.ndarray, *, seed: int, silhouette: _SharedSilhouette
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Fit one configuration on ``data`` and measure it (all but its stability); return the
-    leaderboard record and the labels."""
+    leaderboard record and the labels.  A silhouette of all rows is left as ``_SHARED``, for
+    :meth:`_SharedSilhouette.many`."""
     spec = ALGORITHMS[name]
     started = time.perf_counter()
     estimator = make_estimator(name, n_clusters=k, random_state=seed).fit(data)
@@ -483,7 +490,8 @@ def _measure(
         points, kept = data[assigned], labels[assigned]
         davies_bouldin = float(davies_bouldin_score(points, kept))
         calinski_harabasz = float(calinski_harabasz_score(points, kept))
-        score = silhouette(labels) if n_assigned == n else silhouette.of_subset(points, kept)
+        # Left for compare to compute with the algorithm's other labelings of all rows.
+        score = _SHARED if n_assigned == n else silhouette.of_subset(points, kept)
 
     inertia = math.nan
     if spec.has_inertia and getattr(estimator, "inertia_", None) is not None:
@@ -582,12 +590,33 @@ def _silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> flo
     Each row's distance sums to every segment come from one matrix product with the one-hot
     labels, instead of scikit-learn's chunked per-row ``bincount`` (3x faster at 4,338 rows).
     """
-    codes = np.unique(labels, return_inverse=True)[1]
-    counts = np.bincount(codes)
-    n = labels.size
-    if not 2 <= counts.size <= n - 1:
-        return math.nan
-    sums = distances @ np.eye(counts.size)[codes]  # (rows, segments)
+    return _silhouettes_from_distances(distances, [labels])[0]
+
+
+def _silhouettes_from_distances(distances: np.ndarray, labelings: Sequence[np.ndarray]) -> list[float]:
+    """:func:`_silhouette_from_distances` of several labelings of the same rows, from one
+    product of the distances with all their one-hot labels side by side: the distance matrix is
+    read once, not once per labeling (28 labelings of 4,338 rows: 0.9 s instead of 1.9 s)."""
+    n = distances.shape[0]
+    coded = []
+    for labels in labelings:
+        codes = np.unique(labels, return_inverse=True)[1]
+        coded.append((codes, np.bincount(codes)))
+    used = [(codes, counts) for codes, counts in coded if 2 <= counts.size <= n - 1]
+    if not used:
+        return [math.nan] * len(coded)
+    all_sums = distances @ np.hstack([np.eye(counts.size)[codes] for codes, counts in used])
+    start, found = 0, []
+    for codes, counts in used:
+        found.append(_silhouette_from_sums(all_sums[:, start:start + counts.size], codes, counts))
+        start += counts.size
+    scores = iter(found)
+    return [next(scores) if 2 <= counts.size <= n - 1 else math.nan for _, counts in coded]
+
+
+def _silhouette_from_sums(sums: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> float:
+    """Mean silhouette from each row's distance sums to every segment (rows × segments)."""
+    n = codes.size
     rows, own = np.arange(n), counts[codes]
     within = sums[rows, codes] / np.maximum(own - 1, 1)
     means = sums / counts
@@ -628,6 +657,17 @@ class _SharedSilhouette:
             self._distances = pairwise_distances(points)
         drawn = labels if self.rows is None else labels[self.rows]
         return _silhouette_from_distances(self._distances, drawn)
+
+    def many(self, labelings: Sequence[np.ndarray]) -> list[float]:
+        """The silhouette of each labeling, as :meth:`__call__` gives it, in one pass over the
+        distances."""
+        if not self._fits or not labelings:
+            return [self(labels) for labels in labelings]
+        if self._distances is None:
+            points = self.data if self.rows is None else self.data[self.rows]
+            self._distances = pairwise_distances(points)
+        drawn = [labels if self.rows is None else labels[self.rows] for labels in labelings]
+        return _silhouettes_from_distances(self._distances, drawn)
 
     def of_subset(self, points: np.ndarray, labels: np.ndarray) -> float:
         """Silhouette of some rows (e.g. without the noise), sampled as scikit-learn samples them."""

@@ -90,7 +90,10 @@ class GaussianMixtureClustering(ClusterMixin, BaseEstimator):
             reg_covar=self.reg_covar,
             init_params=self.init_params,
             random_state=self.random_state,
-        ).fit(X)
+        )
+        # fit_predict ends with an E-step on the fitted parameters, so its labels are
+        # predict(X)'s without a second pass over the rows.
+        labels = mixture.fit_predict(X)
         self.mixture_ = mixture
         self.means_ = mixture.means_
         self.cluster_centers_ = mixture.means_
@@ -98,7 +101,7 @@ class GaussianMixtureClustering(ClusterMixin, BaseEstimator):
         self.covariances_ = mixture.covariances_
         self.converged_ = mixture.converged_
         self.n_iter_ = mixture.n_iter_
-        self.labels_ = mixture.predict(X)
+        self.labels_ = labels
         self.n_clusters_ = count_clusters(self.labels_)
         return self
 
