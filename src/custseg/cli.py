@@ -49,7 +49,7 @@ err = _Console(stderr=True, piped_width=400)
 
 # --- shared options ------------------------------------------------------------------------
 
-Source = Annotated[str, typer.Argument(help="A file (.csv .tsv .xlsx .parquet .jsonl) or a SQLAlchemy URL (postgresql://…, sqlite:///…).", show_default=False)]
+Source = Annotated[str, typer.Argument(help="A file (.csv .tsv .xlsx .parquet .jsonl) or a SQLAlchemy URL (postgresql://…, sqlite:///…); with --engine spark: a Parquet/CSV/JSON path or folder on any file system Spark reads (file://, hdfs://, s3a://…), spark:DB.TABLE of Spark's catalog, or a jdbc: URL.", show_default=False)]
 Sheet = Annotated[Optional[str], typer.Option(help="XLSX sheet to read (default: the first).")]
 TableOpt = Annotated[Optional[str], typer.Option("--table", help="With a SQL URL: the table to read.")]
 Query = Annotated[Optional[str], typer.Option(help="With a SQL URL: a SELECT to read instead of a table.")]
@@ -63,6 +63,8 @@ DateFormat = Annotated[Optional[str], typer.Option(help="strptime format of text
 AsOf = Annotated[Optional[str], typer.Option(help="Reference date YYYY-MM-DD (default: the day after the last transaction); later transactions are ignored.")]
 Out = Annotated[Path, typer.Option("--out", help="Output file: .csv, .parquet or .xlsx.", show_default=False)]
 Rejects = Annotated[Optional[Path], typer.Option(help="Also write the dropped rows, with the rule that dropped them, to this file.")]
+Engine = Annotated[Optional[str], typer.Option("--engine", help="Where cleaning and features run: duckdb (this machine) or spark (default: CUSTSEG_ENGINE, else duckdb).")]
+SparkMaster = Annotated[Optional[str], typer.Option("--spark-master", help="With --engine spark: the master URL, e.g. local[*], spark://host:7077, yarn or a Spark Connect sc://host:15002 (default: CUSTSEG_SPARK_MASTER, else spark-submit's, else local[*]).")]
 
 
 def _choice(value: str | None, choices: tuple[str, ...], option: str) -> str | None:
@@ -85,6 +87,18 @@ def _policy(returns: str, bad_values: str, date_format: str | None) -> Policy:
         bad_values=_choice(bad_values, ("error", "drop"), "--bad-values"),
         date_format=date_format,
     )
+
+
+def _settings(engine: str | None, spark_master: str | None) -> Settings:
+    """The environment's settings with the engine options of the command line."""
+    from dataclasses import replace
+
+    settings = Settings.from_env()
+    if engine is not None:
+        settings = replace(settings, engine=engine.strip().lower())
+    if spark_master is not None:
+        settings = replace(settings, spark_master=spark_master)
+    return settings
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -136,7 +150,12 @@ def _write_with_rejects(table, out_: Path, made: pipeline.CustomerTable, rejects
     if rejects is not None and made.clean is not None:
         # Checked before anything is computed for it: an Excel sheet holds ~1M rows.
         outputs.check_fits(rejects, made.report.rows_dropped, option="--rejects")
-        files.append(({"data": made.clean.rejects()}, rejects, "--rejects"))
+        dropped = made.clean.rejects()
+        if made.clean.dialect.name == "spark":  # written here, from the rows Spark sends
+            from custseg.engines import spark
+
+            dropped = spark.to_local(dropped)
+        files.append(({"data": dropped}, rejects, "--rejects"))
     outputs.write_together(files)
     if len(files) > 1:
         out.print(f"rejected rows → {rejects}")
@@ -181,11 +200,12 @@ def features_cmd(
     source: Source, out_: Out, sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
-    as_of: AsOf = None, rejects: Rejects = None,
+    as_of: AsOf = None, rejects: Rejects = None, engine: Engine = None, spark_master: SparkMaster = None,
 ) -> None:
     """Write one row of features per customer (RFM, tenure, order value, ...) to --out."""
+    settings = _settings(engine, spark_master)
     _check_out(out_, source)
-    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
     _check_rejects(rejects, loaded.kind, source, out_)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     _print_report(made.report)
@@ -202,11 +222,13 @@ def rfm_cmd(
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
     as_of: AsOf = None, rejects: Rejects = None,
     segment_map: Annotated[Optional[Path], typer.Option(help="CSV (pattern,segment) or JSON segment map replacing the default.")] = None,
+    engine: Engine = None, spark_master: SparkMaster = None,
 ) -> None:
     """Score customers on recency, frequency and monetary value (1..5) and name their segment."""
+    settings = _settings(engine, spark_master)
     _check_out(out_, source)
     mapping = pipeline.load_segment_map(segment_map) if segment_map else None
-    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
     _check_rejects(rejects, loaded.kind, source, out_)
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
@@ -274,13 +296,14 @@ def segment(
     sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
-    as_of: AsOf = None,
+    as_of: AsOf = None, engine: Engine = None, spark_master: SparkMaster = None,
 ) -> None:
     """Find customer segments: compare algorithms and k, explain and name each segment, save the model."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from custseg.model import NOISE
 
+    settings = _settings(engine, spark_master)
     request = RunRequest(
         source=_spec(source, sheet, table, query, encoding, delimiter, map_, kind),
         policy=_policy(returns, bad_values, date_format),
@@ -306,7 +329,7 @@ def segment(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
-        folder = pipeline.run(request, out_, settings=Settings.from_env(), progress=progress)
+        folder = pipeline.run(request, out_, settings=settings, progress=progress)
     result, written = folder.result, list(folder.files)
     _print_report(result.customers.report)
     out.print(f"\n[bold]Recommendation[/bold]: {result.selection.recommendation.text}", highlight=False)
@@ -364,14 +387,15 @@ def assign(
     sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
-    as_of: AsOf = None,
+    as_of: AsOf = None, engine: Engine = None, spark_master: SparkMaster = None,
 ) -> None:
     """Assign the customers of SOURCE to the segments of a saved model."""
     from custseg import model as model_io
 
+    settings = _settings(engine, spark_master)
     _check_out(out_, source)
     saved = model_io.load(model)
-    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind))
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
     assigned = pipeline.assign_segments(loaded, saved, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
     outputs.write_table(assigned, out_)
     counts = assigned["segment_name"].value_counts()
@@ -452,6 +476,7 @@ FLAGS: dict[str, str] = {
     "random_state": "--seed", "value_column": "--value", "previous": "--previous", "out": "--out",
     "rejects": "--rejects", "segment_map": "--segment-map", "report": "--no-report", "by": "--by",
     "model": "--model", "max_points": "--max-points", "format": "--format", "columns": "--columns",
+    "engine": "--engine", "spark_master": "--spark-master",
 }
 
 def main(argv: list[str] | None = None) -> int:

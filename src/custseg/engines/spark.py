@@ -183,10 +183,12 @@ class Materialise(str):
 
 @contextmanager
 def _quiet_pandas() -> Iterator[None]:
-    """pyspark 4 warns that it was not tested with pandas 3 whenever it converts to pandas;
-    the conversions here are checked by the parity tests, so that one warning is not shown."""
+    """pyspark 4.3 warns that it does not yet fully support pandas 3, and its Arrow conversion
+    passes pandas 3 a deprecated ``copy`` keyword (where warnings are errors, that makes it give
+    up Arrow); the conversions here are checked by the parity tests, so those two are not shown."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="The copy keyword is deprecated")
         yield
 
 
@@ -288,10 +290,11 @@ def session(master: str | None = None, *, settings: Settings | None = None) -> S
     builder = sql.SparkSession.builder.appName("custseg")
     if master is not None or not SparkConf().contains("spark.master"):
         builder = builder.master(master or DEFAULT_MASTER)
-    builder = (builder.config("spark.sql.session.timeZone", "UTC")
+    builder = (builder.config("spark.sql.session.timeZone", "UTC").config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
     try:
-        return builder.getOrCreate()
+        with _quiet_pandas():
+            return builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - a bad master URL or a missing JVM: one line
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ConfigError(f"cannot start Spark on {{param}} {literal(master or DEFAULT_MASTER)}: {literal(first)}; "
