@@ -176,6 +176,17 @@ def test_captions_say_whether_every_customer_is_drawn(reports, sample_run):
     assert campaign.count("A random sample of 500 of the 2,240 customers is drawn (seed 0, at most 500 points)") == 3
 
 
+def test_the_tsne_map_draws_a_sample_of_at_most_2000_customers(campaign_run, tmp_path):
+    """t-SNE's cost grows faster than the customers: its map samples 2,000 of the 2,240 that the
+    principal-component maps draw, and says so."""
+    html = build_report(campaign_run, out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert html.count("All 2,240 customers are drawn") == 2  # the two PCA maps
+    assert html.count("A random sample of 2,000 of the 2,240 customers is drawn (seed 0, at most 2,000 points "
+                      "in this map). t-SNE") == 1
+    tsne = _figures(html)["fig-tsne"]
+    assert sum(_points(trace["x"]) for trace in tsne["data"]) == 2000
+
+
 def test_dendrogram_and_uncertainty_sections_use_the_model_and_probabilities(reports):
     ward = _figures(reports["ward"].read_text(encoding="utf-8"))
     assert "fig-dendrogram" in ward and "fig-uncertainty" not in ward
