@@ -494,7 +494,7 @@ def test_an_unexpected_error_is_one_line_too(folders, orders, monkeypatch, capsy
     """A bug still reaches the user as one line (the first of its message) asking for a report."""
     from custseg import pipeline
 
-    def broken(spec):
+    def broken(spec, **options):
         raise RuntimeError("first line of a long message\nsecond line\nthird line")
 
     monkeypatch.setattr(pipeline, "load", broken)
