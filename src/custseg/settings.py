@@ -52,8 +52,6 @@ class Settings:
     threads: int | None = None
     engine: Engine = "duckdb"
     spark_master: str | None = None
-    #: above this many customers the Spark engine clusters on Spark (MLlib), not locally
-    spark_local_max_customers: int = 2_000_000
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -61,9 +59,6 @@ class Settings:
         if self.spark_master is not None and not str(self.spark_master).strip():
             raise ConfigError("{param} is empty; give a master URL such as local[*], spark://host:7077 or "
                               "sc://host:15002", param="spark_master")
-        if not isinstance(self.spark_local_max_customers, int) or self.spark_local_max_customers < 0:
-            raise ConfigError(f"{{param}} must be a whole number ≥ 0, got {self.spark_local_max_customers!r}",
-                              param="spark_local_max_customers")
         # memory_limit is checked by DuckDB when a connection starts (sources.connect).
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"{{param}} must be a whole number ≥ 1, got {self.threads!r}", param="threads")

@@ -9,8 +9,12 @@ identifier quoting, the names of types, temporary tables and views — is a meth
 :class:`Dialect`.  An engine is a dialect plus a runner: an object whose ``execute(sql)``
 returns a cursor with ``fetchall()`` and ``description`` (a DuckDB connection is one).
 
-:data:`DUCKDB` is the local engine's dialect.  Another engine adds its dialect (and a runner)
-here; the rules and features stay as they are.
+:data:`DUCKDB` is the local engine's dialect.  :mod:`custseg.engines.spark` holds the Spark
+engine's (``SPARK``, a subclass overriding what Spark spells its own way), its runner over
+``spark.sql`` and its reader of sources; a source read there is a
+:class:`custseg.sources.Table` whose ``dialect`` and ``con`` are Spark's, so the rules and
+features run on it unchanged (``Settings(engine="spark")``, ``--engine spark``).  Another engine
+adds its dialect and runner the same way.
 """
 
 from custseg.engines.dialect import DUCKDB, Dialect, ValueKind
