@@ -996,20 +996,27 @@ class CompiledModel:
     def _transform(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The matrix the estimator was fitted on (numeric block, then one-hot columns)."""
         layout = self._layout
-        X = np.where(np.isnan(numbers), layout.impute, numbers) if len(layout.impute) else numbers
-        if layout.groups:
-            X = np.array(X, dtype="float64", order="F", copy=True) if X is numbers else X
-            for group in layout.groups:
-                block = X[:, group.start:group.stop]
-                for step in group.steps:
-                    if step[0] == "log1p":
-                        block = np.log1p(block)
-                    elif step[0] == "yeo_johnson":
-                        block = _yeo_johnson(block, step[1])
-                    else:
-                        block = (block - step[1]) / step[2]
-                X[:, group.start:group.stop] = block
-        X = (X - layout.center) / layout.scale
+        # One buffer of our own, transformed in place: the same operations as the preprocessor's,
+        # without a new n × columns array (and its page faults) per step.  1M × 16, log1p on 11
+        # columns and standard scaling: 3.0 s with a new array per step, on a busy machine.
+        if len(layout.impute):
+            X = np.where(np.isnan(numbers), layout.impute, numbers)
+            if not X.flags.f_contiguous:
+                X = np.asfortranarray(X)
+        else:
+            X = np.array(numbers, dtype="float64", order="F", copy=True)
+        for group in layout.groups:
+            block = X[:, group.start:group.stop]
+            for step in group.steps:
+                if step[0] == "log1p":
+                    np.log1p(block, out=block)
+                elif step[0] == "yeo_johnson":
+                    block[...] = _yeo_johnson(block, step[1])
+                else:
+                    np.subtract(block, step[1], out=block)
+                    np.divide(block, step[2], out=block)
+        np.subtract(X, layout.center, out=X)
+        np.divide(X, layout.scale, out=X)
         if not layout.one_hot or not layout.categorical:
             return X
         # One-hot: code c of column j sets output column offset_j + c; an unknown code (-1)
