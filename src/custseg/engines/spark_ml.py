@@ -92,6 +92,7 @@ _OUTLIER_QUANTILE = 0.999  # as custseg.model
 _OUTLIER_FACTOR = 1.5
 _QUANTILE_ACCURACY = 1_000_000  # percentile_approx: rank error at most n / this
 _EPS = float(np.finfo(np.float64).eps)
+_ROWS_PER_PARTITION = 1_000_000  # the cached matrix is coalesced to about this many rows a partition
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -142,7 +143,8 @@ def _column_kinds(spark_df: DataFrame, feature_columns: Sequence[str]) -> dict[s
         else:
             problems.append(f"column '{column}' has type {dtype.simpleString()}, neither numeric nor text")
     if problems:
-        usable = [n for n, t in schema.items() if n != _ID and isinstance(t, (T.NumericType, T.BooleanType, T.StringType))]
+        kinds_ok = (T.NumericType, T.BooleanType, T.StringType)
+        usable = [n for n, t in schema.items() if n != _ID and isinstance(t, kinds_ok)]
         raise ConfigError(f"{{param}}: {'; '.join(problems)}; use numeric or text columns, e.g. "
                           f"{', '.join(usable[:6]) or 'none'}", param="feature_columns")
     return kinds
@@ -264,7 +266,9 @@ def _steps(pipeline: Any) -> list[Any]:
 def _apply_step(F: Any, step: Any, values: list[Column], columns: list[str]) -> list[Column]:
     """One fitted step of a custseg preprocessing pipeline on Spark columns ``values``."""
     from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, PowerTransformer, RobustScaler, StandardScaler
+    from sklearn.preprocessing import (
+        FunctionTransformer, OneHotEncoder, PowerTransformer, RobustScaler, StandardScaler,
+    )
 
     if isinstance(step, FunctionTransformer):
         name = _function_name(step)
@@ -290,7 +294,8 @@ def _apply_step(F: Any, step: Any, values: list[Column], columns: list[str]) -> 
         center = step.center_ if step.with_centering else np.zeros(len(values))
         scale = step.scale_ if step.with_scaling else np.ones(len(values))
         return [(v - F.lit(float(c))) / F.lit(float(s)) for v, c, s in zip(values, center, scale)]
-    elif isinstance(step, OneHotEncoder) and step.drop_idx_ is None and not getattr(step, "_infrequent_enabled", False):
+    elif (isinstance(step, OneHotEncoder) and step.drop_idx_ is None
+          and not getattr(step, "_infrequent_enabled", False)):
         return [F.when(v == F.lit(str(category)), F.lit(1.0)).otherwise(F.lit(0.0))
                 for v, categories in zip(values, step.categories_) for category in categories]
     raise ConfigError(f"the model's preprocessing step {type(step).__name__} has no Spark form; assign its "
@@ -351,7 +356,7 @@ def fit_preprocessing_on_spark(
     """
     from sklearn.base import clone
     from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, PowerTransformer, RobustScaler, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, PowerTransformer, RobustScaler, StandardScaler
 
     from custseg.preprocessing import build_preprocessor
 
@@ -364,20 +369,19 @@ def fit_preprocessing_on_spark(
     # Categories and most frequent values of the text columns and 0/1 flags, on all rows.
     modes: dict[str, Any] = {}
     categories: dict[str, list[str]] = {}
-    flags = []
-    for group, pipeline, group_columns in structure.transformers_:
+    for group, _, group_columns in structure.transformers_:
         if group == "categorical":
             for c in group_columns:
                 modes[c], categories[c] = _mode_and_values(spark_df, F.col(c).cast("string"))
         elif group == "flag":
-            flags.extend(group_columns)
             for c in group_columns:
                 modes[c] = _mode_and_values(spark_df, _as_double(F, c))[0]
 
     # The final transformer, fitted on the sample plus a row for each category the sample
     # lacks (so that the encoder knows them all); its statistics are then replaced.
     frame = sample_rows[decided.columns]
-    extra = [(c, v) for c, values in categories.items() for v in values if v not in set(frame[c].dropna().astype(str))]
+    extra = [(c, v) for c, values in categories.items()
+             for v in values if v not in set(frame[c].dropna().astype(str))]
     if extra:
         rows = frame.iloc[[0] * len(extra)].copy().astype({c: object for c in categories})
         for i, (c, v) in enumerate(extra):
@@ -389,14 +393,15 @@ def fit_preprocessing_on_spark(
         warnings.simplefilter("ignore")
         transformer.fit(frame)
 
-    numeric_groups = [(p, list(cs)) for g, p, cs in transformer.transformers_ if g in ("log1p", "yeo_johnson", "numeric")]
+    numeric_groups = [(p, list(cs)) for g, p, cs in transformer.transformers_
+                      if g in ("log1p", "yeo_johnson", "numeric")]
     medians_wanted = [c for _, cs in numeric_groups for c in cs]
     medians: dict[str, float] = {}
     if medians_wanted:
         row = spark_df.agg(*[F.percentile(_as_double(F, c), F.lit(0.5)).alias(f"_q{i}")
                              for i, c in enumerate(medians_wanted)]).first()
         medians = {c: row[f"_q{i}"] for i, c in enumerate(medians_wanted)}
-    # Copy lambdas, set imputed values.
+    # The imputed values found on Spark; the Yeo-Johnson lambdas of the sample.
     for group, pipeline, group_columns in transformer.transformers_:
         if isinstance(pipeline, str):
             continue
@@ -405,12 +410,15 @@ def fit_preprocessing_on_spark(
         if group == "categorical":
             imputer.statistics_ = np.array([modes[c] for c in group_columns], dtype=object)
             encoder = next((s for s in steps if isinstance(s, OneHotEncoder)), None)
-            if encoder is not None and [list(map(str, cs)) for cs in encoder.categories_] != [categories[c] for c in group_columns]:
-                raise DataError("the categories found on Spark do not match the encoder's; report this", param="spark_df")
+            known = [list(map(str, cs)) for cs in encoder.categories_] if encoder is not None else None
+            if known is not None and known != [categories[c] for c in group_columns]:
+                raise DataError("the categories found on Spark do not match the encoder's; report this",
+                                param="spark_df")
         elif group == "flag":
             imputer.statistics_ = np.array([float(modes[c]) if modes[c] is not None else 0.0 for c in group_columns])
         else:
-            imputer.statistics_ = np.array([float(medians[c]) if medians[c] is not None else 0.0 for c in group_columns])
+            imputer.statistics_ = np.array([float(medians[c]) if medians[c] is not None else 0.0
+                                            for c in group_columns])
             old = dict(structure.named_transformers_)[group]
             for step, fitted in zip(steps, _steps(old)):
                 if isinstance(step, PowerTransformer):
@@ -595,7 +603,8 @@ def assign_on_spark(model: SegmentationModel, spark_df: DataFrame) -> DataFrame:
         distance = F.sqrt(F.greatest(F.least(*d2) if len(d2) > 1 else d2[0], F.lit(0.0)))
         far = distance > F.lit(float(model.outlier_distance))
     columns = {
-        "segment": segment, "flagged": flagged, "far": far, "_distance": distance if distance is not None else F.lit(0.0),
+        "segment": segment, "flagged": flagged, "far": far,
+        "_distance": distance if distance is not None else F.lit(0.0),
     }
     if probability is not None:
         columns["_probability"] = probability
@@ -605,7 +614,8 @@ def assign_on_spark(model: SegmentationModel, spark_df: DataFrame) -> DataFrame:
     cases = None
     for unknown, text in reversed(unknown_reasons):
         cases = F.when(unknown, text) if cases is None else cases.when(unknown, text)
-    far_text = F.format_string(f"far from every segment (distance %.2f > {model.outlier_distance:.2f})", F.col("_distance"))
+    far_text = F.format_string(f"far from every segment (distance %.2f > {model.outlier_distance:.2f})",
+                               F.col("_distance"))
     cases = F.when(far, far_text) if cases is None else cases.when(far, far_text)
     cases = cases.when(noise, F.lit("in no dense region (noise)"))
     reason = cases.otherwise(F.lit(""))
@@ -963,10 +973,21 @@ def segment_on_spark(
     matrix = spark_df.select(
         F.col(_ID), *[_as_double(F, c).alias(f"_r{i}") for i, c in enumerate(raw)],
         *[e.alias(n) for e, n in zip(build(F), m_names)],
-    ).persist()
+    )
+    # Every K-Means iteration and EM step is a job over all partitions: a table made from pandas
+    # comes in one partition per Arrow batch (100 at 1M rows), each a task per iteration.
+    try:
+        cores = spark_df.sparkSession.sparkContext.defaultParallelism
+        target = max(2 * cores, math.ceil(n_rows / _ROWS_PER_PARTITION))
+        if matrix.rdd.getNumPartitions() > target:
+            matrix = matrix.coalesce(target)
+    except Exception:  # noqa: BLE001 - a Spark Connect session has no RDDs: leave the partitions as they are
+        pass
+    matrix = matrix.persist()
     vectors = VectorAssembler(inputCols=m_names, outputCol="features").transform(matrix).select("features").persist()
     try:
-        fits = [_fit_one(name, k, vectors, seed_list, out_names, n_rows, matrix, m_names) for name in names for k in ks]
+        fits = [_fit_one(name, k, vectors, seed_list, out_names, n_rows, matrix, m_names)
+                for name in names for k in ks]
 
         # One pass over all rows: every configuration's segment sizes, inertia / log-likelihood,
         # and the total sum of squares (the elbow's k = 1).
@@ -975,7 +996,8 @@ def segment_on_spark(
         for i, fit in enumerate(fits):
             label, _, score = _rule(F, m, fit.estimator)
             labelled += [label.alias(f"_l{i}"), score.alias(f"_s{i}")]
-            aggregates += [F.sum(F.when(F.col(f"_l{i}") == j, 1).otherwise(0)).alias(f"_c{i}_{j}") for j in range(fit.k)]
+            aggregates += [F.sum(F.when(F.col(f"_l{i}") == j, 1).otherwise(0)).alias(f"_c{i}_{j}")
+                           for j in range(fit.k)]
             aggregates.append(F.sum(F.col(f"_s{i}")).alias(f"_t{i}"))
         aggregates += [F.sum(x).alias(f"_x{i}") for i, x in enumerate(m_names)]
         aggregates += [F.sum(F.col(x) * F.col(x)).alias(f"_xx{i}") for i, x in enumerate(m_names)]
@@ -1008,7 +1030,8 @@ def segment_on_spark(
                 "fit_seconds": fit.seconds, "on_sample": False,
             })
         leaderboard = pd.DataFrame.from_records(records, columns=list(LEADERBOARD_COLUMNS)).astype(
-            {"algorithm": str, "n_clusters": np.int64, "on_sample": bool} | {c: float for c in LEADERBOARD_COLUMNS[2:-1]})
+            {"algorithm": str, "n_clusters": np.int64, "on_sample": bool}
+            | {c: float for c in LEADERBOARD_COLUMNS[2:-1]})
         kmeans_rows = leaderboard[leaderboard["algorithm"] == "kmeans"]
         knee = _knee(kmeans_rows["n_clusters"].tolist(), kmeans_rows["inertia"].tolist(), total_ss) \
             if len(kmeans_rows) else None
