@@ -316,3 +316,23 @@ def test_the_cli_writes_the_same_features(spark, tmp_path, online_retail, monkey
     duck, ours = pd.read_parquet(tmp_path / "duck.parquet"), pd.read_parquet(tmp_path / "spark.parquet")
     pd.testing.assert_frame_equal(ours, duck, check_exact=False, rtol=1e-9)
     assert cli.main(["features", str(head), "--out", str(tmp_path / "x.csv"), "--engine", "polars"]) == 2
+
+
+def test_segment_and_assign_on_spark_give_the_duckdb_engine_s_segments(spark, tmp_path, online_retail):
+    """With --engine spark the features come from Spark and the clustering runs here: the same
+    segments, and a saved model assigns the customers of a Spark source."""
+    from custseg import cli
+
+    head = tmp_path / "head.parquet"
+    duckdb.connect().execute(f"COPY (SELECT * FROM read_parquet('{online_retail}') LIMIT 30000) TO '{head}'")
+    runs = {}
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / engine
+        assert cli.main(["segment", str(head), "--out", str(out), "--algorithm", "kmeans", "--k", "3",
+                         "--no-report", "--engine", engine]) == 0
+        runs[engine] = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
+    pd.testing.assert_frame_equal(runs["spark"], runs["duckdb"])
+    assert cli.main(["assign", str(head), "--model", str(tmp_path / "duckdb"), "--out", str(tmp_path / "a.csv"),
+                     "--engine", "spark"]) == 0
+    assigned = pd.read_csv(tmp_path / "a.csv", dtype={"customer_id": str})
+    assert list(assigned["segment"]) == list(runs["duckdb"]["segment"])

@@ -372,8 +372,7 @@ def read(
             elif fmt == "json":
                 frame = spark.read.json(text)
             else:
-                sep = delimiter or ("\t" if _format_of(text.removesuffix(".gz")) == "csv"
-                                    and text.lower().rstrip("/").endswith((".tsv", ".tab", ".tsv.gz")) else ",")
+                sep = delimiter or ("\t" if re.search(r"\.(tsv|tab)(\.gz)?/?$", text.lower()) else ",")
                 frame = (spark.read.option("header", "true").option("inferSchema", "false")
                          .option("sep", sep).option("encoding", encoding or "UTF-8").option("mode", "PERMISSIVE")
                          .csv(text))
