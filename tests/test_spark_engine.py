@@ -159,6 +159,19 @@ def test_temporary_tables_outlive_what_they_were_made_from(runner):
         SPARK.insert("tmp_b", "SELECT 1")
 
 
+def test_two_runners_do_not_meet(spark, tmp_path):
+    paths = []
+    for n in (10, 20):
+        paths.append(tmp_path / f"log{n}.parquet")
+        datasets.make_transactions(n, random_state=n).to_parquet(paths[-1])
+    first, second = (pipeline.load(SourceSpec(str(p)), settings=Settings(engine="spark")) for p in paths)
+    assert first.table.count() != second.table.count()  # each its own view named source
+    first.table.con.close()
+    assert second.table.count() > 0
+    with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):
+        first.table.count()
+
+
 def test_spark_type_names():
     assert [SPARK.kind(t) for t in ("string", "bigint", "int", "double", "decimal(10,2)", "timestamp_ntz",
                                     "timestamp", "date", "boolean")] == \
@@ -288,9 +301,9 @@ def test_missing_sources_are_one_line(spark, tmp_path):
 
 def test_a_table_of_the_catalog_and_a_query(spark, tmp_path):
     datasets.make_transactions(50, random_state=2).to_parquet(tmp_path / "orders.parquet")
-    spark.read.parquet(str(tmp_path / "orders.parquet")).createOrReplaceTempView("orders_view")
-    by_table = _made("spark:orders_view", "spark")
-    loaded = pipeline.load(SourceSpec("spark:", query="SELECT * FROM orders_view WHERE quantity > 0"),
+    spark.read.parquet(str(tmp_path / "orders.parquet")).createOrReplaceGlobalTempView("orders_view")
+    by_table = _made("spark:global_temp.orders_view", "spark")
+    loaded = pipeline.load(SourceSpec("spark:", query="SELECT * FROM global_temp.orders_view WHERE quantity > 0"),
                            settings=Settings(engine="spark"))
     assert pipeline.customer_table(loaded).shape == by_table.shape == (50, 10)
 

@@ -238,14 +238,31 @@ class SparkRelation:
 
 class SparkRunner:
     """Runs SQL on a Spark session: ``execute(sql)`` → :class:`SparkCursor` (statements such as
-    ``CACHE TABLE`` and ``CREATE VIEW`` run at once, queries when fetched)."""
+    ``CACHE TABLE`` and ``CREATE VIEW`` run at once, queries when fetched).
+
+    The runner works in a session of its own on the same cluster (``newSession``): its views
+    (``source``, ``typed``, ``kept`` …) and settings meet no other runner's, as two DuckDB
+    connections do not; the catalog's tables and global temporary views are shared.  (Spark
+    Connect has no such sessions: there the runner uses the session it is given.)
+    """
 
     dialect = SPARK
 
     def __init__(self, spark: SparkSession) -> None:
+        try:
+            spark = spark.newSession()
+        except Exception:  # noqa: BLE001 - Spark Connect: one session per client
+            pass
         self.spark = spark
         # DuckDB reads timestamps without a zone as wall-clock times; so does Spark in UTC.
         spark.conf.set("spark.sql.session.timeZone", "UTC")
+        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+
+    def close(self) -> None:
+        """Drop this runner's temporary views (and with them the rows they hold)."""
+        for table in self.spark.catalog.listTables():
+            if table.isTemporary and not table.namespace:  # not the global ones
+                self.spark.catalog.dropTempView(table.name)
 
     def execute(self, sql: str) -> SparkCursor:
         if isinstance(sql, Materialise):
