@@ -283,7 +283,7 @@ class SparkRunner:
 def _pyspark():
     from custseg._optional import require
 
-    return require("pyspark.sql", feature="the Spark engine (--engine spark)")
+    return require("pyspark.sql", feature="the Spark engine")
 
 
 def session(master: str | None = None, *, settings: Settings | None = None) -> SparkSession:
@@ -355,7 +355,7 @@ def read(
     text = str(source)
     if sheet is not None:
         raise InputError(f"{literal(text)}: {{param}} goes with an Excel workbook, which the Spark engine does not "
-                         "read; convert it to Parquet or CSV, or use --engine duckdb", param="sheet")
+                         "read; convert it to Parquet or CSV, or use {param:engine} duckdb", param="sheet")
     analysis = _analysis_error()
     label = text
     try:
@@ -383,7 +383,7 @@ def read(
             fmt = _format_of(text)
             if fmt is None:
                 raise InputError(f"{literal(text)}: the Spark engine reads .parquet, .csv/.tsv and .json/.jsonl "
-                                 "paths (or folders of them); rename it, or use --engine duckdb")
+                                 "paths (or folders of them); rename it, or use {param:engine} duckdb")
             if fmt == "parquet":
                 frame = spark.read.parquet(text)
             elif fmt == "json":
