@@ -92,6 +92,7 @@ _OUTLIER_QUANTILE = 0.999  # as custseg.model
 _OUTLIER_FACTOR = 1.5
 _QUANTILE_ACCURACY = 1_000_000  # percentile_approx: rank error at most n / this
 _EPS = float(np.finfo(np.float64).eps)
+_ELBOW_K_MAX = 15  # as custseg.selection
 _ROWS_PER_PARTITION = 1_000_000  # the cached matrix is coalesced to about this many rows a partition
 
 
@@ -857,12 +858,24 @@ def _em_on_spark(matrix: DataFrame, m_names: list[str], centres: np.ndarray, nam
 # --- the sweep -----------------------------------------------------------------------------
 
 
-def _knee(ks: list[int], inertia: list[float], total: float) -> int | None:
-    """Kneedle knee of the K-Means elbow (k = 1 is the total sum of squares), or None."""
-    from kneed import KneeLocator
+def _knee(X: np.ndarray, seed: int) -> int | None:
+    """Kneedle knee of the K-Means elbow of ``X`` (the sample's matrix) for k = 1..15, or None.
 
-    x = [1, *ks]
-    y = [total, *inertia]
+    As the local flow draws it (:func:`custseg.selection.compare`: on its sample, k = 1..15
+    whatever ``k_values`` are): an elbow fitted on a sample tracks the full-data curve within
+    1-3%, and a knee read from ``k_values`` alone moved with them (k = 2..5 at 1M customers gave
+    3 where the local flow's elbow gave 4).
+    """
+    from kneed import KneeLocator
+    from threadpoolctl import threadpool_limits
+
+    from custseg.cluster import make_estimator
+
+    n_distinct = int(np.unique(X, axis=0).shape[0])
+    x = [1, *range(2, min(_ELBOW_K_MAX, n_distinct) + 1)]
+    y = [float(((X - X.mean(axis=0)) ** 2).sum())]
+    with threadpool_limits(limits=1):  # many small fits: one thread each, as custseg.selection
+        y += [float(make_estimator("kmeans", n_clusters=k, random_state=seed).fit(X).inertia_) for k in x[1:]]
     if len(x) < 3 or not np.all(np.isfinite(y)) or y[0] <= y[-1]:
         return None
     with warnings.catch_warnings():
@@ -914,7 +927,8 @@ def segment_on_spark(
     computed on a seeded sample of at most ``sample`` rows (the silhouette on at most
     ``silhouette_sample`` of them), the segment sizes, inertia and log-likelihood on all rows.
     The recommendation is :func:`custseg.selection.recommend`'s rule with the knee of the K-Means
-    inertia over ``k_values``; ``algorithm`` and/or ``n_clusters`` force a choice as there.
+    elbow of the sample (k = 1..15, as the local flow's); ``algorithm`` and/or ``n_clusters``
+    force a choice as there.
 
     >>> from custseg.datasets import make_customers                       # doctest: +SKIP
     >>> table, _ = make_customers(20_000)                                  # doctest: +SKIP
@@ -989,8 +1003,7 @@ def segment_on_spark(
         fits = [_fit_one(name, k, vectors, seed_list, out_names, n_rows, matrix, m_names)
                 for name in names for k in ks]
 
-        # One pass over all rows: every configuration's segment sizes, inertia / log-likelihood,
-        # and the total sum of squares (the elbow's k = 1).
+        # One pass over all rows: every configuration's segment sizes and inertia / log-likelihood.
         m = [F.col(c) for c in m_names]
         labelled, aggregates = [], []
         for i, fit in enumerate(fits):
@@ -999,10 +1012,7 @@ def segment_on_spark(
             aggregates += [F.sum(F.when(F.col(f"_l{i}") == j, 1).otherwise(0)).alias(f"_c{i}_{j}")
                            for j in range(fit.k)]
             aggregates.append(F.sum(F.col(f"_s{i}")).alias(f"_t{i}"))
-        aggregates += [F.sum(x).alias(f"_x{i}") for i, x in enumerate(m_names)]
-        aggregates += [F.sum(F.col(x) * F.col(x)).alias(f"_xx{i}") for i, x in enumerate(m_names)]
         totals = matrix.select(*m, *labelled).agg(*aggregates).first()
-        total_ss = float(sum(totals[f"_xx{i}"] - totals[f"_x{i}"] ** 2 / n_rows for i in range(len(m_names))))
 
         X_sample = np.asarray(transformer.transform(local[used]), dtype="float64")
         rng = np.random.default_rng([seed_list[0], 4])
@@ -1032,9 +1042,7 @@ def segment_on_spark(
         leaderboard = pd.DataFrame.from_records(records, columns=list(LEADERBOARD_COLUMNS)).astype(
             {"algorithm": str, "n_clusters": np.int64, "on_sample": bool}
             | {c: float for c in LEADERBOARD_COLUMNS[2:-1]})
-        kmeans_rows = leaderboard[leaderboard["algorithm"] == "kmeans"]
-        knee = _knee(kmeans_rows["n_clusters"].tolist(), kmeans_rows["inertia"].tolist(), total_ss) \
-            if len(kmeans_rows) else None
+        knee = _knee(X_sample, seed_list[0])
         choice = recommend(leaderboard, knee=knee, algorithm=algorithm, n_clusters=n_clusters, min_share=min_share)
         chosen = next(f for f in fits if f.algorithm == choice.algorithm and f.k == choice.n_clusters)
         model = _export(chosen, matrix, m_names, raw, transformer, used, local,
