@@ -74,7 +74,16 @@ def machine() -> dict:
         pass
     hey = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "hey"], capture_output=True, text=True).stdout
     return {"uname": " ".join(platform.uname()), "cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0],
-            "hey": hey or "?", "load_before": os.getloadavg()}
+            "hey": hey or "?", "load_before": os.getloadavg(), "http": _http_implementation()}
+
+
+def _http_implementation() -> str:
+    """The HTTP parser and event loop uvicorn picks here ("auto": httptools and uvloop if installed)."""
+    import importlib.util
+
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{parser}, {loop}"
 
 
 def free_port() -> int:
@@ -359,8 +368,8 @@ def write_results(results: dict, day: str, tag: str = "") -> tuple[Path, Path]:
         f"- load average at start {', '.join(f'{x:.2f}' for x in m['load_before'])}; cores kept busy by other "
         f"processes just before: {results.get('cores_busy_before')} (the machine is shared: the 'cores busy' "
         "column counts every process — server, hey, others — during each phase)",
-        "- one `custseg serve --workers 0` process (uvicorn with h11, one event loop, FastAPI's thread pool for "
-        "the routes); hey in another process on the same machine; the run: the bundled sample (837 customers), "
+        f"- one `custseg serve --workers 0` process (uvicorn with {m.get('http', '?')}, one event loop; the fast "
+        "lane answers echo and assign in it, FastAPI's thread pool serves the routes); hey in another process on the same machine; the run: the bundled sample (837 customers), "
         "K-Means k=4, its model compiled once and kept in memory",
         f"- load: hey `-c {workers} -q {rate / workers:g}` = {rate:,} requests/s for {results['seconds']:g} s a "
         "phase. hey's latency of a request runs from the moment it starts the request to the moment it has read "
