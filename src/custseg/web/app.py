@@ -49,11 +49,13 @@ def create_app(settings: WebSettings | None = None, *, store: Store | None = Non
     store = store or Store(settings.store_url)
     if migrate:
         store.migrate()
+    from custseg.web.services.projects import flush_counted, forget_counted
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        with store.session() as db:  # a store emptied or restored since: its old windows mean nothing
+            forget_counted(str(db.get_bind().url))
         yield
-        from custseg.web.services.projects import flush_counted
-
         with store.session() as db:  # the audit's sums of the last minute
             flush_counted(db)
             db.commit()

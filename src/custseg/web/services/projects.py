@@ -20,7 +20,7 @@ from custseg.web.store.models import ROLES, AuditEvent, Member, Project, User, n
 
 __all__ = ["PREVIEW_MODES", "is_id", "list_projects", "create_project", "get_project", "update_project",
            "delete_project", "project_folder", "list_members", "add_member", "remove_member", "audit", "audit_log",
-           "audit_counted", "flush_counted", "COUNTED_SECONDS", "touch"]
+           "audit_counted", "flush_counted", "forget_counted", "COUNTED_SECONDS", "touch"]
 
 PREVIEW_MODES = ("first", "last", "random")
 #: The store's ids are 32-bit integers (PostgreSQL's ``integer``): a number outside names no record.
@@ -212,6 +212,13 @@ def audit_counted(db: Session, project_id: int, user_id: int, action: str, count
     db.flush()
     with _windows_lock:
         _windows[key] = _Window(event.id, at, dict(detail), dict(counts))
+
+
+def forget_counted(store_url: str) -> None:
+    """Drop the windows kept for a store (an app starting over it: their events may be gone)."""
+    with _windows_lock:
+        for key in [key for key in _windows if key[0] == store_url]:
+            del _windows[key]
 
 
 def flush_counted(db: Session, *, over_only: bool = False) -> None:
