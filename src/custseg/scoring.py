@@ -846,56 +846,29 @@ class CompiledModel:
         problems = [""] * n
         rows = []
         code_rows = []
-        inf, nan = math.inf, math.nan
         for i, record in enumerate(records):
             get = record.get
             row = []
             problem = ""
             for column in inputs:
                 v = get(column, _ABSENT)
-                t = type(v)
-                if t is float or t is int:
-                    x = float(v)
-                elif v is _ABSENT:
-                    problem = problem or f"missing {column}"
-                    x = 0.0
-                elif v is None:
-                    x = nan
-                else:
-                    try:
-                        x = float(v)
-                    except (TypeError, ValueError, OverflowError):
-                        if _is_missing(v):
-                            x = nan
-                        else:
-                            problem = problem or f"{column} {_quoted(v)} is not a number"
-                            x = 0.0
-                if x != x:
-                    if raw:
-                        problem = problem or f"missing {column}"
-                        x = 0.0
-                elif x == inf or x == -inf:
-                    problem = problem or f"{column} {x} is not a finite number"
-                    x = 0.0
+                if type(v) is float and v - v == 0.0:  # a finite float: the common case, inline
+                    row.append(v)
+                    continue
+                x, trouble = _number(v, column, raw)
+                problem = problem or trouble
                 row.append(x)
             rows.append(row)
             if specs:
                 codes = []
                 unknown = ""
                 for spec in specs:
-                    v = get(spec.column, _ABSENT)
-                    if v is _ABSENT:
+                    code, absent, strange = _category(spec, get(spec.column, _ABSENT))
+                    codes.append(code)
+                    if absent:
                         problem = problem or f"missing {spec.column}"
-                        codes.append(-1)
-                        continue
-                    if type(v) is not str:
-                        if _is_missing(v):
-                            codes.append(spec.codes.get(spec.impute, -1) if spec.impute is not None else -1)
-                            continue
-                        v = str(v)
-                    codes.append(spec.codes.get(v, -1))
-                    if v not in spec.known:
-                        unknown = f"unknown {spec.column} '{v}'"  # the last one, as assign does
+                    elif strange:
+                        unknown = strange  # the last one, as assign does
                 problem = problem or unknown
                 code_rows.append(codes)
             if problem:
@@ -1145,59 +1118,66 @@ class CompiledModel:
         return segment, names, reasons
 
 
+def _number(v: Any, column: str, raw: bool) -> tuple[float, str]:
+    """One numeric input of a record as :meth:`CompiledModel._read_records` reads it: the
+    number (0.0 where it cannot be used) and its problem (``""`` if none)."""
+    t = type(v)
+    problem = ""
+    if t is float or t is int:
+        x = float(v)
+    elif v is _ABSENT:
+        problem, x = f"missing {column}", 0.0
+    elif v is None:
+        x = math.nan
+    else:
+        try:
+            x = float(v)
+        except (TypeError, ValueError, OverflowError):
+            if _is_missing(v):
+                x = math.nan
+            else:
+                problem, x = f"{column} {_quoted(v)} is not a number", 0.0
+    if x != x:
+        if raw:
+            problem, x = problem or f"missing {column}", 0.0
+    elif x == math.inf or x == -math.inf:
+        problem, x = problem or f"{column} {x} is not a finite number", 0.0
+    return x, problem
+
+
 def _number_column(column: str, values: list[Any], raw: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One numeric input of many records read value by value (the rules of
-    :meth:`CompiledModel._read_records`): the numbers and each record's problem (``""``)."""
+    """One numeric input of many records read value by value (:func:`_number`): the numbers
+    and each record's problem (``""``)."""
     out = np.empty(len(values), dtype="float64")
     messages = np.full(len(values), "", dtype=object)
-    inf, nan = math.inf, math.nan
     for i, v in enumerate(values):
-        t = type(v)
-        problem = ""
-        if t is float or t is int:
-            x = float(v)
-        elif v is _ABSENT:
-            problem, x = f"missing {column}", 0.0
-        elif v is None:
-            x = nan
-        else:
-            try:
-                x = float(v)
-            except (TypeError, ValueError, OverflowError):
-                if _is_missing(v):
-                    x = nan
-                else:
-                    problem, x = f"{column} {_quoted(v)} is not a number", 0.0
-        if x != x:
-            if raw:
-                problem, x = problem or f"missing {column}", 0.0
-        elif x == inf or x == -inf:
-            problem, x = problem or f"{column} {x} is not a finite number", 0.0
-        out[i] = x
+        out[i], problem = _number(v, column, raw)
         if problem:
             messages[i] = problem
     return out, messages
 
 
+def _category(spec: _Categorical, v: Any) -> tuple[int, bool, str]:
+    """One categorical input of a record: its code, whether the record lacks the column, and
+    the reason if the value is unknown (``""`` if not)."""
+    if v is _ABSENT:
+        return -1, True, ""
+    if type(v) is not str:
+        if _is_missing(v):
+            return (spec.codes.get(spec.impute, -1) if spec.impute is not None else -1), False, ""
+        v = str(v)
+    return spec.codes.get(v, -1), False, ("" if v in spec.known else f"unknown {spec.column} '{v}'")
+
+
 def _category_column(spec: _Categorical, values: list[Any]) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """One categorical column of many records read value by value: the codes, which records
-    lack the column and each record's unknown value (``""``)."""
+    """One categorical column of many records read value by value (:func:`_category`): the
+    codes, which records lack the column and each record's unknown value (``""``)."""
     n = len(values)
     codes = [-1] * n
     absent = np.zeros(n, dtype=bool)
     unknown = np.full(n, "", dtype=object)
     for i, v in enumerate(values):
-        if v is _ABSENT:
-            absent[i] = True
-            continue
-        if type(v) is not str:
-            if _is_missing(v):
-                codes[i] = spec.codes.get(spec.impute, -1) if spec.impute is not None else -1
-                continue
-            v = str(v)
-        codes[i] = spec.codes.get(v, -1)
-        if v not in spec.known:
-            unknown[i] = f"unknown {spec.column} '{v}'"
+        codes[i], absent[i], unknown[i] = _category(spec, v)
     return codes, absent, unknown
 
 
