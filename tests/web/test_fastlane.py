@@ -192,6 +192,47 @@ def test_many_requests_finding_an_answer_expired_ask_the_store_once():
     assert lane.access.get("k2", 1.0) is None
 
 
+def test_an_answer_about_to_expire_is_given_while_a_fresh_one_is_asked_for(monkeypatch):
+    import asyncio
+
+    from custseg.web import fastlane
+    from custseg.web.fastlane import FastLane
+
+    lane = FastLane(None, settings=None, store=None)
+    answers = iter(["first", "second"])
+    asked = []
+
+    def ask(key):
+        asked.append(key)
+        time.sleep(0.05)
+        return next(answers)
+
+    def failing(key):
+        raise RuntimeError("the store is down")
+
+    monkeypatch.setattr(fastlane, "REFRESH_SECONDS", 0.1)
+
+    async def scenario():
+        first = await lane._recent(lane.access, "k", ask, "k")  # nothing kept: waits for the store
+        fresh = await lane._recent(lane.access, "k", ask, "k")  # kept and fresh: the store is not asked
+        await asyncio.sleep(0.15)
+        # older than REFRESH_SECONDS: given at once, and a refresh starts (once)
+        started = time.monotonic()
+        stale = await asyncio.gather(*(lane._recent(lane.access, "k", ask, "k") for _ in range(20)))
+        waited = time.monotonic() - started
+        await asyncio.sleep(0.1)
+        refreshed = await lane._recent(lane.access, "k", ask, "k")
+        with pytest.raises(fastlane._Decline):  # a store error goes to the route, which answers it
+            await lane._recent(lane.access, "other", failing, "other")
+        return first, fresh, stale, waited, refreshed
+
+    first, fresh, stale, waited, refreshed = asyncio.run(scenario())
+    assert (first, fresh) == ("first", "first")
+    assert stale == ["first"] * 20 and waited < 0.04
+    assert refreshed == "second" and asked == ["k", "k"]
+    assert not lane._asking and lane.access.get("other", 1.0) is None
+
+
 def test_batches_are_audited_once_per_window_and_the_sums_are_written_when_it_closes(web, done, monkeypatch):
     from fastapi.testclient import TestClient
 

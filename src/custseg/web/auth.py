@@ -17,12 +17,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -225,13 +227,19 @@ class Recent:
 
     def get(self, key, seconds: float):
         """The answer kept for ``key`` if it is younger than ``seconds``, else None."""
+        value, age = self.lookup(key)
+        return value if age < seconds else None
+
+    def lookup(self, key) -> tuple[Any, float]:
+        """The answer kept for ``key`` and its age in seconds; ``(None, inf)`` when there is none
+        (or it was kept before the last :func:`forget_access`)."""
         found = self._entries.get(key)
         if found is None:
-            return None
+            return None, math.inf
         value, at, generation = found
-        if generation != _access_generation or time.monotonic() - at >= seconds:
-            return None
-        return value
+        if generation != _access_generation:
+            return None, math.inf
+        return value, time.monotonic() - at
 
     @staticmethod
     def generation() -> int:

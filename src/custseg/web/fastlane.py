@@ -43,6 +43,8 @@ MAX_CUSTOMERS = 100_000
 INLINE_CUSTOMERS = 2_000
 #: how long an answer about a token or a run's access is kept
 ACCESS_SECONDS = 1.0
+#: an answer this old is refreshed in the background while it is still given
+REFRESH_SECONDS = 0.5
 
 _ASSIGN = re.compile(r"/api/v1/projects/([0-9]{1,18})/runs/([0-9]{1,18})/assign")
 _ECHO = "/api/v1/echo"
@@ -141,23 +143,36 @@ class FastLane:
 
     async def _recent(self, cache: auth.Recent, key, ask, *args):
         """The answer ``cache`` keeps for ``key``, else ``ask(*args)`` in the thread pool, asked
-        once however many requests want it at the same time."""
-        found = cache.get(key, ACCESS_SECONDS)
-        if found is not None:
+        once however many requests want it at the same time.  An answer older than
+        ``REFRESH_SECONDS`` is still given while a fresh one is asked for in the background, so
+        the requests of the moment it expires do not all wait for the store."""
+        found, age = cache.lookup(key)
+        if found is not None and age < ACCESS_SECONDS:
+            if age >= REFRESH_SECONDS:
+                self._ask(cache, key, ask, args)
             return found
+        try:
+            return await asyncio.shield(self._ask(cache, key, ask, args))
+        except Exception:  # the store failed: the route answers, with its error
+            raise _Decline from None
+
+    def _ask(self, cache: auth.Recent, key, ask, args) -> asyncio.Future:
+        """The question being asked of the store for ``key``: asked now unless it already is;
+        its answer is kept when it comes (unless access was forgotten meanwhile)."""
         asking = (id(cache), key)
         future = self._asking.get(asking)
         if future is None:
             generation = cache.generation()
             future = asyncio.ensure_future(run_in_threadpool(ask, *args))
             self._asking[asking] = future
-            try:
-                found = await asyncio.shield(future)
-            finally:
+
+            def settle(done: asyncio.Future) -> None:
                 self._asking.pop(asking, None)
-            cache.put(key, found, generation)
-            return found
-        return await asyncio.shield(future)
+                if not done.cancelled() and done.exception() is None:
+                    cache.put(key, done.result(), generation)
+
+            future.add_done_callback(settle)
+        return future
 
     def _user_of(self, token: str) -> int:
         with self.store.session() as db:
