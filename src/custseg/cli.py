@@ -89,7 +89,7 @@ def _policy(returns: str, bad_values: str, date_format: str | None) -> Policy:
     )
 
 
-def _settings(engine: str | None, spark_master: str | None) -> Settings:
+def _settings(engine: str | None, spark_master: str | None, spark_local_max_customers: int | None = None) -> Settings:
     """The environment's settings with the engine options of the command line."""
     from dataclasses import replace
 
@@ -98,6 +98,8 @@ def _settings(engine: str | None, spark_master: str | None) -> Settings:
         settings = replace(settings, engine=engine.strip().lower())
     if spark_master is not None:
         settings = replace(settings, spark_master=spark_master)
+    if spark_local_max_customers is not None:
+        settings = replace(settings, spark_local_max_customers=spark_local_max_customers)
     return settings
 
 
@@ -296,14 +298,16 @@ def segment(
     sheet: Sheet = None, table: TableOpt = None, query: Query = None,
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
-    as_of: AsOf = None, engine: Engine = None, spark_master: SparkMaster = None,
+    as_of: AsOf = None, engine: Engine = None,
+    spark_local_max_customers: Annotated[Optional[int], typer.Option("--spark-local-max-customers", help="With --engine spark: a table of at most this many customers is clustered on this machine (the local answers); a larger one is clustered on Spark (kmeans, gmm, bisecting_kmeans), its profiles drawn from a sample (default: CUSTSEG_SPARK_LOCAL_MAX_CUSTOMERS, else 1000000).", show_default=False)] = None,
+    spark_master: SparkMaster = None,
 ) -> None:
     """Find customer segments: compare algorithms and k, explain and name each segment, save the model."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from custseg.model import NOISE
 
-    settings = _settings(engine, spark_master)
+    settings = _settings(engine, spark_master, spark_local_max_customers)
     request = RunRequest(
         source=_spec(source, sheet, table, query, encoding, delimiter, map_, kind),
         policy=_policy(returns, bad_values, date_format),
@@ -476,7 +480,7 @@ FLAGS: dict[str, str] = {
     "random_state": "--seed", "value_column": "--value", "previous": "--previous", "out": "--out",
     "rejects": "--rejects", "segment_map": "--segment-map", "report": "--no-report", "by": "--by",
     "model": "--model", "max_points": "--max-points", "format": "--format", "columns": "--columns",
-    "engine": "--engine", "spark_master": "--spark-master",
+    "engine": "--engine", "spark_master": "--spark-master", "spark_local_max_customers": "--spark-local-max-customers",
 }
 
 def main(argv: list[str] | None = None) -> int:

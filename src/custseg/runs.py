@@ -225,7 +225,8 @@ def write_run(result: SegmentationResult, folder, *, request: RunRequest | None 
     holds an earlier run loses every file of it (a failed write leaves the earlier run whole):
 
     ====================  ===================================================================
-    assignments.csv       customer_id, segment, segment_name[, probability]
+    assignments.csv       customer_id, segment, segment_name[, probability] (every customer;
+                          a table left on Spark writes this and features.parquet from there)
     profiles.csv          one row per segment: name, customers, share, value_share, rule, …
     segment_means.csv     segment × numeric feature means (unscaled)
     segment_lifts.csv     segment × numeric feature lift (segment mean / overall mean)
@@ -284,14 +285,20 @@ def _write_run_files(result: SegmentationResult, folder: Path, request: RunReque
 
     profiles = result.profiles
     named = result.customers.for_output  # customer_id as outputs call it ('row' for row numbers)
-    written = [
-        outputs.write_table(named(result.assignments), folder / "assignments.csv", option="out"),
+    customer_files = getattr(result, "write_customer_files", None)
+    if customer_files is not None:  # a table left in its engine (Spark) writes its own rows there
+        written = list(customer_files(folder))
+    else:
+        written = [
+            outputs.write_table(named(result.assignments), folder / "assignments.csv", option="out"),
+            outputs.write_table(named(result.customers.features), folder / "features.parquet", option="out"),
+        ]
+    written += [
         outputs.write_table(profiles.table, folder / "profiles.csv", option="out"),
         outputs.write_table(profiles.means.reset_index(), folder / "segment_means.csv", option="out"),
         outputs.write_table(profiles.lifts.reset_index(), folder / "segment_lifts.csv", option="out"),
         outputs.write_table(result.selection.leaderboard, folder / "leaderboard.csv", option="out"),
         outputs.write_table(result.selection.elbow, folder / "elbow.csv", option="out"),
-        outputs.write_table(named(result.customers.features), folder / "features.parquet", option="out"),
         outputs.write_table(result.customers.report.to_frame(), folder / "cleaning.csv", option="out"),
     ]
     if result.rfm is not None:

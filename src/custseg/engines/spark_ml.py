@@ -30,6 +30,10 @@ algorithm=None, n_clusters=None)`` -> ``(model, leaderboard, labels)``
     - ``labels``: Spark DataFrame ``customer_id, segment, segment_name`` (+ ``probability``
       for ``gmm``), ``reason``: what ``assign_on_spark(model, spark_df)`` gives.
 
+``sweep_on_spark(...)`` (the same arguments) -> :class:`Swept`: the model and leaderboard with
+the recommendation and its reasons, the sample's elbow and knee and the fitted preprocessing,
+without assigning the customers (what ``custseg segment --engine spark`` records in a run).
+
 ``assign_on_spark(model, spark_df)`` -> Spark DataFrame ``customer_id, segment, segment_name``
 (+ ``probability`` for a mixture), ``reason``, one row per row of ``spark_df``: the model's
 preprocessing and its nearest-centre / most-probable-component rule written as Spark column
@@ -77,7 +81,7 @@ if TYPE_CHECKING:
     from custseg.model import SegmentationModel
     from custseg.preprocessing import Preprocessor
 
-__all__ = ["SPARK_ALGORITHMS", "segment_on_spark", "assign_on_spark", "fit_preprocessing_on_spark", "matrix_columns"]
+__all__ = ["SPARK_ALGORITHMS", "segment_on_spark", "sweep_on_spark", "Swept", "assign_on_spark", "fit_preprocessing_on_spark", "matrix_columns"]
 
 #: The algorithms this module runs on Spark.
 SPARK_ALGORITHMS = ("kmeans", "bisecting_kmeans", "gmm")
@@ -859,7 +863,8 @@ def _em_on_spark(matrix: DataFrame, m_names: list[str], centres: np.ndarray, nam
 
 
 def _knee(X: np.ndarray, seed: int, n_init: int) -> int | None:
-    """Kneedle knee of the K-Means elbow of ``X`` (the sample's matrix) for k = 1..15, or None.
+    """Kneedle knee of the K-Means elbow of ``X`` (the sample's matrix) for k = 1..15, or None
+    (:func:`_elbow` with the curve itself).
 
     As the local flow draws it (:func:`custseg.selection.compare`: on its sample, k = 1..15
     whatever ``k_values`` are): an elbow fitted on a sample tracks the full-data curve within
@@ -868,6 +873,12 @@ def _knee(X: np.ndarray, seed: int, n_init: int) -> int | None:
     sweep does on Spark: with one start the sample's elbow at 1M customers had its knee at 5
     where the local flow's had 4.
     """
+    return _elbow(X, seed, n_init)[0]
+
+
+def _elbow(X: np.ndarray, seed: int, n_init: int) -> tuple[int | None, pd.DataFrame]:
+    """``(knee, elbow)``: the knee of :func:`_knee` and the curve it was read from (columns
+    ``k``, ``inertia``, as :attr:`custseg.selection.SelectionResult.elbow`)."""
     from kneed import KneeLocator
     from threadpoolctl import threadpool_limits
 
@@ -879,12 +890,13 @@ def _knee(X: np.ndarray, seed: int, n_init: int) -> int | None:
     with threadpool_limits(limits=1):  # many small fits: one thread each, as custseg.selection
         y += [float(make_estimator("kmeans", n_clusters=k, random_state=seed, n_init=n_init).fit(X).inertia_)
               for k in x[1:]]
+    elbow = pd.DataFrame({"k": np.asarray(x, dtype="int64"), "inertia": np.asarray(y, dtype="float64")})
     if len(x) < 3 or not np.all(np.isfinite(y)) or y[0] <= y[-1]:
-        return None
+        return None, elbow
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no knee: None says so
         knee = KneeLocator(x, y, curve="convex", direction="decreasing").knee
-    return None if knee is None else int(knee)
+    return (None if knee is None else int(knee)), elbow
 
 
 def _sample_scores(X: np.ndarray, labels: np.ndarray, distances: np.ndarray, rows: np.ndarray) -> dict[str, float]:
@@ -939,6 +951,45 @@ def segment_on_spark(
     ...     ["recency_days", "frequency", "monetary"], k_values=range(2, 7))
     >>> model.save("model.skops")                                          # doctest: +SKIP
     """
+    swept = sweep_on_spark(spark_df, feature_columns, algorithms=algorithms, k_values=k_values, seeds=seeds,
+                           sample=sample, silhouette_sample=silhouette_sample, random_state=random_state,
+                           min_share=min_share, algorithm=algorithm, n_clusters=n_clusters)
+    return swept.model, swept.leaderboard, assign_on_spark(swept.model, spark_df)
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What :func:`sweep_on_spark` found: the model and leaderboard of :func:`segment_on_spark`,
+    with the evidence behind them (the :class:`custseg.selection.Recommendation` with its
+    reasons, the sample's K-Means ``elbow`` and its ``knee``, the fitted
+    :class:`~custseg.preprocessing.Preprocessor` with its decisions) and ``customers``, the
+    number of rows segmented."""
+
+    model: SegmentationModel
+    leaderboard: pd.DataFrame
+    recommendation: Any
+    elbow: pd.DataFrame
+    knee: int | None
+    preprocessor: Preprocessor
+    customers: int
+
+
+def sweep_on_spark(
+    spark_df: DataFrame,
+    feature_columns: Sequence[str],
+    *,
+    algorithms: Sequence[str] = ("kmeans",),
+    k_values: Iterable[int] = range(2, 9),
+    seeds: int = 3,
+    sample: int = 20_000,
+    silhouette_sample: int = 5_000,
+    random_state: int = 0,
+    min_share: float = 0.02,
+    algorithm: str | None = None,
+    n_clusters: int | None = None,
+) -> Swept:
+    """The sweep of :func:`segment_on_spark` (the same arguments and checks), without assigning
+    the customers: a :class:`Swept` with the evidence a run folder records."""
     from pyspark.ml.feature import VectorAssembler
     from sklearn.metrics import pairwise_distances
 
@@ -1045,7 +1096,7 @@ def segment_on_spark(
         leaderboard = pd.DataFrame.from_records(records, columns=list(LEADERBOARD_COLUMNS)).astype(
             {"algorithm": str, "n_clusters": np.int64, "on_sample": bool}
             | {c: float for c in LEADERBOARD_COLUMNS[2:-1]})
-        knee = _knee(X_sample, int(random_state), seeds)
+        knee, elbow = _elbow(X_sample, int(random_state), seeds)
         choice = recommend(leaderboard, knee=knee, algorithm=algorithm, n_clusters=n_clusters, min_share=min_share)
         chosen = next(f for f in fits if f.algorithm == choice.algorithm and f.k == choice.n_clusters)
         model = _export(chosen, matrix, m_names, raw, transformer, used, local,
@@ -1054,7 +1105,7 @@ def segment_on_spark(
     finally:
         vectors.unpersist()
         matrix.unpersist()
-    return model, leaderboard, assign_on_spark(model, spark_df)
+    return Swept(model, leaderboard, choice, elbow, knee, preprocessor, int(n_rows))
 
 
 def _export(fit: _Fit, matrix: DataFrame, m_names: list[str], raw: list[str], transformer: Any,

@@ -9,6 +9,11 @@ in, a :class:`~custseg.runs.RunFolder` out.  :func:`run_segmentation` composes t
 - :mod:`~custseg.pipeline.fit` — the final fit; ids kept from a previous model;
 - :mod:`~custseg.pipeline.describe` — RFM, profiles and names, the run record, the model.
 
+With the Spark engine, a customer table of more than ``Settings.spark_local_max_customers``
+customers stays on Spark and :mod:`~custseg.pipeline.on_spark` segments it there (the same
+steps: its sweep and fit on Spark, the describe step on a seeded sample, sizes and assignments
+of every customer counted and written from Spark).
+
 A new analysis is a step of its own here (or a module the describe step calls); a new engine
 sits behind :mod:`custseg.engines`; a new edge calls :func:`run`.
 """
@@ -51,11 +56,14 @@ def run_segmentation(
     progress: Callable[[str, int, int], None] | None = None,
     previous: SegmentationModel | None = None,
     segment_map: SegmentMap | None = None,
+    settings: Settings | None = None,
 ) -> SegmentationResult:
     """Source → customer features → matrix → sweep → final fit → profiles → model.
 
     With ``previous`` (a :class:`custseg.model.SegmentationModel`), segments keep the ids of
-    the previous model's segments they match (see :func:`custseg.model.align`).
+    the previous model's segments they match (see :func:`custseg.model.align`).  A transaction
+    log read by Spark whose customers outnumber ``settings.spark_local_max_customers`` is
+    segmented on Spark (:func:`custseg.pipeline.on_spark.segment_on_engine`).
     """
     import time
 
@@ -65,7 +73,16 @@ def run_segmentation(
 
     started = time.time()
     RunRequest(SourceSpec(loaded.table.label), policy=policy, segment=config).validate()
-    prepared = prepare(loaded, config=config, policy=policy, as_of=as_of)
+    limit = None
+    if loaded.table.dialect.name == "spark" and loaded.kind == "transactions":  # features computed there
+        limit = (settings or Settings()).spark_local_max_customers
+    made = customer_table(loaded, policy=policy, as_of=as_of, local_max=limit)
+    if made.on_engine:
+        from custseg.pipeline.on_spark import segment_on_engine
+
+        return segment_on_engine(loaded, made, config=config, limit=limit, previous=previous,
+                                 segment_map=segment_map, progress=progress, started=started)
+    prepared = prepare(loaded, config=config, policy=policy, as_of=as_of, customers=made)
     choice = choose(prepared, config=config, progress=progress)
     fitted = fit(prepared, choice, config=config, previous=previous, progress=progress)
     return describe(prepared, choice, fitted, config=config, segment_map=segment_map, started=started)
@@ -147,7 +164,7 @@ def run(
     step("segmenting")
     result = run_segmentation(
         loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
-        progress=progress, previous=earlier, segment_map=request.segment_map,
+        progress=progress, previous=earlier, segment_map=request.segment_map, settings=settings,
     )
     step("writing the run")
     written = runs.write_run(result, out, request=request)

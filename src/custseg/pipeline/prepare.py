@@ -48,7 +48,10 @@ class CustomerTable:
 
     ``table`` is the feature table in the engine (a DuckDB relation), whichever kind the source
     was: a transaction log's features are computed there, a customer table (cleaned in pandas)
-    is registered there; ``features`` is it as a DataFrame.  ``outcomes`` are the columns of it
+    is registered there; ``features`` is it as a DataFrame.  A table too large to bring here
+    (:func:`customer_table` with ``local_max``) stays in its engine: ``table`` is then that
+    engine's relation (``on_engine``; e.g. a :class:`custseg.engines.spark.SparkRelation`) and
+    ``customers`` its number of rows, counted there.  ``outcomes`` are the columns of it
     that record a result (0/1), not a trait; ``id_name`` is what outputs call ``customer_id``
     (:data:`custseg.schema.ROW_ID` when the customers are numbered by row).
     """
@@ -61,9 +64,18 @@ class CustomerTable:
     contacts: pd.DataFrame | None = None  # customer_id, email (customer tables with an email column)
     outcomes: tuple[str, ...] = ()
     id_name: str = "customer_id"
+    customers: int | None = None  # counted in the engine, for a table left there
+
+    @property
+    def on_engine(self) -> bool:
+        """Whether the table stayed in another engine (too large to bring here)."""
+        return not isinstance(self.table, duckdb.DuckDBPyRelation)
 
     @functools.cached_property
     def features(self) -> pd.DataFrame:
+        if self.on_engine:
+            raise DataError(f"the customer table has {self.customers:,} customers, more than this step brings to "
+                            "this machine; raise {param} to bring it here", param="spark_local_max_customers")
         return features.to_frame(self.table)
 
     @functools.cached_property
@@ -244,8 +256,14 @@ def customer_table(
     *,
     policy: cleaning.Policy = cleaning.Policy(),
     as_of: date | datetime | None = None,
+    local_max: int | None = None,
 ) -> CustomerTable:
-    """Customer features from either kind of source."""
+    """Customer features from either kind of source.
+
+    Features computed by another engine (Spark) are brought here, unless ``local_max`` is
+    given and the table has more customers than that: then it stays there (``on_engine``,
+    kept in the engine's memory) for a step that works there (:mod:`custseg.pipeline.on_spark`).
+    """
     if isinstance(as_of, datetime) and as_of.tzinfo is not None:
         # Dates in the data are compared in this machine's time zone (DuckDB's, too).
         as_of = as_of.astimezone().replace(tzinfo=None)
@@ -259,12 +277,23 @@ def customer_table(
     cleaned = clean(loaded, policy=policy)
     computed = features.customer_features(cleaned, as_of=as_of)
     relation = computed.relation
+    customers = None
     if not isinstance(relation, duckdb.DuckDBPyRelation):  # another engine's table: brought here
         from custseg.engines import spark
 
-        relation = spark.to_local(relation)
+        if local_max is None:
+            relation = spark.to_local(relation)
+        else:  # counted there first: a large table stays there, computed once
+            kept = spark.SparkRelation(relation.frame.persist())
+            customers = int(kept.frame.count())
+            if customers <= local_max:
+                relation = spark.to_local(kept)
+                kept.frame.unpersist()
+                customers = None
+            else:
+                relation = kept
     return CustomerTable(relation, _with_notes(computed.report, loaded.notes), computed.as_of,
-                         "transactions", cleaned)
+                         "transactions", cleaned, customers=customers)
 
 
 def _with_notes(report: cleaning.CleaningReport, notes: tuple[str, ...]) -> cleaning.CleaningReport:
@@ -415,14 +444,16 @@ def prepare(
     config: SegmentConfig = SegmentConfig(),
     policy: cleaning.Policy = cleaning.Policy(),
     as_of: date | datetime | None = None,
+    customers: CustomerTable | None = None,
 ) -> Prepared:
-    """The customer table of ``loaded`` and its preprocessed matrix, with the checks that need
-    the data (too few customers, a k as large as the table, k-prototypes without a category)."""
+    """The customer table of ``loaded`` (or ``customers``, made already) and its preprocessed
+    matrix, with the checks that need the data (too few customers, a k as large as the table,
+    k-prototypes without a category)."""
     import pandas as pd
 
     from custseg import cluster, preprocessing
 
-    made = customer_table(loaded, policy=policy, as_of=as_of)
+    made = customers if customers is not None else customer_table(loaded, policy=policy, as_of=as_of)
     table = made.features
     if len(table) < 3:
         raise DataError(
