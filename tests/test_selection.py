@@ -465,3 +465,85 @@ def test_the_silhouettes_of_many_labelings_are_each_labelings_own():
     for labels, score in zip([labelings[0], *labelings[2:]], [got[0], *got[2:]]):
         alone = silhouette_score(data, labels, sample_size=300, random_state=5)
         assert score == pytest.approx(alone, rel=1e-12, abs=1e-12)
+
+
+# --- the sweep shared among worker processes --------------------------------------------------
+
+fork_only = pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="workers are forked on Linux only")
+
+
+_NOTED: dict = {}  # "file": where _noted_measure writes each fit's process; "task": the real one
+
+
+def _noted_measure(sweep, name, k):
+    """The sweep's fit task, noting which process ran it (a module function: tasks are sent to
+    the workers by reference)."""
+    import os
+
+    with open(_NOTED["file"], "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return _NOTED["task"](sweep, name, k)
+
+
+def _broken_stability(sweep, name, k, labels):
+    raise RuntimeError(f"refit of {name} k={k} failed")
+
+
+@fork_only
+def test_a_sweep_shared_among_workers_gives_the_serial_leaderboard(planted, tmp_path, monkeypatch):
+    import os
+
+    from custseg import selection
+
+    X, _ = planted
+    options = dict(algorithms=("kmeans", "gmm"), k_values=range(2, 9), n_bootstrap=3)
+    serial = compare(X, n_jobs=1, **options)
+
+    pids = tmp_path / "pids"
+    monkeypatch.setitem(_NOTED, "file", pids)
+    monkeypatch.setitem(_NOTED, "task", selection._measure_task)
+    monkeypatch.setattr(selection, "_measure_task", _noted_measure)
+    calls: list[tuple[str, int, int]] = []
+    shared = compare(X, n_jobs=2, progress=lambda *call: calls.append(call), **options)
+    # The fits ran in two other processes, not here.
+    seen = set(pids.read_text().split())
+    assert len(seen) == 2 and str(os.getpid()) not in seen
+    pd.testing.assert_frame_equal(
+        serial.leaderboard.drop(columns="fit_seconds"), shared.leaderboard.drop(columns="fit_seconds")
+    )
+    pd.testing.assert_frame_equal(serial.elbow, shared.elbow)
+    assert serial.knee == shared.knee
+    assert serial.recommendation == shared.recommendation
+    # Progress in the leaderboard's order, as in this process.
+    assert [step for step, _, _ in calls[1:15]] == [f"{a} k={k}" for a in ("kmeans", "gmm") for k in range(2, 9)]
+    assert [done for _, done, _ in calls] == list(range(len(calls)))
+    assert calls[-1][1] == calls[-1][2]
+
+
+@fork_only
+def test_an_error_in_a_worker_reaches_the_caller(planted, monkeypatch):
+    from custseg import selection
+
+    monkeypatch.setattr(selection, "_stability_task", _broken_stability)
+    with pytest.raises(RuntimeError, match="refit of kmeans k=2 failed"):
+        compare(planted[0], algorithms=("kmeans",), k_values=range(2, 5), n_bootstrap=2, n_jobs=2)
+
+
+def test_how_many_workers_a_sweep_gets(monkeypatch):
+    from custseg import selection
+
+    monkeypatch.setattr(selection, "_can_fork", lambda: True)
+    monkeypatch.setattr(selection, "_cores", lambda: 2)
+    assert selection._workers(None, 4_338, 28) == 2  # every core
+    assert selection._workers(None, 1_000, 28) == 1  # too small to be worth the workers
+    assert selection._workers(3, 1_000, 28) == 3  # asked for
+    assert selection._workers(4, 4_338, 3) == 3  # no more workers than tasks
+    assert selection._workers(1, 4_338, 28) == 1
+    assert selection._workers(None, 300_000, 28) == 1  # large fits use the threads themselves
+    monkeypatch.setattr(selection, "_can_fork", lambda: False)
+    assert selection._workers(2, 4_338, 28) == 1
+
+
+def test_n_jobs_must_be_a_positive_integer(planted):
+    with pytest.raises(ConfigError, match="n_jobs must be an integer >= 1"):
+        compare(planted[0], algorithms=("kmeans",), k_values=range(2, 4), n_jobs=0)
