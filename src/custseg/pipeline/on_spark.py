@@ -300,6 +300,7 @@ def write_from_spark(frame: Any, path: Path) -> Path:
     """Write a Spark DataFrame to ``path`` (.csv or .parquet) as :func:`custseg.outputs.write_table`
     writes a table (CSV text neutralised for spreadsheets; timestamps in microseconds, without
     a zone, as DuckDB writes them), one partition at a time: the rows never gather here."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from custseg import outputs
@@ -311,10 +312,11 @@ def write_from_spark(frame: Any, path: Path) -> Path:
         with open(path, "w", newline="", encoding="utf-8") if csv else _nothing() as fh:
             first = True
             for part in _parts(frame, path.parent):
-                part = _local_types(part)
+                chunk = _text_as_strings(_local_types(part).to_pandas())  # pandas' types, as a local run's
                 if csv:
-                    outputs.neutralise(_text_as_strings(part.to_pandas())).to_csv(fh, header=first, index=False)
+                    outputs.neutralise(chunk).to_csv(fh, header=first, index=False)
                 else:
+                    part = pa.Table.from_pandas(chunk, preserve_index=False)
                     if writer is None:
                         writer = pq.ParquetWriter(path, part.schema)
                     writer.write_table(part.cast(writer.schema))

@@ -1,0 +1,147 @@
+"""`custseg segment --engine spark` on a table larger than spark_local_max_customers: clustered on
+Spark (custseg.pipeline.on_spark), a complete run folder, the local flow's segments.
+
+A synthetic transaction log with four planted segments (1,500 customers), with the threshold
+at 100 and the profiling sample at 300 customers, takes the Spark path; the same source
+segmented locally is the reference.  The errors are checked on the bundled Online Retail
+sample (837 customers).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from custseg import cli, datasets, runs
+from custseg.model import load
+
+pytest.importorskip("pyspark")
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]  # py4j's sockets
+
+SAMPLE = 300  # customers profiled
+N = 1_500  # customers of the synthetic log
+
+
+@pytest.fixture(scope="module")
+def folders(spark, tmp_path_factory):
+    """The Spark path's run (through the CLI, with its report) and the local run of the same source."""
+    from custseg.pipeline import on_spark
+
+    root = tmp_path_factory.mktemp("runs")
+    source = str(root / "orders.parquet")
+    datasets.make_transactions(N, n_segments=4, separation=3.0, random_state=3).to_parquet(source)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(on_spark, "SAMPLE", SAMPLE)
+        code = cli.main(["segment", source, "--out", str(root / "spark"), "--algorithm", "kmeans", "--k", "4",
+                         "--engine", "spark", "--spark-local-max-customers", "100"])
+    assert code == 0
+    assert cli.main(["segment", source, "--out", str(root / "local"), "--algorithm", "kmeans", "--k", "4",
+                     "--engine", "duckdb", "--no-report"]) == 0
+    return root / "spark", root / "local", source
+
+
+def _ids(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values("customer_id").reset_index(drop=True)
+
+
+def test_a_large_table_takes_the_spark_path_and_says_what_the_sample_covers(folders):
+    spark_dir, local_dir, _ = folders
+    summary = json.loads((spark_dir / "run.json").read_text())
+    record = summary["run"]
+    assert record["clustered_on"] == "spark" and record["spark_local_max_customers"] == 100
+    assert record["customers"] == N
+    assert record["sample"]["customers"] == SAMPLE and record["sample"]["of"] == N
+    assert len(record["spark"]["seeds"]) == 3  # fitted on Spark: every seed's cost recorded
+    assert "clustered_on" not in json.loads((local_dir / "run.json").read_text())["run"]
+    note = next(n for n in summary["cleaning"]["notes"] if n.startswith("clustered on Spark"))
+    assert f"seeded sample of {SAMPLE} customers" in note and f"assignments and features cover all {N:,}" in note
+    assert any("measured on a seeded sample of" in r for r in summary["recommendation"]["reasons"])
+    assert note in (spark_dir / "report.html").read_text(encoding="utf-8")  # the report says it too
+
+
+def test_the_run_folder_is_complete(folders):
+    spark_dir, local_dir, _ = folders
+    written = {p.name for p in spark_dir.iterdir()}
+    assert set(runs.REQUIRED_FILES) | {"cohorts.csv", "report.html", "segment_means.csv"} <= written
+    assert not [p for p in spark_dir.iterdir() if p.name.startswith(".")]  # no staging left behind
+    folder = runs.read_run(spark_dir)  # what the report, exports and assign read
+    assert len(folder.features) == len(folder.assignments) == N
+    pd.testing.assert_frame_equal(pd.read_csv(spark_dir / "cohorts.csv"), pd.read_csv(local_dir / "cohorts.csv"))
+    board = pd.read_csv(spark_dir / "leaderboard.csv")
+    assert list(board[["algorithm", "n_clusters"]].itertuples(index=False, name=None)) == [("kmeans", 4)]
+    assert (pd.read_csv(spark_dir / "elbow.csv")["k"].iloc[:3] == [1, 2, 3]).all()
+
+
+def test_every_customer_is_assigned_and_the_features_are_the_local_ones(folders):
+    spark_dir, local_dir, _ = folders
+    ours = _ids(pd.read_csv(spark_dir / "assignments.csv", dtype={"customer_id": str}))
+    theirs = _ids(pd.read_csv(local_dir / "assignments.csv", dtype={"customer_id": str}))
+    assert list(ours.columns) == list(theirs.columns) == ["customer_id", "segment", "segment_name"]
+    assert ours["customer_id"].tolist() == theirs["customer_id"].tolist()
+    assert ours["customer_id"].is_unique and (ours["segment"] >= 0).all() and ours["segment_name"].notna().all()
+    features = _ids(pd.read_parquet(spark_dir / "features.parquet"))
+    local = _ids(pd.read_parquet(local_dir / "features.parquet"))
+    assert dict(features.dtypes.astype(str)) == dict(local.dtypes.astype(str))
+    pd.testing.assert_frame_equal(features, local, check_exact=False, rtol=1e-9)
+
+
+def test_the_segments_are_those_of_the_local_flow(folders):
+    spark_dir, local_dir, _ = folders
+    ours = pd.read_csv(spark_dir / "assignments.csv", dtype={"customer_id": str})
+    theirs = pd.read_csv(local_dir / "assignments.csv", dtype={"customer_id": str})
+    both = ours.merge(theirs, on="customer_id", suffixes=("_spark", "_local"), validate="one_to_one")
+    assert len(both) == N
+    assert adjusted_rand_score(both["segment_local"], both["segment_spark"]) >= 0.99
+
+
+def test_sizes_cover_every_customer_and_names_match_the_model(folders):
+    spark_dir, _, _ = folders
+    profiles = pd.read_csv(spark_dir / "profiles.csv")
+    assigned = pd.read_csv(spark_dir / "assignments.csv", dtype={"customer_id": str})
+    counts = assigned["segment"].value_counts()
+    assert profiles.set_index("segment")["customers"].to_dict() == counts.to_dict()
+    assert profiles["customers"].sum() == N and np.isclose(profiles["share"].sum(), 1.0)
+    assert np.isclose(profiles["value_share"].sum(), 1.0)
+    features = pd.read_parquet(spark_dir / "features.parquet").merge(assigned, on="customer_id")
+    spend = features.groupby("segment")["monetary"].sum()
+    np.testing.assert_allclose(profiles.set_index("segment")["value_share"], spend / spend.sum(), rtol=1e-9)
+    names = dict(zip(profiles["segment"], profiles["name"]))
+    assert (assigned["segment_name"] == assigned["segment"].map(names)).all()
+    model = load(spark_dir / "model.skops")
+    assert model.segment_names == names
+    again = model.assign(pd.read_parquet(spark_dir / "features.parquet"))
+    merged = again.merge(assigned, on="customer_id", suffixes=("_model", "_run"))
+    assert (merged["segment_model"] == merged["segment_run"]).mean() >= 0.99  # outliers aside
+
+
+def test_a_small_table_is_still_clustered_here(spark, folders, tmp_path):
+    _, local_dir, source = folders
+    out = tmp_path / "small"
+    assert cli.main(["segment", source, "--out", str(out), "--algorithm", "kmeans", "--k", "4",
+                     "--engine", "spark", "--spark-local-max-customers", str(N), "--no-report"]) == 0
+    assert "clustered_on" not in json.loads((out / "run.json").read_text())["run"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "assignments.csv", dtype={"customer_id": str}),
+                                  pd.read_csv(local_dir / "assignments.csv", dtype={"customer_id": str}))
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--algorithm", "dbscan"], "--algorithm dbscan clusters on this machine only, and the customer table has 837 "
+                                "customers (more than --spark-local-max-customers 100); choose kmeans or gmm"),
+    (["--algorithm", "kmeans", "--previous", "PREVIOUS"], "--previous keeps the segment ids of an earlier model on "
+                                                          "this machine only"),
+])
+def test_what_spark_cannot_do_is_one_line(spark, folders, tmp_path, capsys, args, says):
+    _, local_dir, _ = folders
+    args = [str(local_dir / "model.skops") if a == "PREVIOUS" else a for a in args]
+    code = cli.main(["segment", str(datasets.sample_path()), "--out", str(tmp_path / "run"), "--engine", "spark",
+                     "--spark-local-max-customers", "100", "--no-report", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and says in err
+    assert "raise --spark-local-max-customers to 837" in err
+    assert not (tmp_path / "run").exists()
