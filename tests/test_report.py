@@ -187,6 +187,41 @@ def test_the_tsne_map_draws_a_sample_of_at_most_2000_customers(campaign_run, tmp
     assert sum(_points(trace["x"]) for trace in tsne["data"]) == 2000
 
 
+_TSNE_PIDS: dict = {}  # "file": where _noted_tsne writes its process; "task": the real t-SNE
+
+
+def _noted_tsne(X, **options):
+    """The report's t-SNE, noting the process that ran it (a module function: the background
+    process gets it by reference)."""
+    import os
+
+    with open(_TSNE_PIDS["file"], "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return _TSNE_PIDS["task"](X, **options)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="forked on Linux only")
+def test_the_tsne_map_is_computed_beside_the_other_sections_and_is_the_same(sample_run, tmp_path, monkeypatch):
+    import os
+
+    from custseg.report import _build
+
+    pids = tmp_path / "pids"
+    monkeypatch.setitem(_TSNE_PIDS, "file", pids)
+    monkeypatch.setitem(_TSNE_PIDS, "task", _build._tsne)
+    monkeypatch.setattr(_build, "_tsne", _noted_tsne)
+    monkeypatch.setattr(_build, "_can_fork", lambda: True)
+    beside = build_report(sample_run, out=tmp_path / "beside.html").read_text(encoding="utf-8")
+    assert pids.read_text().split() != [str(os.getpid())] and len(pids.read_text().split()) == 1
+    pids.unlink()
+    monkeypatch.setattr(_build, "_can_fork", lambda: False)
+    here = build_report(sample_run, out=tmp_path / "here.html").read_text(encoding="utf-8")
+    assert pids.read_text().split() == [str(os.getpid())]
+    built = re.compile(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d")
+    assert built.sub("", beside) == built.sub("", here)
+    assert _figures(beside)["fig-tsne"] == _figures(here)["fig-tsne"]
+
+
 def test_dendrogram_and_uncertainty_sections_use_the_model_and_probabilities(reports):
     ward = _figures(reports["ward"].read_text(encoding="utf-8"))
     assert "fig-dendrogram" in ward and "fig-uncertainty" not in ward

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -586,25 +586,54 @@ def _matrix(run: _Run) -> pd.DataFrame:
     return frame
 
 
-def _maps(run: _Run, chart: _Charts, *, max_points: int, random_state: int) -> Section:
-    from sklearn.decomposition import PCA
+@dataclass(frozen=True)
+class _MapPoints:
+    """The customers the maps draw: the clustering matrix's finite rows ``X``, the seeded sample
+    of the scatter plots (``sample``) and the t-SNE map's sample of that one (``within``)."""
 
-    features, labels = run.folder.features, run.folder.labels
+    matrix: pd.DataFrame
+    X: np.ndarray
+    finite: np.ndarray
+    sample: np.ndarray
+    within: np.ndarray
+
+    @property
+    def tsne_input(self) -> np.ndarray:
+        return self.X[self.sample[self.within]]
+
+
+def _map_points(run: _Run, *, max_points: int, random_state: int) -> _MapPoints | str:
+    """The points of the maps, or why no map is drawn."""
     try:
         matrix = _matrix(run)
     except _DOES_NOT_FIT as exc:  # the saved preprocessor does not fit this table; anything else is a bug
-        return Section("maps", "Maps of customers",
-                       f"The saved model could not transform the feature table ({type(exc).__name__}), so no maps are drawn.")
+        return f"The saved model could not transform the feature table ({type(exc).__name__}), so no maps are drawn."
     finite = np.isfinite(matrix.to_numpy()).all(axis=1)
     X = matrix.to_numpy()[finite]
     if X.shape[0] < 3 or X.shape[1] < 2:
-        return Section("maps", "Maps of customers", "Too few customers or clustering columns to draw a map.")
-    ids_all = features["customer_id"].astype("string").to_numpy()[finite]
-    labels_all = labels[finite]
+        return "Too few customers or clustering columns to draw a map."
     n = X.shape[0]
     rng = np.random.default_rng(random_state)
     sample = np.sort(rng.choice(n, size=max_points, replace=False)) if n > max_points else np.arange(n)
     m = len(sample)
+    within = np.arange(m)
+    if m > _TSNE_MAX_POINTS:
+        within = np.sort(rng.choice(m, size=_TSNE_MAX_POINTS, replace=False))
+    return _MapPoints(matrix, X, finite, sample, within)
+
+
+def _maps(run: _Run, chart: _Charts, points: _MapPoints | str, tsne: Callable[[], np.ndarray | None], *,
+          max_points: int, random_state: int) -> Section:
+    """The PCA and t-SNE maps of ``points``; ``tsne()`` gives the t-SNE layout of its sample."""
+    from sklearn.decomposition import PCA
+
+    if isinstance(points, str):
+        return Section("maps", "Maps of customers", points)
+    features, labels = run.folder.features, run.folder.labels
+    matrix, X, finite, sample, within = points.matrix, points.X, points.finite, points.sample, points.within
+    ids_all = features["customer_id"].astype("string").to_numpy()[finite]
+    labels_all = labels[finite]
+    n, m = X.shape[0], len(sample)
     drawn = (f"A random sample of {m:,} of the {n:,} customers is drawn (seed {random_state}, at most {max_points:,} points)"
              if m < n else f"All {n:,} customers are drawn")
 
@@ -637,10 +666,7 @@ def _maps(run: _Run, chart: _Charts, *, max_points: int, random_state: int) -> S
                 f"clustering matrix (standardized features); PC1 {drivers}.",
     ))
 
-    within = np.arange(m)
-    if m > _TSNE_MAX_POINTS:
-        within = np.sort(rng.choice(m, size=_TSNE_MAX_POINTS, replace=False))
-    tsne_points = _tsne(X[sample[within]], random_state=random_state)
+    tsne_points = tsne()
     if tsne_points is not None:
         perplexity = min(_PERPLEXITY, (within.size - 1) / 3)
         tsne_drawn = drawn if within.size == m else (
@@ -947,24 +973,77 @@ def _run_record(run: _Run) -> Section:
 def _sections(folder: RunFolder, *, max_points: int, random_state: int) -> list[Section]:
     run = _prepare(folder)
     chart = _Charts()
-    sections = [
-        _overview(run, chart),
-        _data(run, chart),
-        _distributions(run, chart),
-        _correlations(run, chart),
-        _rfm(run, chart),
-        _cohorts(run, chart),
-        _selection(run, chart),
-        _leaderboard(run),
-        _maps(run, chart, max_points=max_points, random_state=random_state),
-        _profiles(run, chart),
-        _segments(run),
-        _dendrogram(run, chart),
-        _uncertainty(run, chart),
-        _best_worst(run, chart),
-        _run_record(run),
-    ]
+    points = _map_points(run, max_points=max_points, random_state=random_state)
+    # The t-SNE layout, the costliest chart, is computed beside the other sections.
+    with _Background(_tsne, points.tsne_input if isinstance(points, _MapPoints) else None,
+                     random_state=random_state) as tsne:
+        sections = [
+            _overview(run, chart),
+            _data(run, chart),
+            _distributions(run, chart),
+            _correlations(run, chart),
+            _rfm(run, chart),
+            _cohorts(run, chart),
+            _selection(run, chart),
+            _leaderboard(run),
+            _profiles(run, chart),
+            _segments(run),
+            _dendrogram(run, chart),
+            _uncertainty(run, chart),
+            _best_worst(run, chart),
+            _run_record(run),
+        ]
+        # The maps come after the leaderboard, as before; their t-SNE is awaited last.
+        sections.insert(8, _maps(run, chart, points, tsne.result, max_points=max_points, random_state=random_state))
     return [s for s in sections if s is not None]
+
+
+class _Background:
+    """``task(data, **options)`` in a forked process while this one goes on, where that is safe
+    (Linux, two cores or more, not from a daemonic process); else here, when ``result()`` is
+    first called.  ``data`` None: no task, ``result()`` gives None."""
+
+    def __init__(self, task: Callable[..., Any], data: Any, **options: Any) -> None:
+        self.task, self.data, self.options = task, data, options
+        self.pool: Any = None
+        self.pending: Any = None
+
+    def __enter__(self) -> _Background:
+        if self.data is not None and _can_fork():
+            import multiprocessing
+
+            self.pool = multiprocessing.get_context("fork").Pool(1)
+            self.pending = self.pool.apply_async(self.task, (self.data,), self.options)
+        return self
+
+    def result(self) -> Any:
+        if self.data is None:
+            return None
+        if self.pending is None:
+            return self.task(self.data, **self.options)
+        return self.pending.get()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if self.pool is None:
+            return
+        if kind is None:
+            self.pool.close()
+        else:
+            self.pool.terminate()
+        self.pool.join()
+        self.pool = None
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+    import sys
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return (cores >= 2 and sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
 
 
 def _render(folder: RunFolder, sections: Sequence[Section]) -> str:
