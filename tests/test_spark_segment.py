@@ -145,3 +145,27 @@ def test_what_spark_cannot_do_is_one_line(spark, folders, tmp_path, capsys, args
     assert len(err.splitlines()) == 1 and says in err
     assert "raise --spark-local-max-customers to 837" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("through_driver", [False, True])
+def test_files_written_from_spark_are_those_a_local_run_writes(spark, tmp_path, through_driver):
+    from datetime import datetime
+
+    from custseg import outputs
+    from custseg.engines.spark import SparkRelation, to_local
+    from custseg.features import to_frame
+    from custseg.pipeline.on_spark import write_from_spark
+
+    rows = [(f"C{i}" if i % 7 else f"=1+{i}", i * 0.5 if i % 5 else None, i, datetime(2024, 1, 1 + i % 28, 12, 30),
+             "-12" if i % 3 == 0 else "x, \"y\"") for i in range(250)]
+    frame = spark.createDataFrame(rows, "customer_id string, value double, n long, at timestamp_ntz, text string")
+    frame = frame.repartition(3)
+    local = to_frame(to_local(SparkRelation(frame)))
+    for name in ("table.csv", "table.parquet"):
+        written = write_from_spark(frame, tmp_path / f"spark-{name}", through_driver=through_driver)
+        expected = outputs.write_table(local, tmp_path / f"local-{name}")
+        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
+        ours, theirs = (_ids(read(p)) for p in (written, expected))
+        pd.testing.assert_frame_equal(ours, theirs)
+    assert "'=1+7" in (tmp_path / "spark-table.csv").read_text()  # neutralised for spreadsheets
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -296,10 +296,13 @@ def _exact_sizes(profiles: Profiles, assigned: Any, frame: Any, value: str | Non
 
 # --- writing from Spark ---------------------------------------------------------------------
 
-def write_from_spark(frame: Any, path: Path) -> Path:
+def write_from_spark(frame: Any, path: Path, *, through_driver: bool | None = None) -> Path:
     """Write a Spark DataFrame to ``path`` (.csv or .parquet) as :func:`custseg.outputs.write_table`
     writes a table (CSV text neutralised for spreadsheets; timestamps in microseconds, without
-    a zone, as DuckDB writes them), one partition at a time: the rows never gather here."""
+    a zone, as DuckDB writes them), one partition at a time: the rows never gather here.
+
+    ``through_driver`` (default: unless the master is local) brings the rows here a chunk at a
+    time instead of having the executors write them beside ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -311,7 +314,7 @@ def write_from_spark(frame: Any, path: Path) -> Path:
     try:
         with open(path, "w", newline="", encoding="utf-8") if csv else _nothing() as fh:
             first = True
-            for part in _parts(frame, path.parent):
+            for part in _parts(frame, path.parent, through_driver):
                 chunk = _text_as_strings(_local_types(part).to_pandas())  # pandas' types, as a local run's
                 if csv:
                     outputs.neutralise(chunk).to_csv(fh, header=first, index=False)
@@ -339,10 +342,10 @@ class _nothing:
         return None
 
 
-def _parts(frame: Any, near: Path):
+def _parts(frame: Any, near: Path, through_driver: bool | None = None):
     """``frame``'s rows as Arrow tables, one Spark partition each: written by the executors to a
     temporary folder beside ``near`` when they share this machine's disk (a local master),
-    else brought here :data:`_ROWS_PER_CHUNK` rows at a time."""
+    else (or with ``through_driver``) brought here :data:`_ROWS_PER_CHUNK` rows at a time."""
     import shutil
     import tempfile
 
@@ -350,11 +353,12 @@ def _parts(frame: Any, near: Path):
     import pyarrow.parquet as pq
 
     session = frame.sparkSession
-    try:
-        local = session.sparkContext.master.startswith("local")
-    except Exception:  # noqa: BLE001 - Spark Connect: no context here, the executors are elsewhere
-        local = False
-    if local:
+    if through_driver is None:
+        try:
+            through_driver = not session.sparkContext.master.startswith("local")
+        except Exception:  # noqa: BLE001 - Spark Connect: no context here, the executors are elsewhere
+            through_driver = True
+    if not through_driver:
         folder = Path(tempfile.mkdtemp(prefix=".spark-", dir=near))
         try:
             session.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
