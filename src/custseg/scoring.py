@@ -101,12 +101,14 @@ import pandas as pd
 from custseg.errors import ModelError
 from custseg.model import _ONE_THREAD_MIN_ROWS, NOISE, SegmentationModel, _one_thread
 
-__all__ = ["CompiledModel", "compile_model"]
+__all__ = ["ABSENT", "CompiledModel", "compile_model"]
 
 #: Rows per block of the distance computations (as :func:`custseg.model._nearest`).
 _BLOCK_ROWS = 32_768
 
 _ABSENT = object()
+#: the value :meth:`CompiledModel.assign_columns` takes for a field a record does not have
+ABSENT = _ABSENT
 # From this many records on, _read_records reads column by column (one NumPy conversion per
 # column); fewer go value by value, which is faster for a handful.
 _COLUMNWISE_MIN_RECORDS = 16
@@ -662,11 +664,27 @@ class CompiledModel:
         elif len(records) == 1:
             s, name, reason = self._score_one(*self._read_records(records))
             return [{"customer_id": ids[0], "segment": s, "segment_name": name, "reason": reason or None}]
+        elif len(records) < _COLUMNWISE_MIN_RECORDS:
+            segment, names, reasons = self._score(*self._read_records_one_by_one(records))
         else:
-            numbers, codes, problems = self._read_records(records)
-            segment, names, reasons = self._score(numbers, codes, problems)
-        return [{"customer_id": c, "segment": s, "segment_name": n, "reason": r or None}
-                for c, s, n, r in zip(ids, segment.tolist(), names.tolist(), reasons.tolist())]
+            return self.assign_columns(ids, lambda column: [r.get(column, _ABSENT) for r in records])
+        return _assignments(ids, segment, names, reasons)
+
+    @property
+    def record_fields(self) -> list[str]:
+        """The fields of a record that :meth:`assign_records` reads (its others are ignored)."""
+        specs = self._layout.categorical if self._layout is not None else []
+        return list(dict.fromkeys([*self.feature_columns, *self._inputs, *(spec.column for spec in specs)]))
+
+    def assign_columns(self, ids: Sequence[Any], values_of) -> list[dict[str, Any]]:
+        """:meth:`assign_records` of records given column by column: ``values_of(field)`` is
+        the list of every record's value of one of :attr:`record_fields` (:data:`ABSENT` where a
+        record has none), ``ids`` their customer ids, in the same order.  A compiled model only
+        (``fallback`` None); for batches of many records, where reading a column at once pays."""
+        if self.fallback is not None:
+            raise ModelError(f"assign_columns needs a compiled model; this one is not ({self.fallback})")
+        numbers, codes, problems = self._read_columns(len(ids), values_of)
+        return _assignments(ids, *self._score(numbers, codes, problems))
 
     def assign_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """What ``model.assign(features)`` gives, without ``probability``: ``customer_id,
@@ -778,16 +796,20 @@ class CompiledModel:
         rules and messages.  A record's problem is the first one in the order of its numeric
         inputs, then its categorical columns (missing ones), else its last unknown category.
         """
-        n = len(records)
-        if n < _COLUMNWISE_MIN_RECORDS:
+        if len(records) < _COLUMNWISE_MIN_RECORDS:
             return self._read_records_one_by_one(records)
+        return self._read_columns(len(records), lambda column: [r.get(column, _ABSENT) for r in records])
+
+    def _read_columns(self, n: int, values_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_read_records` of ``n`` records given column by column (``values_of(column)``:
+        every record's value, :data:`ABSENT` where it has none)."""
         raw = self._raw
         specs = self._layout.categorical if self._layout is not None else []
         inputs = self._inputs
         numbers = np.empty((n, len(inputs)), dtype="float64", order="F")
         found: list[tuple[np.ndarray, Any]] = []  # (rows with a problem, message(s)), first first
         for j, column in enumerate(inputs):
-            values = [r.get(column, _ABSENT) for r in records]
+            values = values_of(column)
             x = None
             if set(map(type, values)) <= _PLAIN_NUMBER_TYPES:
                 try:
@@ -817,7 +839,7 @@ class CompiledModel:
         codes = np.empty((n, len(specs)), dtype="int64")
         unknown = np.full(n, "", dtype=object)
         for j, spec in enumerate(specs):
-            values = [r.get(spec.column, _ABSENT) for r in records]
+            values = values_of(spec.column)
             if set(map(type, values)) <= {str}:
                 lookup, known = spec.codes.get, spec.known
                 codes[:, j] = [lookup(v, -1) for v in values]
@@ -1116,6 +1138,11 @@ class CompiledModel:
             names[complete] = out["segment_name"].to_numpy()
             reasons[complete] = out["reason"].to_numpy()
         return segment, names, reasons
+
+
+def _assignments(ids: Sequence[Any], segment: np.ndarray, names: np.ndarray, reasons: np.ndarray) -> list[dict[str, Any]]:
+    return [{"customer_id": c, "segment": s, "segment_name": n, "reason": r or None}
+            for c, s, n, r in zip(ids, segment.tolist(), names.tolist(), reasons.tolist())]
 
 
 def _number(v: Any, column: str, raw: bool) -> tuple[float, str]:

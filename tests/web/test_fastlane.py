@@ -56,17 +56,31 @@ def test_the_fast_path_answers_as_the_route(web, done):
     c.post("/api/v1/echo", json={"customers": [{}]})  # builds the stack
     lane = _lane(web.app)
     feature = model_io.load(done["folder"] / "model.skops").feature_columns[0]
+    text = next(k for k, v in records[0].items() if isinstance(v, str) and k != "customer_id" and "_at" not in k)
+    drop = lambda r, key: {k: v for k, v in r.items() if k != key}  # noqa: E731
+    wide = 123456789012345678901234567890
+    odd_many = [  # read column by column (16 or more): every kind of value, as the route reads it
+        {**records[4], "customer_id": wide}, {**records[5], feature: 10**400}, {**records[6], feature: wide},
+        {**records[7], feature: "12"}, {**records[8], feature: True}, {**records[9], feature: [1]},
+        drop(records[10], feature), {**records[11], feature: None}, {**records[12], text: "Atlantis"},
+        {**records[13], text: 5}, drop(records[14], text), drop(records[15], "customer_id"),
+        {**records[16], text: None}, {**records[17], feature: -1.5e308},
+        *records[18:30],
+    ]
     bodies = [
         {"customers": records[:1]},
+        {"customers": [{**records[0], "customer_id": wide}]},  # an id wider than 64 bits stays whole
         {"customers": [{**r, "extra": "ignored"} for r in records]},
         {"customers": [{k: v for k, v in records[0].items() if k != feature}, {**records[1], feature: "lots"},
                        {**records[2], feature: None}, {feature: records[3][feature]}]},
+        {"customers": odd_many, "other": [1, 2]},
     ]
     for body in bodies:
         before = lane.answered
-        fast = c.post(url, json=body, headers=bob)
+        content = {"content": json.dumps(body), "headers": {**bob, "Content-Type": "application/json"}}
+        fast = c.post(url, **content)
         assert lane.answered == before + 1, "the fast path did not answer"
-        route = c.post(url, json=body, headers={**bob, **ROUTE})
+        route = c.post(url, content=content["content"], headers={**content["headers"], **ROUTE})
         assert lane.answered == before + 1, "the route's request was answered by the fast path"
         assert fast.status_code == route.status_code == 200, (fast.text, route.text)
         assert fast.json() == route.json()
@@ -75,9 +89,9 @@ def test_the_fast_path_answers_as_the_route(web, done):
     # The segments are the library's.
     features = pd.read_parquet(done["folder"] / "features.parquet")
     expected = model_io.load(done["folder"] / "model.skops").assign(features)
-    many = c.post(url, json=bodies[1], headers=bob).json()["assignments"]
+    many = c.post(url, json=bodies[2], headers=bob).json()["assignments"]
     assert [a["segment"] for a in many] == expected["segment"].tolist()
-    odd = c.post(url, json=bodies[2], headers=bob).json()["assignments"]
+    odd = c.post(url, json=bodies[3], headers=bob).json()["assignments"]
     assert [a["segment"] for a in odd[:2] + odd[3:]] == [-1, -1, -1]
     assert feature in odd[0]["reason"] and feature in odd[1]["reason"] and odd[3]["customer_id"] == 3  # no id: its position
     imputed = model_io.load(done["folder"] / "model.skops").assign(features.iloc[[2]].assign(**{feature: float("nan")}))
@@ -90,7 +104,7 @@ def test_the_fast_path_answers_as_the_route(web, done):
     bulk = [e for e in c.get(f"/api/v1/projects/{done['pid']}/audit", headers=done["ann"]).json()
             if e["action"] == "assigned in bulk"]
     batches = [len(b["customers"]) for b in bodies if len(b["customers"]) > 1]
-    batches = 2 * batches + batches  # each by both paths, then again by the fast path
+    batches = 2 * batches + [len(bodies[2]["customers"]), len(bodies[3]["customers"])]  # both paths, then fast
     assert bulk == [{**bulk[0], "detail": {"run_id": done["rid"], "requests": len(batches), "customers": sum(batches)}}]
 
 
@@ -100,11 +114,10 @@ def test_what_the_fast_path_does_not_answer_goes_to_the_route(web, done):
     lane = _lane(web.app)
     before = lane.answered
     json_type = {"Content-Type": "application/json"}
-    # An id wider than 64 bits stays whole (orjson would read it as a float).
+    # An echoed id wider than 64 bits stays whole (orjson would read it as a float).
     wide = 123456789012345678901234567890
-    answer = c.post(url, content=json.dumps({"customers": [{**records[0], "customer_id": wide}]}),
-                    headers={**bob, **json_type})
-    assert answer.status_code == 200 and answer.json()["assignments"][0]["customer_id"] == wide
+    answer = c.post("/api/v1/echo", content=json.dumps({"customers": [{"customer_id": wide}]}), headers=json_type)
+    assert answer.status_code == 200 and answer.json()["customers"][0]["customer_id"] == wide
     # NaN (which Python's parser reads and orjson does not): the route's answer, null.
     answer = c.post(url, content=json.dumps({"customers": [{**records[0], "customer_id": float("nan")}]}),
                     headers={**bob, **json_type})

@@ -5,7 +5,10 @@ the requests a CRM or a website sends a thousand times a second.  Through FastAP
 1–5 ms of CPU before any scoring (the dependency chain's trips to the thread pool, pydantic
 over every customer, the JSON encoder); here the same request is answered in the event loop:
 
-- the body is parsed once with orjson and its shape checked as the route's model checks it;
+- the body is parsed once and its shape checked as the route's model checks it: an assign
+  body by the run's own reader (:func:`custseg.web.services.assign.read_customers`: only the
+  fields the model reads become Python objects, whole numbers stay whole), the echo body by
+  orjson;
 - the token's user and the user's access to the run are asked of the store about once a
   second per key (:class:`custseg.web.auth.Recent`; revoking a token, removing a member or
   deleting a project forgets them at once in this process, within a second in others), and
@@ -28,6 +31,7 @@ import asyncio
 import re
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.concurrency import run_in_threadpool
 
@@ -54,6 +58,8 @@ _ECHO = "/api/v1/echo"
 _DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
 _WIDE_NUMBER = b"0" * 19
 _JSON = b"application/json"
+#: writes whole numbers of any width (orjson stops at 64 bits)
+_WIDE_ENCODER = msgspec.json.Encoder()
 
 
 class _Decline(Exception):
@@ -88,11 +94,10 @@ class FastLane:
         try:
             if body is None:  # longer than it said, or the client left
                 raise _Decline
-            customers = _customers(body)
             if match is None:
-                answer = orjson.dumps({"customers": customers})
+                answer = orjson.dumps({"customers": _customers(body)})
             else:
-                answer = await self._assign(token, int(match[1]), int(match[2]), customers)
+                answer = await self._assign(token, int(match[1]), int(match[2]), body)
         except _Decline:
             return await self.app(scope, _replay(messages, receive), send)
         self.answered += 1
@@ -119,7 +124,7 @@ class FastLane:
                 return None, None  # the route checks a session's CSRF token
         return token, (length if json else None)
 
-    async def _assign(self, token: str, project_id: int, run_id: int, customers: list) -> bytes:
+    async def _assign(self, token: str, project_id: int, run_id: int, body: bytes) -> bytes:
         user_id = await self._recent(self.tokens, token, self._user_of, token)
         if not user_id:
             raise _Decline  # the route answers 401
@@ -129,14 +134,23 @@ class FastLane:
         model = assign_service.cached_model(self.settings, *run)
         if model is None:  # first use: read and compile it off the event loop
             model = await run_in_threadpool(assign_service.model_of, self.settings, *run)
+        try:
+            customers = assign_service.read_customers(model, body)
+        except assign_service.UnreadBody:
+            raise _Decline from None
+        if not 1 <= len(customers) <= MAX_CUSTOMERS:
+            raise _Decline
         if len(customers) <= INLINE_CUSTOMERS:
-            found = assign_service.score(model, customers)
+            found = assign_service.score_customers(model, customers)
         else:
-            found = await run_in_threadpool(assign_service.score, model, customers)
+            found = await run_in_threadpool(assign_service.score_customers, model, customers)
         try:
             answer = orjson.dumps({"assignments": found})
-        except (TypeError, orjson.JSONEncodeError):
-            raise _Decline from None  # a value only the route's encoder carries
+        except (TypeError, orjson.JSONEncodeError):  # an id wider than 64 bits: whole, as the route writes it
+            try:
+                answer = _WIDE_ENCODER.encode({"assignments": found})
+            except (TypeError, msgspec.EncodeError):
+                raise _Decline from None  # a value only the route's encoder carries
         if len(customers) > 1:
             await run_in_threadpool(self._audit, user_id, project_id, run_id, len(customers))
         return answer
@@ -194,7 +208,7 @@ class FastLane:
 
 
 def _customers(body: bytes) -> list:
-    """The body's customers if it is ``{"customers": [{…}, …]}`` as the route's model takes it."""
+    """The echo body's customers if it is ``{"customers": [{…}, …]}`` as the route's model takes it."""
     if _WIDE_NUMBER in body.translate(_DIGITS):
         raise _Decline
     try:

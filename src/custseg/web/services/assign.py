@@ -10,12 +10,14 @@ leaves that customer unassigned (segment -1) with the reason.
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,7 +28,8 @@ from custseg.web.services.projects import audit_counted, is_id
 from custseg.web.services.runs import get_run
 from custseg.web.store.models import Member, Run, User
 
-__all__ = ["assign", "done_run", "audit_bulk", "score", "model_of", "cached_model", "forget_models", "CACHE_SIZE"]
+__all__ = ["assign", "done_run", "audit_bulk", "score", "read_customers", "score_customers", "model_of", "cached_model",
+           "forget_models", "CACHE_SIZE", "UnreadBody"]
 
 #: compiled models kept in memory (one per run)
 CACHE_SIZE = 32
@@ -135,6 +138,66 @@ def assign(db: Session, settings: WebSettings, user: User, project_id: int, run_
     audit_bulk(db, user.id, project_id, run_id, len(customers))
     db.commit()  # what this request writes (sign-in bookkeeping, audit) is not held while it scores
     return score(model_of(settings, folder, run, finished_at), customers)
+
+
+class UnreadBody(ValueError):
+    """A body :func:`read_customers` does not read as ``{"customers": [{…}, …]}`` (the route
+    answers it, with its error)."""
+
+
+def _reader(model) -> tuple[msgspec.json.Decoder, list[str], list]:
+    """The JSON reader of an assign body for ``model``: only the fields the model reads are
+    kept (the others are skipped while parsing, never made into Python objects), whole numbers
+    of any width are kept whole, and a field a customer lacks is :data:`custseg.scoring.ABSENT`.
+    Made once per compiled model."""
+    found = getattr(model, "_assign_reader", None)
+    if found is None:
+        from custseg.scoring import ABSENT
+
+        fields = [f for f in model.record_fields if f != "customer_id"]
+        # attribute names of our own (a column name need not be an identifier), JSON names theirs
+        spec = [("id", Any, msgspec.field(default=ABSENT, name="customer_id"))]
+        spec += [(f"f{i}", Any, msgspec.field(default=ABSENT, name=name)) for i, name in enumerate(fields)]
+        customer = msgspec.defstruct("Customer", spec)
+        body = msgspec.defstruct("AssignBody", [("customers", list[customer])])
+        getters = [operator.attrgetter(f"f{i}") for i in range(len(fields))]
+        found = (msgspec.json.Decoder(body), fields, getters)
+        model._assign_reader = found
+    return found
+
+
+def read_customers(model, body: bytes) -> list:
+    """The customers of an assign request's JSON ``body`` as ``model`` reads them (for
+    :func:`score_customers`); :class:`UnreadBody` if it is not ``{"customers": [{…}, …]}``."""
+    decoder = _reader(model)[0]
+    try:
+        return decoder.decode(body).customers
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UnreadBody(str(exc)) from None
+
+
+def score_customers(model, customers: list) -> list[dict[str, Any]]:
+    """:func:`score` of the customers :func:`read_customers` read: the same answers, read
+    column by column from the parsed objects."""
+    from custseg.scoring import ABSENT
+
+    _, fields, getters = _reader(model)
+    if model.fallback is not None or len(customers) < 16:
+        return score(model, [_as_record(c, fields) for c in customers])
+    ids = [i if c.id is ABSENT else c.id for i, c in enumerate(customers)]
+    columns = {name: getter for name, getter in zip(fields, getters)}
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        try:
+            return model.assign_columns(ids, lambda name: list(map(columns[name], customers)))
+        except OverflowError:  # a whole number beyond any float: as the route reads it
+            return score(model, [_as_record(c, fields) for c in customers])
+
+
+def _as_record(customer, fields: list[str]) -> dict[str, Any]:
+    from custseg.scoring import ABSENT
+
+    values = msgspec.structs.astuple(customer)
+    return {name: v for name, v in zip(["customer_id", *fields], values) if v is not ABSENT}
 
 
 def _as_floats(customer: Mapping[str, Any]) -> Mapping[str, Any]:
