@@ -547,3 +547,27 @@ def test_how_many_workers_a_sweep_gets(monkeypatch):
 def test_n_jobs_must_be_a_positive_integer(planted):
     with pytest.raises(ConfigError, match="n_jobs must be an integer >= 1"):
         compare(planted[0], algorithms=("kmeans",), k_values=range(2, 4), n_jobs=0)
+
+
+@fork_only
+def test_the_callers_work_runs_beside_the_workers_and_is_finished_when_compare_returns(planted):
+    import threading
+    import time
+
+    ran: list[str] = []
+
+    def work():
+        time.sleep(0.2)
+        ran.append(threading.current_thread().name)
+
+    compare(planted[0], algorithms=("kmeans",), k_values=range(2, 5), n_bootstrap=1, n_jobs=2, meanwhile=work)
+    assert ran and ran[0] != threading.current_thread().name
+    ran.clear()
+    compare(planted[0], algorithms=("kmeans",), k_values=range(2, 5), n_bootstrap=1, n_jobs=1, meanwhile=work)
+    assert ran == []  # nothing to run beside: the caller does its work itself
+
+    def broken():
+        raise ImportError("no such module")
+
+    res = compare(planted[0], algorithms=("kmeans",), k_values=range(2, 5), n_bootstrap=1, n_jobs=2, meanwhile=broken)
+    assert res.recommendation.n_clusters >= 2

@@ -183,6 +183,7 @@ def compare(
     min_share: float = 0.02,
     progress: Progress | None = None,
     n_jobs: int | None = None,
+    meanwhile: Callable[[], Any] | None = None,
 ) -> SelectionResult:
     """Sweep algorithms x k on ``X`` and recommend one configuration.
 
@@ -219,7 +220,11 @@ def compare(
     ``1`` fits everything here, one after the other.  Workers are forked, so only where fork is
     safe and cheap (Linux, and not from inside a daemonic process); elsewhere the sweep runs
     here.  Every fit runs on one BLAS/OpenMP thread up to ``_ONE_THREAD_MAX_ROWS`` rows; above
-    that the fits use the threads themselves and the sweep runs here.
+    that the fits use the threads themselves and the sweep runs here.  ``meanwhile()``, when
+    given, is the caller's own work that can run beside the workers (e.g. an import it needs
+    next): it is called in a thread of this process once the workers are started, and finished
+    before compare returns; its errors are left for the caller to meet again.  Without workers it
+    is not called.
 
     Raises :class:`~custseg.errors.DataError` when ``X`` cannot be segmented (not numeric,
     missing values, fewer rows or distinct rows than ``k``, all rows identical) and
@@ -277,7 +282,9 @@ def compare(
     sweep = _Sweep(data, seed=base_seed, silhouette=silhouette, resamples=resamples, n_distinct=n_distinct)
     elbow_extra = [k for k in elbow_ks if k not in kmeans_swept]
     workers = _workers(n_jobs, n_fit, len(configs) + len(elbow_extra))
-    with _fit_threads(n_fit), _Runner(sweep, workers) as runner:
+    # The caller's work beside the sweep starts once the workers are forked (no thread of it is
+    # copied into them) and is finished before the workers are.
+    with _fit_threads(n_fit), _Runner(sweep, workers) as runner, _Beside(meanwhile if runner.parallel else None):
         # Every fit is submitted at once, the costliest first (for the workers to share them
         # out); an algorithm's refits follow as soon as all its fits are measured.  Run here
         # (one worker) each task runs when its result is asked for: the order is then
@@ -287,32 +294,40 @@ def compare(
         stabilities: dict[tuple[str, int | None], Any] = {}
         measured: dict[str, list[tuple[int | None, dict[str, Any], np.ndarray]]] = {}
 
-        def gather(name: str) -> None:
-            """Collect one algorithm's fits, start their refits and score their silhouettes."""
+        if runner.parallel and any(ALGORITHMS[name].takes_k for name in names):
+            silhouette.prepare()  # the distances the silhouettes share, while the workers fit
+
+        def start(name: str) -> None:
+            """Collect one algorithm's fits and start the refits its size test leaves no doubt about."""
             rows = [(k, *measuring[(name, k)].get()) for k in (ks if ALGORITHMS[name].takes_k else [None])]
             # A configuration passing the size test is refitted whatever the others show (see
-            # _ruled_out_by_size): its refits start while the silhouettes are computed here.
+            # _ruled_out_by_size): its refits start before the silhouettes are computed.
             passing = [(k, record, labels) for k, record, labels in rows if _passes_size(record, min_share)]
             for k, record, labels in sorted(passing, key=lambda row: -row[1]["fit_seconds"]):
                 stabilities[(name, k)] = runner.submit(_stability_task, name, k, labels)
+            measured[name] = rows
+
+        def score(name: str) -> None:
+            """One algorithm's silhouettes, and the refits of the rest it needs."""
+            rows = measured[name]
             # The silhouettes of every labeling of all rows, from one product with the distances.
             shared = [(record, labels) for _, record, labels in rows if record["silhouette"] == _SHARED]
-            for (record, _), score in zip(shared, silhouette.many([labels for _, labels in shared])):
-                record["silhouette"] = score
+            for (record, _), value in zip(shared, silhouette.many([labels for _, labels in shared])):
+                record["silhouette"] = value
             ruled_out = _ruled_out_by_size([record for _, record, _ in rows], min_share)
             for (k, record, labels), skip in zip(rows, ruled_out):
                 if not skip and (name, k) not in stabilities:
                     stabilities[(name, k)] = runner.submit(_stability_task, name, k, labels)
-            measured[name] = rows
 
         for position, name in enumerate(names):
             if name not in measured:
-                gather(name)
+                start(name)
             for later in names[position + 1:]:  # fits done already: their refits can start now
                 if later not in measured and all(
                     measuring[(later, k)].ready() for k in (ks if ALGORITHMS[later].takes_k else [None])
                 ):
-                    gather(later)
+                    start(later)
+            score(name)
             for k, record, _ in measured[name]:
                 future = stabilities.get((name, k))
                 record["stability"] = math.nan if future is None else future.get()
@@ -691,13 +706,17 @@ class _SharedSilhouette:
         self._distances: np.ndarray | None = None
         self._fits = shown <= _SHARED_DISTANCES_MAX_ROWS
 
+    def prepare(self) -> None:
+        """Compute the shared distances now (else when a silhouette first needs them)."""
+        if self._fits and self._distances is None:
+            points = self.data if self.rows is None else self.data[self.rows]
+            self._distances = pairwise_distances(points)
+
     def __call__(self, labels: np.ndarray) -> float:
         """Silhouette of ``labels`` (one per row of ``data``), NaN when its rows hold one segment."""
         if not self._fits:
             return self.of_subset(self.data, labels)
-        if self._distances is None:
-            points = self.data if self.rows is None else self.data[self.rows]
-            self._distances = pairwise_distances(points)
+        self.prepare()
         drawn = labels if self.rows is None else labels[self.rows]
         return _silhouette_from_distances(self._distances, drawn)
 
@@ -706,9 +725,7 @@ class _SharedSilhouette:
         distances."""
         if not self._fits or not labelings:
             return [self(labels) for labels in labelings]
-        if self._distances is None:
-            points = self.data if self.rows is None else self.data[self.rows]
-            self._distances = pairwise_distances(points)
+        self.prepare()
         drawn = [labels if self.rows is None else labels[self.rows] for labels in labelings]
         return _silhouettes_from_distances(self._distances, drawn)
 
@@ -809,6 +826,31 @@ def _in_worker(task: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return task(_worker_sweep, *args)
 
 
+class _Beside:
+    """``work()`` in a thread while the block runs; awaited at its end.  Its errors are dropped:
+    it is only work done ahead (the caller meets them again when it does the work itself)."""
+
+    def __init__(self, work: Callable[[], Any] | None) -> None:
+        self.work, self.thread = work, None
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):
+            self.work()
+
+    def __enter__(self) -> _Beside:
+        if self.work is not None:
+            import threading
+
+            self.thread = threading.Thread(target=self._run, name="custseg-beside-sweep", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+
 class _Later:
     """A task run in this process when its result is first asked for."""
 
@@ -839,6 +881,10 @@ class _Runner:
             context = multiprocessing.get_context("fork")
             self.pool = context.Pool(self.workers, initializer=_start_worker, initargs=(self.sweep,))
         return self
+
+    @property
+    def parallel(self) -> bool:
+        return self.pool is not None
 
     def submit(self, task: Callable[..., Any], *args: Any) -> Any:
         """A handle with ``ready()`` and ``get()`` (which re-raises the task's error)."""
