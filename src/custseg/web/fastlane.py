@@ -73,6 +73,7 @@ class FastLane:
         self.app = app
         self.settings = settings
         self.store = store
+        self._store_url = str(store.engine.url) if store is not None else ""
         self.tokens = auth.Recent()
         self.access = auth.Recent()
         #: the questions being asked of the store now, by cache and key
@@ -151,7 +152,7 @@ class FastLane:
                 answer = _WIDE_ENCODER.encode({"assignments": found})
             except (TypeError, msgspec.EncodeError):
                 raise _Decline from None  # a value only the route's encoder carries
-        if len(customers) > 1:
+        if not assign_service.counted_bulk(self._store_url, user_id, project_id, run_id, len(customers)):
             await run_in_threadpool(self._audit, user_id, project_id, run_id, len(customers))
         return answer
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from custseg.web.config import WebSettings
 from custseg.web.errors import Conflict, NotFound
-from custseg.web.services.projects import audit_counted, is_id
+from custseg.web.services.projects import audit_counted, count_if_open, is_id
 from custseg.web.services.runs import get_run
 from custseg.web.store.models import Member, Run, User
 
@@ -116,6 +116,13 @@ def audit_bulk(db: Session, user_id: int, project_id: int, run_id: int, customer
     if customers > 1:
         audit_counted(db, project_id, user_id, "assigned in bulk", {"requests": 1, "customers": customers},
                       run_id=run_id)
+
+
+def counted_bulk(store_url: str, user_id: int, project_id: int, run_id: int, customers: int) -> bool:
+    """:func:`audit_bulk` done in memory, if it can be (True: nothing to write now — one
+    customer, or the minute's event for this user and run is open); False: call audit_bulk."""
+    return customers <= 1 or count_if_open(store_url, project_id, user_id, "assigned in bulk",
+                                           {"requests": 1, "customers": customers}, run_id=run_id)
 
 
 def score(model, customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
