@@ -80,8 +80,12 @@ def run_segmentation(
     if made.on_engine:
         from custseg.pipeline.on_spark import segment_on_engine
 
-        return segment_on_engine(loaded, made, config=config, limit=limit, previous=previous,
-                                 segment_map=segment_map, progress=progress, started=started)
+        try:
+            return segment_on_engine(loaded, made, config=config, limit=limit, previous=previous,
+                                     segment_map=segment_map, progress=progress, started=started)
+        except BaseException:  # its rows are kept on Spark for the run's files: not needed now
+            made.table.frame.unpersist()
+            raise
     prepared = prepare(loaded, config=config, policy=policy, as_of=as_of, customers=made)
     choice = choose(prepared, config=config, progress=progress)
     fitted = fit(prepared, choice, config=config, previous=previous, progress=progress)
@@ -166,8 +170,12 @@ def run(
         loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
         progress=progress, previous=earlier, segment_map=request.segment_map, settings=settings,
     )
-    step("writing the run")
-    written = runs.write_run(result, out, request=request)
+    try:
+        step("writing the run")
+        written = runs.write_run(result, out, request=request)
+    finally:
+        if result.customers.on_engine:  # a table left on Spark: its rows are written, free them there
+            result.customers.table.frame.unpersist()
     if request.report:
         from custseg.report import build_report
 
