@@ -4,18 +4,17 @@ The library never reads environment variables while it works: an edge (the CLI, 
 worker) builds one :class:`Settings` — usually :meth:`Settings.from_env` — and passes it down.
 Two runs with different settings can then share one process.
 
-=========================  ==================================  ===================================
-variable                   field                               default
-=========================  ==================================  ===================================
-``CUSTSEG_MEMORY_LIMIT``   ``memory_limit`` (DuckDB's budget)  ``1GB``
-``CUSTSEG_TEMP_DIR``       ``temp_dir`` (spill, staging)       ``TMPDIR`` / the system's temp dir
-``CUSTSEG_DATA_DIR``       ``data_dir`` (the web app's data)   ``./custseg-data``
-``CUSTSEG_THREADS``        ``threads`` (DuckDB's threads)      all cores
-``CUSTSEG_ENGINE``         ``engine``: ``duckdb`` or ``spark``  ``duckdb``
-``CUSTSEG_SPARK_MASTER``   ``spark_master`` (Spark's master)   spark-submit's, else ``local[*]``
-``CUSTSEG_SPARK_LOCAL_``   ``spark_local_max_customers``       ``1000000``
-``MAX_CUSTOMERS``          (largest table clustered locally)
-=========================  ==================================  ===================================
+=====================================  ===============================  ==============================
+variable                               field                            default
+=====================================  ===============================  ==============================
+``CUSTSEG_MEMORY_LIMIT``               ``memory_limit`` (DuckDB's)      ``1GB`` (DuckDB's budget)
+``CUSTSEG_TEMP_DIR``                   ``temp_dir`` (spill, staging)    ``TMPDIR`` / the system's temp dir
+``CUSTSEG_DATA_DIR``                   ``data_dir`` (the web app's)     ``./custseg-data``
+``CUSTSEG_THREADS``                    ``threads`` (DuckDB's threads)   all cores
+``CUSTSEG_ENGINE``                     ``engine``: duckdb or spark      ``duckdb``
+``CUSTSEG_SPARK_MASTER``               ``spark_master`` (the master)    spark-submit's, else ``local[*]``
+``CUSTSEG_SPARK_LOCAL_MAX_CUSTOMERS``  ``spark_local_max_customers``    ``1000000``
+=====================================  ===============================  ==============================
 
 The engine is where the cleaning and customer features run (:mod:`custseg.engines`): the
 same source gives the same features on either.  With the Spark engine, a customer table of at
