@@ -61,7 +61,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kneed import KneeLocator
 from sklearn.metrics import (
     adjusted_rand_score,
     calinski_harabasz_score,
@@ -284,7 +283,8 @@ def compare(
     workers = _workers(n_jobs, n_fit, len(configs) + len(elbow_extra))
     # The caller's work beside the sweep starts once the workers are forked (no thread of it is
     # copied into them) and is finished before the workers are.
-    with _fit_threads(n_fit), _Runner(sweep, workers) as runner, _Beside(meanwhile if runner.parallel else None):
+    with (_fit_threads(n_fit), _Runner(sweep, workers) as runner,
+          _Beside(_ahead(meanwhile) if runner.parallel else None)):
         # Every fit is submitted at once, the costliest first (for the workers to share them
         # out); an algorithm's refits follow as soon as all its fits are measured.  Run here
         # (one worker) each task runs when its result is asked for: the order is then
@@ -826,6 +826,19 @@ def _in_worker(task: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return task(_worker_sweep, *args)
 
 
+def _ahead(meanwhile: Callable[[], Any] | None) -> Callable[[], None]:
+    """The work done beside the workers: importing kneed, which finds the knee after the sweep,
+    and the caller's ``meanwhile``."""
+
+    def work() -> None:
+        with contextlib.suppress(Exception):
+            import kneed  # noqa: F401
+        if meanwhile is not None:
+            meanwhile()
+
+    return work
+
+
 class _Beside:
     """``work()`` in a thread while the block runs; awaited at its end.  Its errors are dropped:
     it is only work done ahead (the caller meets them again when it does the work itself)."""
@@ -927,6 +940,8 @@ def _find_knee(elbow: pd.DataFrame) -> int | None:
     inertia = elbow["inertia"].to_numpy()
     if len(inertia) < 3 or not np.all(np.isfinite(inertia)) or inertia[0] <= inertia[-1]:
         return None
+    from kneed import KneeLocator  # here: it imports scipy.signal (0.15 s), which only this needs
+
     with warnings.catch_warnings():
         # kneed warns when the curve has no knee; None already says so.
         warnings.simplefilter("ignore")
