@@ -280,6 +280,31 @@ def test_a_batch_of_records_is_read_as_each_record_alone(personality_odd):
             "unknown Education 'Wizard'", "missing Education"} <= reasons
 
 
+def test_a_large_batch_is_scored_in_blocks_with_the_same_answers(personality_odd, monkeypatch):
+    """Blocks of rows on each core (from _PARALLEL_MIN_ROWS rows): the answers of one block."""
+    import custseg.scoring as scoring
+
+    model = fit_model(personality_odd, "kmeans", n_clusters=4)
+    compiled = compile_model(model)
+    features = personality_odd.copy()
+    features.loc[features.index[::13], "Education"] = "Wizard"  # reasons in every block
+    whole = compiled.assign_frame(features)
+    numbers = features[compiled.numeric_columns].to_numpy(dtype="float64")
+    categories = features[compiled.categorical_columns].to_numpy(dtype=object)
+    matrix = compiled.assign_matrix(numbers, categories)
+    blocks = []
+    monkeypatch.setattr(scoring, "_PARALLEL_MIN_ROWS", 200)
+    monkeypatch.setattr(scoring.os, "cpu_count", lambda: 3)
+    score = scoring.CompiledModel._score
+    monkeypatch.setattr(scoring.CompiledModel, "_score",
+                        lambda self, n, c, p, **kw: blocks.append(len(n)) or score(self, n, c, p, **kw))
+    pd.testing.assert_frame_equal(compiled.assign_frame(features), whole)
+    assert len(blocks) == 3 and sum(blocks) == len(features)
+    in_blocks = compiled.assign_matrix(numbers, categories)
+    assert all(np.array_equal(in_blocks[k], matrix[k]) for k in matrix)
+    assert (whole["segment"] == -1).sum() >= len(features) // 13
+
+
 # --- Mall Customers ------------------------------------------------------------------------------
 
 
