@@ -571,3 +571,20 @@ def test_the_callers_work_runs_beside_the_workers_and_is_finished_when_compare_r
 
     res = compare(planted[0], algorithms=("kmeans",), k_values=range(2, 5), n_bootstrap=1, n_jobs=2, meanwhile=broken)
     assert res.recommendation.n_clusters >= 2
+
+
+@fork_only
+def test_a_cancel_from_progress_stops_the_workers(planted):
+    import multiprocessing
+
+    class Stop(Exception):
+        pass
+
+    def progress(step, done, total):
+        if done == 2:
+            raise Stop(step)
+
+    with pytest.raises(Stop, match="kmeans k=3"):
+        compare(planted[0], algorithms=("kmeans", "gmm"), k_values=range(2, 9), n_bootstrap=2, n_jobs=2,
+                progress=progress)
+    assert multiprocessing.active_children() == []
