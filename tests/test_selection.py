@@ -588,3 +588,67 @@ def test_a_cancel_from_progress_stops_the_workers(planted):
         compare(planted[0], algorithms=("kmeans", "gmm"), k_values=range(2, 9), n_bootstrap=2, n_jobs=2,
                 progress=progress)
     assert multiprocessing.active_children() == []
+
+
+# --- refitting only the rows that can be recommended ------------------------------------------
+
+def test_deciding_refits_give_the_recommendation_of_refitting_every_row(planted):
+    X, _ = planted
+    options = dict(algorithms=("kmeans", "gmm"), k_values=range(2, 11), n_bootstrap=3)
+    every = compare(X, **options)
+    deciding = compare(X, stability_for="deciding", **options)
+    assert deciding.recommendation.text == every.recommendation.text
+    assert deciding.recommendation.reasons[:-1] == every.recommendation.reasons
+    assert deciding.recommendation.reasons[-1].startswith("stability measured for the ")
+    for algorithm in ("kmeans", "gmm"):
+        assert recommend(deciding.leaderboard, knee=deciding.knee, algorithm=algorithm) == recommend(
+            every.leaderboard, knee=every.knee, algorithm=algorithm)
+    measured = deciding.leaderboard["stability"].notna()
+    assert 0 < measured.sum() < every.leaderboard["stability"].notna().sum()
+    assert (deciding.leaderboard.loc[measured, "stability"] == every.leaderboard.loc[measured, "stability"]).all()
+    # The knee's rows are always measured.
+    assert deciding.leaderboard.loc[deciding.leaderboard["n_clusters"] == deciding.knee, "stability"].notna().all()
+    if __import__("sys").platform.startswith("linux"):
+        shared = compare(X, stability_for="deciding", n_jobs=2, **options)
+        pd.testing.assert_frame_equal(shared.leaderboard.drop(columns="fit_seconds"),
+                                      deciding.leaderboard.drop(columns="fit_seconds"))
+
+
+class _Known:
+    def __init__(self, value):
+        self.value = value
+
+    def ready(self):
+        return True
+
+    def get(self):
+        return self.value
+
+
+def test_deciding_refits_walk_down_the_silhouettes_to_the_first_stable_row():
+    from custseg.selection import _refit_deciding
+
+    def row(k, silhouette, share=0.2):
+        return (k, {"n_clusters": k, "silhouette": silhouette, "min_share": share}, np.zeros(3))
+
+    measured = {"kmeans": [row(2, 0.50), row(3, 0.45), row(4, 0.451), row(5, 0.40), row(6, 0.30), row(7, 0.60, 0.01)],
+                "gmm": [row(2, 0.20), row(3, 0.10), row(4, 0.05)]}
+    truth = {("kmeans", 2): 0.3, ("kmeans", 3): 0.7, ("kmeans", 4): 0.2, ("kmeans", 5): 0.9, ("kmeans", 6): 0.9,
+             ("gmm", 2): 0.95, ("gmm", 3): 0.1, ("gmm", 4): 0.1}
+    stabilities: dict = {}
+    asked = []
+
+    def refit(name, k, labels):
+        asked.append((name, k))
+        return _Known(truth[(name, k)])
+
+    made = _refit_deciding(measured, ["kmeans", "gmm"], 6, 0.02, stabilities, refit)
+    # K-Means: 0.50 is unstable, 0.45 (k = 3 and 4, printed alike) holds a stable row: stop there;
+    # k = 6 is the knee; k = 7 has too small a segment.  GMM: 0.20 is stable; its k = 6 does not exist.
+    assert sorted(stabilities) == sorted([("kmeans", 2), ("kmeans", 3), ("kmeans", 4), ("kmeans", 6), ("gmm", 2)])
+    assert made == 5 and len(asked) == 5
+
+
+def test_stability_for_must_be_all_or_deciding(planted):
+    with pytest.raises(ConfigError, match="stability_for must be 'all' or 'deciding'"):
+        compare(planted[0], algorithms=("kmeans",), k_values=range(2, 4), stability_for="some")

@@ -183,6 +183,7 @@ def compare(
     progress: Progress | None = None,
     n_jobs: int | None = None,
     meanwhile: Callable[[], Any] | None = None,
+    stability_for: str = "all",
 ) -> SelectionResult:
     """Sweep algorithms x k on ``X`` and recommend one configuration.
 
@@ -225,6 +226,14 @@ def compare(
     before compare returns; its errors are left for the caller to meet again.  Without workers it
     is not called.
 
+    ``stability_for="deciding"`` refits only the configurations whose stability can change the
+    automatic recommendation (:func:`recommend` without a forced ``n_clusters``), per algorithm:
+    the rows at the elbow's knee and, best silhouette first (as printed), every row down to and
+    with the first stable one's silhouette; any other row has a lower silhouette than a stable
+    row and is not at the knee, so it cannot be recommended whatever its stability, which is then
+    NaN.  The recommendation is the one ``"all"`` gives, and its reasons say how many rows were
+    refitted.  (A forced ``n_clusters`` compares every row at that k: use ``"all"`` then.)
+
     Raises :class:`~custseg.errors.DataError` when ``X`` cannot be segmented (not numeric,
     missing values, fewer rows or distinct rows than ``k``, all rows identical) and
     :class:`~custseg.errors.ConfigError` for invalid options.
@@ -245,6 +254,9 @@ def compare(
     min_share = _check_min_share(min_share)
     if n_jobs is not None:
         n_jobs = _check_count("n_jobs", n_jobs, 1)
+    if stability_for not in ("all", "deciding"):
+        raise ConfigError(f"stability_for must be 'all' or 'deciding', got {stability_for!r}")
+    deciding = stability_for == "deciding"
     if progress is not None and not callable(progress):
         raise ConfigError(
             f"progress must be a callable(step, done, total), got {type(progress).__name__}; "
@@ -276,7 +288,6 @@ def compare(
         progress("start", done, total)
 
     records: list[dict[str, Any]] = []
-    kmeans_inertia: dict[int, float] = {}
     silhouette = _SharedSilhouette(data, silhouette_sample, base_seed)
     sweep = _Sweep(data, seed=base_seed, silhouette=silhouette, resamples=resamples, n_distinct=n_distinct)
     elbow_extra = [k for k in elbow_ks if k not in kmeans_swept]
@@ -302,7 +313,8 @@ def compare(
             rows = [(k, *measuring[(name, k)].get()) for k in (ks if ALGORITHMS[name].takes_k else [None])]
             # A configuration passing the size test is refitted whatever the others show (see
             # _ruled_out_by_size): its refits start before the silhouettes are computed.
-            passing = [(k, record, labels) for k, record, labels in rows if _passes_size(record, min_share)]
+            passing = [(k, record, labels) for k, record, labels in rows
+                       if _passes_size(record, min_share) and not deciding]
             for k, record, labels in sorted(passing, key=lambda row: -row[1]["fit_seconds"]):
                 stabilities[(name, k)] = runner.submit(_stability_task, name, k, labels)
             measured[name] = rows
@@ -314,10 +326,22 @@ def compare(
             shared = [(record, labels) for _, record, labels in rows if record["silhouette"] == _SHARED]
             for (record, _), value in zip(shared, silhouette.many([labels for _, labels in shared])):
                 record["silhouette"] = value
-            ruled_out = _ruled_out_by_size([record for _, record, _ in rows], min_share)
-            for (k, record, labels), skip in zip(rows, ruled_out):
-                if not skip and (name, k) not in stabilities:
-                    stabilities[(name, k)] = runner.submit(_stability_task, name, k, labels)
+            if not deciding:
+                ruled_out = _ruled_out_by_size([record for _, record, _ in rows], min_share)
+                for (k, record, labels), skip in zip(rows, ruled_out):
+                    if not skip and (name, k) not in stabilities:
+                        stabilities[(name, k)] = runner.submit(_stability_task, name, k, labels)
+
+        def collect(name: str) -> None:
+            nonlocal done
+            for k, record, _ in measured[name]:
+                future = stabilities.get((name, k))
+                record["stability"] = math.nan if future is None else future.get()
+                record["on_sample"] = on_sample
+                records.append(record)
+                done += 1
+                if progress is not None:
+                    progress(name if k is None else f"{name} k={k}", done, total)
 
         for position, name in enumerate(names):
             if name not in measured:
@@ -328,29 +352,27 @@ def compare(
                 ):
                     start(later)
             score(name)
-            for k, record, _ in measured[name]:
-                future = stabilities.get((name, k))
-                record["stability"] = math.nan if future is None else future.get()
-                record["on_sample"] = on_sample
-                records.append(record)
-                if name == "kmeans" and k is not None:
-                    kmeans_inertia[k] = record["inertia"]
-                done += 1
-                if progress is not None:
-                    progress(name if k is None else f"{name} k={k}", done, total)
+            if not deciding:
+                collect(name)
 
-        elbow_inertia = [float(((data - data.mean(axis=0)) ** 2).sum())]
-        for k in elbow_ks:
-            if k not in kmeans_inertia:
-                kmeans_inertia[k] = elbow_fits[k].get()
-                done += 1
-                if progress is not None:
-                    progress(f"elbow k={k}", done, total)
-            elbow_inertia.append(kmeans_inertia[k])
-    elbow = pd.DataFrame(
-        {"k": np.arange(1, len(elbow_inertia) + 1, dtype=np.int64), "inertia": elbow_inertia}
-    )
-    knee = _find_knee(elbow)
+        def elbow_curve() -> pd.DataFrame:
+            swept = {k: record["inertia"] for k, record, _ in measured.get("kmeans", []) if k is not None}
+            inertia = [float(((data - data.mean(axis=0)) ** 2).sum())]
+            inertia += [swept[k] if k in swept else elbow_fits[k].get() for k in elbow_ks]
+            return pd.DataFrame({"k": np.arange(1, len(inertia) + 1, dtype=np.int64), "inertia": inertia})
+
+        elbow = elbow_curve()
+        knee = _find_knee(elbow)
+        refitted = None
+        if deciding:
+            refitted = _refit_deciding(measured, names, knee, min_share, stabilities,
+                                       lambda name, k, labels: runner.submit(_stability_task, name, k, labels))
+            for name in names:
+                collect(name)
+        for k in elbow_extra:
+            done += 1
+            if progress is not None:
+                progress(f"elbow k={k}", done, total)
 
     leaderboard = pd.DataFrame.from_records(records, columns=list(LEADERBOARD_COLUMNS))
     leaderboard = leaderboard.astype(
@@ -358,6 +380,15 @@ def compare(
         | {c: float for c in LEADERBOARD_COLUMNS[2:-1]}
     )
     recommendation = recommend(leaderboard, knee=knee, min_share=min_share)
+    if refitted is not None and refitted < len(leaderboard):
+        recommendation = Recommendation(
+            recommendation.algorithm, recommendation.n_clusters,
+            [*recommendation.reasons,
+             f"stability measured for the {refitted} of {len(leaderboard)} configurations that could be "
+             "recommended (at the elbow's knee, or with a silhouette down to the best stable one of their "
+             "algorithm); the others could not be, whatever their stability"],
+            recommendation.text,
+        )
     return SelectionResult(
         leaderboard=leaderboard, elbow=elbow, knee=knee, recommendation=recommendation
     )
@@ -600,6 +631,63 @@ def _stability(
         refit = make_estimator(name, n_clusters=k, random_state=refit_seed).fit(data[rows])
         agreements.append(adjusted_rand_score(labels[rows], np.asarray(refit.labels_)))
     return float(np.mean(agreements)) if agreements else math.nan
+
+
+def _refit_deciding(
+    measured: dict[str, list[tuple[int | None, dict[str, Any], np.ndarray]]],
+    names: Sequence[str],
+    knee: int | None,
+    min_share: float,
+    stabilities: dict[tuple[str, int | None], Any],
+    refit: Callable[[str, int | None, np.ndarray], Any],
+) -> int:
+    """Start (and wait for) the refits whose stability can change the recommendation (see
+    ``stability_for`` in :func:`compare`); return how many configurations were refitted.
+
+    Per algorithm, among its candidates (two segments or more, a silhouette, every segment of at
+    least ``min_share``): the rows at the knee, then the rows of the best printed silhouette, then
+    of the next, until a group holds a row the rule counts as stable (ARI >= 0.6, or NaN).  Every
+    group of every algorithm is started before any is awaited, so the workers share them.  An
+    algorithm without such candidates, or without k, is refitted as without the shortcut.
+    """
+    def start(name: str, k: int | None, labels: np.ndarray) -> None:
+        if (name, k) not in stabilities:
+            stabilities[(name, k)] = refit(name, k, labels)
+
+    plans: dict[str, Any] = {}
+    for name in names:
+        rows = measured[name]
+        candidates = [
+            (k, record, labels) for k, record, labels in rows
+            if ALGORITHMS[name].takes_k and _passes_size(record, min_share) and record["n_clusters"] >= 2
+            and not math.isnan(record["silhouette"])
+        ]
+        if not candidates:
+            for (k, _, labels), skip in zip(rows, _ruled_out_by_size([r for _, r, _ in rows], min_share)):
+                if not skip:
+                    start(name, k, labels)
+            continue
+        for k, record, labels in candidates:
+            if knee is not None and record["n_clusters"] == knee:
+                start(name, k, labels)
+        printed = [float(np.round(record["silhouette"], 2)) for _, record, _ in candidates]
+        plans[name] = iter([[row for row, p in zip(candidates, printed) if p == level]
+                            for level in sorted(set(printed), reverse=True)])
+    while plans:
+        waves = {}
+        for name, groups in list(plans.items()):
+            group = next(groups, None)
+            if group is None:
+                del plans[name]
+                continue
+            for k, _, labels in group:
+                start(name, k, labels)
+            waves[name] = group
+        for name, group in waves.items():
+            values = [stabilities[(name, k)].get() for k, _, _ in group]
+            if any(math.isnan(v) or v >= _MIN_STABILITY for v in values):
+                plans.pop(name, None)
+    return len(stabilities)
 
 
 def _settled(agreements: list[float], remaining: int) -> bool:

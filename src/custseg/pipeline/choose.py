@@ -68,6 +68,8 @@ def choose(
                 prepared.numeric, algorithms=config.candidates if spec is None else (config.algorithm,),
                 k_values=k_values_for(prepared, config), random_state=config.random_state, progress=progress,
                 meanwhile=_import_model_writer,
+                # Without a forced k only the rows that can be recommended need their stability.
+                stability_for="deciding" if config.n_clusters is None else "all",
             )
     if config.algorithm == "auto" or config.n_clusters is None:
         recommended = selection.recommend(

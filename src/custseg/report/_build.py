@@ -563,8 +563,12 @@ def _leaderboard(run: _Run) -> Section:
         i for i, (_, r) in enumerate(board.iterrows())
         if chosen and r["algorithm"] == chosen[0] and int(r["n_clusters"]) == chosen[1]
     )
+    unmeasured = ""
+    if "stability" in board and board["stability"].notna().any() and board["stability"].isna().any():
+        unmeasured = "; stability — : not measured (a segment too small, or a row that could not be recommended)"
     section.tables.append(Table(
-        f"Every fit compared ({len(board)} rows; the highlighted row is the one used; ↑ higher is better, ↓ lower is better)",
+        f"Every fit compared ({len(board)} rows; the highlighted row is the one used; ↑ higher is better, "
+        f"↓ lower is better{unmeasured})",
         [(label, numeric) for _, label, numeric, _ in spec], rows, highlight, nowrap=True,
     ))
     return section
