@@ -261,6 +261,13 @@ def test_whole_flow_with_a_worker(web, tmp_path):
         assert report.headers["content-type"].startswith("text/html") and b"<html" in report.content[:2000].lower()
         assignments = c.get(f"{base}/{rid}/files/assignments.csv", headers=bob)
         assert assignments.headers["content-disposition"].startswith("attachment")
+        # No file a member reads names the server's own folders.
+        for name in files:
+            if name.endswith((".json", ".csv", ".html")) and files[name]["size"] is not None:
+                text = c.get(f"{base}/{rid}/files/{name}", headers=bob).text
+                assert str(web.settings.data_dir.resolve()) not in text and str(web.settings.data_dir) not in text, name
+        record = c.get(f"{base}/{rid}/files/run.json", headers=bob).json()
+        assert record["request"]["source"]["source"].startswith(f"projects/{pid}/datasets/")
         for bad in ("../../../custseg.sqlite", "..%2F..%2Frun.json", "exports/..%2F..%2Frun.json", "custseg.sqlite",
                     "exports/.hidden", "exports/a/b.csv", "%2Fetc%2Fpasswd"):
             _error(c.get(f"{base}/{rid}/files/{bad}", headers=ann), 404, "not_found")

@@ -237,6 +237,31 @@ class _Reporter:
         return self.cancelled.is_set()
 
 
+def _without_server_paths(work: Path, folder: Path, data_dir: Path) -> None:
+    """The run record and the report as the project's members read them: the run's folder and
+    the table it read named relative to the data folder (``projects/P/runs/R``,
+    ``projects/P/datasets/…``), not by the server's own paths (the run itself is re-run from
+    the request kept in the store, not from these files)."""
+    import html
+
+    final = folder.relative_to(data_dir).as_posix() if folder.is_relative_to(data_dir) else folder.name
+    pairs = [(str(work.resolve()), final), (str(work), final)]
+    pairs += [(str(data_dir.resolve()) + os.sep, ""), (str(data_dir) + os.sep, "")]
+    for name in ("run.json", "report.html"):
+        path = work / name
+        if not path.is_file():
+            continue
+        text = original = path.read_text(encoding="utf-8")
+        for old, new in pairs:
+            text = text.replace(old, new)
+            if name.endswith(".html"):
+                text = text.replace(html.escape(old), html.escape(new))
+        if text != original:
+            aside = path.with_name(path.name + ".tmp")
+            aside.write_text(text, encoding="utf-8")
+            os.replace(aside, path)
+
+
 def run_job(settings: WebSettings, run_id: int, attempt: int | None = None, *, store: Store | None = None) -> str | None:
     """Do attempt ``attempt`` of run ``run_id`` if it is still queued; return its final state
     (None when there was nothing to do: cancelled before it started, or retried since)."""
@@ -272,6 +297,7 @@ def run_job(settings: WebSettings, run_id: int, attempt: int | None = None, *, s
             raise CustsegError("the run has no request recorded; start a new run")
         request = RunRequest.from_json(recorded)
         pipeline.run(request, work, settings=settings.library, progress=reporter.progress, cancel=reporter.cancel)
+        _without_server_paths(work, folder, Path(settings.data_dir))
         summary = service.summarise(run_files.read_run(work))
         with store.session() as db:  # a retry started meanwhile owns the folder now
             current = db.scalar(sa.select(Run.attempt).where(Run.id == run_id))
