@@ -67,7 +67,8 @@ def test_a_large_table_takes_the_spark_path_and_says_what_the_sample_covers(fold
 def test_the_run_folder_is_complete(folders):
     spark_dir, local_dir, _ = folders
     written = {p.name for p in spark_dir.iterdir()}
-    assert set(runs.REQUIRED_FILES) | {"cohorts.csv", "report.html", "segment_means.csv"} <= written
+    assert set(runs.REQUIRED_FILES) | {"cohorts.csv", "rfm.csv", "report.html", "segment_means.csv"} <= written
+    assert written == {p.name for p in local_dir.iterdir()} | {"report.html"}
     assert not [p for p in spark_dir.iterdir() if p.name.startswith(".")]  # no staging left behind
     folder = runs.read_run(spark_dir)  # what the report, exports and assign read
     assert len(folder.features) == len(folder.assignments) == N
@@ -88,6 +89,25 @@ def test_every_customer_is_assigned_and_the_features_are_the_local_ones(folders)
     local = _ids(pd.read_parquet(local_dir / "features.parquet"))
     assert dict(features.dtypes.astype(str)) == dict(local.dtypes.astype(str))
     pd.testing.assert_frame_equal(features, local, check_exact=False, rtol=1e-9)
+
+
+def test_rfm_scores_of_every_customer_are_the_local_ones(folders):
+    spark_dir, local_dir, _ = folders
+    read = {"customer_id": str, "rfm_code": str}
+    ours = _ids(pd.read_csv(spark_dir / "rfm.csv", dtype=read))
+    theirs = _ids(pd.read_csv(local_dir / "rfm.csv", dtype=read))
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == N
+    assert ours["customer_id"].tolist() == theirs["customer_id"].tolist()
+    for column in ("r_score", "m_score"):  # quintiles of the values: the same edges
+        assert (ours[column] == theirs[column]).all(), column
+    # Frequency is scored by rank, ties in order of appearance: the same where the ties fall in one bin.
+    settled = theirs.groupby("frequency")["f_score"].transform("nunique") == 1
+    assert settled.mean() > 0.3 and (ours.loc[settled, "f_score"] == theirs.loc[settled, "f_score"]).all()
+    assert (ours["f_score"].value_counts().sort_index() == theirs["f_score"].value_counts().sort_index()).all()
+    same = ours["rfm_code"] == theirs["rfm_code"]
+    assert (ours.loc[same, "rfm_segment"] == theirs.loc[same, "rfm_segment"]).all()
+    assert (ours["rfm_code"] == ours["r_score"].astype(str) + ours["f_score"].astype(str)
+            + ours["m_score"].astype(str)).all()
 
 
 def test_the_segments_are_those_of_the_local_flow(folders):

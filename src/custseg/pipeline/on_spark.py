@@ -14,7 +14,7 @@ does; a larger one stays on Spark (:func:`custseg.pipeline.prepare.customer_tabl
 - segment sizes, shares and value shares are then counted on Spark over every customer, and
   ``assignments.csv`` and ``features.parquet`` are written from Spark, part by part, never as
   one table here (:meth:`SparkSegmentationResult.write_customer_files`, which
-  :func:`custseg.runs.write_run` calls).
+  :func:`custseg.runs.write_run` calls), with ``rfm.csv`` scored on Spark (:func:`rfm_on_spark`).
 
 The run folder has the files of a local run; ``run.json`` (``run.clustered_on``, ``run.sample``)
 and the cleaning notes (shown by the report) say which numbers come from the sample.
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from custseg.profiling import Profiles
     from custseg.rfm import SegmentMap
 
-__all__ = ["SAMPLE", "SparkSegmentationResult", "segment_on_engine", "write_from_spark"]
+__all__ = ["SAMPLE", "SparkSegmentationResult", "segment_on_engine", "rfm_on_spark", "write_from_spark"]
 
 #: Customers brought here (a seeded sample) to profile and name the segments of a table
 #: clustered on Spark.
@@ -63,12 +63,17 @@ class SparkSegmentationResult(SegmentationResult):
 
     sample: pd.DataFrame | None = None
     assigned: Any = None  # Spark DataFrame: customer_id, segment, segment_name[, probability]
+    scored: Any = None  # Spark DataFrame: every customer's RFM scores (rfm.score's columns), or None
 
     def write_customer_files(self, folder: Path) -> list[Path]:
-        """``assignments.csv`` and ``features.parquet`` of every customer, written from Spark."""
+        """``assignments.csv``, ``features.parquet`` (and ``rfm.csv``) of every customer, written
+        from Spark."""
         folder = Path(folder)
-        return [write_from_spark(self.assigned, folder / "assignments.csv"),
-                write_from_spark(self.customers.table.frame, folder / "features.parquet")]
+        written = [write_from_spark(self.assigned, folder / "assignments.csv"),
+                   write_from_spark(self.customers.table.frame, folder / "features.parquet")]
+        if self.scored is not None:
+            written.append(write_from_spark(self.scored, folder / "rfm.csv"))
+        return written
 
 
 def segment_on_engine(
@@ -188,7 +193,57 @@ def segment_on_engine(
     values = {f.name: getattr(described, f.name) for f in fields(SegmentationResult)}
     values.update(customers=customers, profiles=profiles, model=final, n_clusters=k, rfm=None,
                   selection=choice.selection)
-    return SparkSegmentationResult(**values, sample=table, assigned=assigned)
+    scored = rfm_on_spark(frame, segment_map, n) if described.rfm is not None else None
+    return SparkSegmentationResult(**values, sample=table, assigned=assigned, scored=scored)
+
+
+def rfm_on_spark(frame: Any, segment_map: SegmentMap | None, n: int) -> Any:
+    """:func:`custseg.rfm.score` of every customer of ``frame``, on Spark: the same quintile
+    edges (exact percentiles, linear as pandas'), bins and segment map; ties that
+    :func:`custseg.rfm.quintile_scores` breaks by order of appearance (frequency always, and a
+    column whose quintile edges collide) are broken by the order of the Spark table."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from custseg import rfm
+
+    segment_map = rfm.DEFAULT_SEGMENT_MAP if segment_map is None else segment_map
+    base = frame.select(_ID, "recency_days", "frequency", "monetary")
+    edges = base.agg(*[F.percentile(F.col(c).cast("double"), F.array(*[F.lit(q / 5) for q in range(6)])).alias(c)
+                       for c in ("recency_days", "monetary")]).first()
+    columns = {}
+    ranked = []
+    for column, ascending, rank_first in (("recency_days", False, False), ("frequency", True, True),
+                                          ("monetary", True, False)):
+        cuts = [float(e) for e in edges[column]] if not rank_first else None
+        if cuts is None or len(set(cuts)) < len(cuts):  # ranks (1..n) instead, ties by order
+            ranked.append(column)
+            value = F.col(f"_rank_{column}").cast("double")
+            cuts = [1 + (n - 1) * q / 5 for q in range(6)]
+        else:
+            value = F.col(column).cast("double")
+        # pandas.qcut's bins: (e0, e1] (the lowest value included), (e1, e2], ...
+        bin_ = _sum_columns([F.when(value > F.lit(cut), 1).otherwise(0) for cut in cuts[1:5]]) + F.lit(1)
+        score = bin_ if ascending else F.lit(6) - bin_
+        columns[column[0] + "_score"] = F.lit(3) if n == 1 else score
+    staged = base
+    if ranked:
+        staged = staged.withColumn("_order", F.monotonically_increasing_id())
+        for column in ranked:
+            staged = staged.withColumn(f"_rank_{column}",
+                                       F.row_number().over(Window.orderBy(F.col(column), F.col("_order"))))
+    scores = [columns[c].cast("long").alias(c) for c in ("r_score", "f_score", "m_score")]
+    staged = staged.select(_ID, "recency_days", "frequency", "monetary", *scores)
+    code = F.concat(*[F.col(c).cast("string") for c in ("r_score", "f_score", "m_score")])
+    lookup = F.create_map(*[x for c in rfm._ALL_CODES for x in (F.lit(c), F.lit(rfm._segment_of(c, segment_map)))])
+    return staged.select("*", code.alias("rfm_code")).select("*", lookup[F.col("rfm_code")].alias("rfm_segment"))
+
+
+def _sum_columns(terms: list) -> Any:
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def _algorithms(config: SegmentConfig, n: int, limit: int) -> tuple[tuple[str, ...], str | None]:
