@@ -299,7 +299,7 @@ def segment(
     encoding: Encoding = None, delimiter: Delimiter = None, map_: Map = None, kind: Kind = None,
     returns: Returns = "drop", bad_values: BadValues = "error", date_format: DateFormat = None,
     as_of: AsOf = None, engine: Engine = None,
-    spark_local_max_customers: Annotated[Optional[int], typer.Option("--spark-local-max-customers", help="With --engine spark: a table of at most this many customers is clustered on this machine (the local answers); a larger one is clustered on Spark (kmeans, gmm, bisecting_kmeans), its profiles drawn from a sample (default: CUSTSEG_SPARK_LOCAL_MAX_CUSTOMERS, else 1000000).", show_default=False)] = None,
+    spark_local_max_customers: Annotated[Optional[int], typer.Option("--spark-local-max-customers", help="With --engine spark: a table of at most this many customers is clustered on this machine (the local answers); a larger one is clustered on Spark (auto, kmeans or gmm), its profiles drawn from a seeded sample (default: CUSTSEG_SPARK_LOCAL_MAX_CUSTOMERS, else 1000000).", show_default=False)] = None,
     spark_master: SparkMaster = None,
 ) -> None:
     """Find customer segments: compare algorithms and k, explain and name each segment, save the model."""
