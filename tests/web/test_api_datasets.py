@@ -291,6 +291,42 @@ def test_mapping_kind_and_name_changes(web, mall_customers):
     assert actions.count("changed roles") == 3 and "renamed a dataset" in actions
 
 
+def test_a_name_taken_at_the_same_moment_is_settled_by_the_store(web, mall_customers, monkeypatch):
+    """Two requests that both found a name free: the store's unique index on the project's names
+    refuses the second; an upload's own name is picked again, a name the user gave is a 409."""
+    from custseg.web.services import datasets
+
+    ann = web.user("ann@example.com")
+    pid = _project(web, ann)
+    url = f"/api/v1/projects/{pid}/datasets"
+    first = _upload(web, ann, pid, "Mall_Customers.csv", mall_customers.read_bytes()).json()
+    other = _upload(web, ann, pid, "other.csv", mall_customers.read_bytes()).json()
+    taken = datasets._taken_names
+    blind = {"calls": 1}
+
+    def not_seen_yet(db, project_id, exclude=None):  # the first check misses the other's dataset
+        if blind["calls"]:
+            blind["calls"] -= 1
+            return set()
+        return taken(db, project_id, exclude)
+
+    monkeypatch.setattr(datasets, "_taken_names", not_seen_yet)
+    again = _upload(web, ann, pid, "Mall_Customers.csv", mall_customers.read_bytes())
+    assert again.status_code == 201 and again.json()["name"] == f"{first['name']}_2" and not blind["calls"]
+    blind["calls"] = 1
+    _error(web.client.patch(f"{url}/{other['id']}", json={"name": first["name"].upper()}, headers=ann),
+           409, "conflict", "name")
+    names = sorted(d["name"] for d in web.client.get(url, headers=ann).json())
+    assert names == sorted([first["name"], other["name"], f"{first['name']}_2"])
+    with web.app.state.store.session() as db:  # the index itself, whatever the services check
+        from custseg.web.store.models import Dataset
+
+        db.add(Dataset(project_id=pid, name=first["name"].lower(), created_by=None))
+        with pytest.raises(sa.exc.IntegrityError):
+            db.flush()
+        db.rollback()
+
+
 def test_roles_and_other_projects_datasets(web, mall_customers):
     ann, bob, cat = web.user("ann@example.com"), web.user("bob@example.com"), web.user("cat@example.com")
     c = web.client

@@ -202,6 +202,29 @@ def _taken_names(db: Session, project_id: int, exclude: int | None = None) -> se
     return {n.casefold() for n in db.scalars(query)}
 
 
+def _flush_named(db: Session, dataset: Dataset, pick_again=None, *, name: str | None = None) -> None:
+    """Add and flush ``dataset`` (renamed to ``name`` if given).  A name another request took
+    since it was checked (the database's unique index on the project's names settles it) is
+    picked again with ``pick_again()`` for a name the app chose, else it is a Conflict naming
+    ``name``."""
+    wanted = dataset.name if name is None else name
+    for _ in range(5):
+        try:
+            with db.begin_nested():  # the name is set inside: a refused one leaves the transaction usable
+                db.add(dataset)
+                dataset.name = wanted
+                db.flush()
+            return
+        except sa.exc.IntegrityError as exc:
+            if "ux_datasets_project_name" not in str(exc.orig):
+                raise
+            if pick_again is None:
+                break
+            wanted = pick_again()
+    raise Conflict(f"the project has a dataset named '{literal(wanted)}' already (names are compared "
+                   "ignoring case: recipes use them as table names); choose another name", param="name")
+
+
 def _unique_name(db: Session, project_id: int, base: str) -> str:
     taken = _taken_names(db, project_id)
     name, n = base, 2
@@ -590,8 +613,7 @@ def _add_file(db: Session, settings: WebSettings, user: User, project: Project, 
                       path=_relative(settings, path), table_path=_relative(settings, folder / TABLE_FILE),
                       size_bytes=path.stat().st_size, source=dict(options), mapping={}, summary=summary,
                       created_by=user.id)
-    db.add(dataset)
-    db.flush()
+    _flush_named(db, dataset, None if name else lambda: _unique_name(db, project.id, _name_from(filename)))
     _remove_on_rollback(db, folder)
     audit(db, project, user, "uploaded a dataset", dataset_id=dataset.id, name=dataset.name, file=filename,
           bytes=dataset.size_bytes, rows=summary.get("rows"))
@@ -619,8 +641,7 @@ def add_table(db: Session, settings: WebSettings, user: User, project: Project, 
     dataset = Dataset(project_id=project.id, origin=origin, filename=filename, name=name, path=relative,
                       table_path=relative, size_bytes=table.stat().st_size, source=source, mapping={},
                       summary=summary, created_by=user.id)
-    db.add(dataset)
-    db.flush()
+    _flush_named(db, dataset, None)
     _remove_on_rollback(db, folder)
     return dataset
 
@@ -778,7 +799,7 @@ def set_mapping(db: Session, settings: WebSettings, user: User, project_id: int,
     project, dataset = get_dataset(db, user, project_id, dataset_id, "editor")
     if name is not None and name.strip() != dataset.name:
         old = dataset.name
-        dataset.name = _check_name(db, project.id, name, exclude=dataset.id)
+        _flush_named(db, dataset, None, name=_check_name(db, project.id, name, exclude=dataset.id))
         audit(db, project, user, "renamed a dataset", dataset_id=dataset.id, old=old, name=dataset.name)
     if mapping is None and kind is None:
         return dataset
@@ -816,7 +837,7 @@ def rename(db: Session, user: User, project_id: int, dataset_id: int, name: str)
     project, dataset = get_dataset(db, user, project_id, dataset_id, "editor")
     if name.strip() != dataset.name:
         old = dataset.name
-        dataset.name = _check_name(db, project.id, name, exclude=dataset.id)
+        _flush_named(db, dataset, None, name=_check_name(db, project.id, name, exclude=dataset.id))
         audit(db, project, user, "renamed a dataset", dataset_id=dataset.id, old=old, name=dataset.name)
     return dataset
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+                        func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = ["Base", "User", "LoginSession", "ApiToken", "LoginAttempt", "Project", "Member", "Dataset", "Run",
@@ -134,6 +135,11 @@ class Dataset(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+#: a project's dataset names are unique ignoring case (recipes name them so); the services pick
+#: or check a name first, and this index settles two uploads naming one at the same moment
+Index("ux_datasets_project_name", Dataset.project_id, func.lower(Dataset.name), unique=True)
 
 
 class Run(Base):
