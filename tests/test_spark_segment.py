@@ -149,22 +149,38 @@ def test_a_small_table_is_still_clustered_here(spark, folders, tmp_path):
                                   pd.read_csv(local_dir / "assignments.csv", dtype={"customer_id": str}))
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--algorithm", "dbscan"], "--algorithm dbscan clusters on this machine only, and the customer table has 837 "
-                                "customers (more than --spark-local-max-customers 100); choose kmeans or gmm"),
-    (["--algorithm", "kmeans", "--previous", "PREVIOUS"], "--previous keeps the segment ids of an earlier model on "
-                                                          "this machine only"),
-])
-def test_what_spark_cannot_do_is_one_line(spark, folders, tmp_path, capsys, args, says):
-    _, local_dir, _ = folders
-    args = [str(local_dir / "model.skops") if a == "PREVIOUS" else a for a in args]
+def test_an_algorithm_spark_lacks_is_one_line(spark, tmp_path, capsys):
     code = cli.main(["segment", str(datasets.sample_path()), "--out", str(tmp_path / "run"), "--engine", "spark",
-                     "--spark-local-max-customers", "100", "--no-report", *args])
+                     "--spark-local-max-customers", "100", "--no-report", "--algorithm", "dbscan"])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert len(err.splitlines()) == 1 and says in err
-    assert "raise --spark-local-max-customers to 837" in err
+    assert len(err.splitlines()) == 1
+    assert err == ("custseg: error: --algorithm dbscan clusters on this machine only, and the customer table has 837 "
+                   "customers (more than --spark-local-max-customers 100); choose kmeans or gmm (clustered on Spark), "
+                   "or raise --spark-local-max-customers to 837 to segment it here")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("config", "previous", "param", "says"), [
+    ({"algorithm": "kprototypes"}, False, "algorithm", "{param} kprototypes clusters on this machine only"),
+    ({"candidates": ("kmeans", "birch")}, False, "candidates", "{param} birch: cluster on this machine only"),
+    ({"algorithm": "kmeans"}, True, "previous", "{param} keeps the segment ids of an earlier model on this machine "
+                                                "only"),
+])
+def test_what_spark_cannot_do_is_refused_before_any_work(spark, folders, config, previous, param, says):
+    from custseg.engines.spark import SparkRelation
+    from custseg.errors import ConfigError
+    from custseg.pipeline import SegmentConfig, on_spark
+    from custseg.pipeline.prepare import CustomerTable
+
+    _, local_dir, _ = folders
+    made = CustomerTable(SparkRelation(spark.range(5)), None, None, "transactions", customers=5_000)
+    with pytest.raises(ConfigError) as caught:
+        on_spark.segment_on_engine(None, made, config=SegmentConfig(**config), limit=1_000, started=0.0,
+                                   previous=load(local_dir / "model.skops") if previous else None)
+    assert caught.value.param == param and caught.value.template.startswith(says)
+    assert "5,000 customers (more than {param:spark_local_max_customers} 1,000)" in caught.value.template
+    assert caught.value.template.endswith("raise {param:spark_local_max_customers} to 5000 to segment it here")
 
 
 @pytest.mark.parametrize("through_driver", [False, True])
