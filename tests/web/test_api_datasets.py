@@ -482,6 +482,48 @@ def test_sql_source_from_postgresql(web, source_db):
     assert "added a SQL source" in _actions(web, ann, pid)
 
 
+def test_sql_source_read_again(web, source_db, mall_customers):
+    ann = web.user("ann@example.com")
+    pid = _project(web, ann)
+    base = f"/api/v1/projects/{pid}/datasets"
+    url = source_db.render_as_string(hide_password=False)
+    found = web.client.post(base, json={"name": "shoppers", "url": url, "table": "shoppers"}, headers=ann).json()
+    queried = web.client.post(base, json={"name": "older", "url": url,
+                                          "query": "SELECT * FROM shoppers WHERE age >= 50"}, headers=ann).json()
+    roles = web.client.patch(f"{base}/{found['id']}", json={"mapping": {"customer_id": "customer_id"}}, headers=ann)
+    assert roles.status_code == 200 and found["rows"] == 120 and queried["rows"] == 30
+    engine = sa.create_engine(source_db)
+    with engine.begin() as con:
+        con.execute(sa.text("INSERT INTO shoppers SELECT 'n' || i, 55, 10.0 * i, DATE '2013-01-01' + i "
+                            "FROM generate_series(1, 30) AS i"))
+    again = web.client.post(f"{base}/{found['id']}/refresh", headers=ann)
+    assert again.status_code == 200, again.text
+    assert again.json()["rows"] == 150 and again.json()["mapping"] == {"customer_id": "customer_id"}
+    assert web.client.post(f"{base}/{queried['id']}/refresh", json={"password": "unused"},
+                           headers=ann).json()["rows"] == 60
+    shown = web.client.get(f"{base}/{found['id']}/preview", params={"rows": 1, "mode": "last"}, headers=ann).json()
+    assert shown["total_rows"] == 150 and shown["rows"][0]["customer_id"] == "n30"
+    refreshed = [e for e in web.client.get(f"/api/v1/projects/{pid}/audit", headers=ann).json()
+                 if e["action"] == "refreshed a SQL source"]
+    assert [(e["detail"]["rows_before"], e["detail"]["rows"]) for e in refreshed] == [(30, 60), (120, 150)]
+    # A source that is gone: the error names the table; the dataset and its files stay as they were.
+    with engine.begin() as con:
+        con.execute(sa.text("DROP TABLE shoppers"))
+    engine.dispose()
+    files = sorted(p.name for f in _dataset_folders(web, pid) for p in f.iterdir())
+    _error(web.client.post(f"{base}/{found['id']}/refresh", headers=ann), 422, field="table")
+    assert sorted(p.name for f in _dataset_folders(web, pid) for p in f.iterdir()) == files
+    assert web.client.get(f"{base}/{found['id']}", headers=ann).json()["rows"] == 150
+    # Only a SQL source is read again; only an editor reads it again; another project's is a 404.
+    upload = _upload(web, ann, pid, "Mall_Customers.csv", mall_customers.read_bytes()).json()
+    _error(web.client.post(f"{base}/{upload['id']}/refresh", headers=ann), 409, "conflict", "dataset_id")
+    viewer = web.user("vic@example.com")
+    web.client.post(f"/api/v1/projects/{pid}/members", json={"email": "vic@example.com", "role": "viewer"},
+                    headers=ann)
+    _error(web.client.post(f"{base}/{found['id']}/refresh", headers=viewer), 403)
+    _error(web.client.post(f"{base}/{found['id']}/refresh", headers=web.user("eve@example.com")), 404)
+
+
 def test_sql_source_from_sqlite(web, mall_customers, tmp_path):
     import pandas as pd
 

@@ -218,6 +218,7 @@ def test_every_form_is_refused_without_its_csrf_token(web):
         f"/app/projects/{pid}/datasets/{dataset}/roles": {"role": ["customer_id"], "kind": "customers"},
         f"/app/projects/{pid}/datasets/{dataset}/rename": {"name": "renamed"},
         f"/app/projects/{pid}/datasets/{dataset}/delete": {},
+        f"/app/projects/{pid}/datasets/{dataset}/refresh": {},
         f"/app/projects/{pid}/recipes": {"name": "r", "sql": "SELECT 1 AS a"},
         f"/app/projects/{pid}/recipes/preview": {"sql": "SELECT 1 AS a"},
         f"/app/projects/{pid}/runs": {"dataset_id": str(dataset)},
@@ -235,6 +236,32 @@ def test_every_form_is_refused_without_its_csrf_token(web):
     assert project.text.count(f"/app/projects/{pid}/datasets/{dataset}\"") == 1
     assert "more" not in re.findall(r'datasets/\d+">([^<]+)<', project.text)
     assert ann.get("/app").text.count("/app/projects/") == 1
+
+
+def test_a_sql_source_is_read_again_from_its_page(sqlite_web, tmp_path):
+    import sqlite3
+
+    _users(sqlite_web, "ann@example.com")
+    ann = Visitor(sqlite_web.app, "ann@example.com")
+    pid = _project(ann)
+    database = tmp_path / "shop.db"
+    with sqlite3.connect(database) as con:
+        con.execute("CREATE TABLE shoppers (customer_id TEXT, spend REAL)")
+        con.executemany("INSERT INTO shoppers VALUES (?, ?)", [(f"c{i}", 10.0 * i) for i in range(40)])
+    added = ann.post(f"/app/projects/{pid}/datasets/sql", {"name": "shoppers", "url": f"sqlite:///{database}",
+                                                          "table": "shoppers", "query": ""})
+    assert added.status_code == 303, added.text
+    page_url = added.headers["location"].split("#")[0]
+    page = ann.get(page_url)
+    assert f'action="{page_url}/refresh"' in page.text and "40" in page.text
+    with sqlite3.connect(database) as con:
+        con.executemany("INSERT INTO shoppers VALUES (?, ?)", [(f"n{i}", 1.0) for i in range(5)])
+    again = ann.post(f"{page_url}/refresh", {"password": ""})
+    assert again.status_code == 303 and again.headers["location"] == page_url
+    assert re.search(r"<dt>rows</dt>\s*<dd>45</dd>", ann.get(page_url).text)
+    database.unlink()
+    _page_error(ann.post(f"{page_url}/refresh", {"password": ""}), 422, "no SQLite database file")
+    assert re.search(r"<dt>rows</dt>\s*<dd>45</dd>", ann.get(page_url).text)
 
 
 def test_no_state_change_on_get(sqlite_web):

@@ -23,6 +23,12 @@ from custseg.web.services import recipes
 router = APIRouter(tags=["datasets"])
 
 
+class RefreshIn(BaseModel):
+    """Read a SQL source again; ``password`` when its database needs one (it is not kept)."""
+
+    password: str | None = Field(None, max_length=1000)
+
+
 class SqlSourceIn(BaseModel):
     """A table or a query's result from a PostgreSQL or SQLite database (exactly one of
     ``table`` and ``query``); kept as a snapshot, the URL without its password."""
@@ -209,6 +215,16 @@ def update_dataset(project_id: int, dataset_id: int, body: DatasetPatch, who: au
     """Change the column roles (the CLI's ``--map``) and/or the kind, and re-inspect; or rename."""
     dataset = service.set_mapping(db, settings, who.user, project_id, dataset_id, body.mapping, name=body.name,
                                   kind=body.kind)
+    return service.summary_of(dataset)
+
+
+@router.post("/projects/{project_id}/datasets/{dataset_id}/refresh", response_model=DatasetOut)
+def refresh_dataset(project_id: int, dataset_id: int, body: RefreshIn | None = None,
+                    who: auth.Identity = Depends(identity), db: Session = Depends(get_db),
+                    settings: WebSettings = Depends(get_settings)):
+    """Read a SQL source's table or query again and make it the dataset's table (editor role)."""
+    dataset = service.refresh_sql_source(db, settings, who.user, project_id, dataset_id,
+                                         password=body.password if body else None)
     return service.summary_of(dataset)
 
 

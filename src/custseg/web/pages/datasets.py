@@ -173,6 +173,20 @@ def rename_dataset(request: Request, project_id: int, dataset_id: int, name: str
     return redirect(f"/app/projects/{project_id}/datasets/{dataset_id}")
 
 
+@router.post("/app/projects/{project_id}/datasets/{dataset_id}/refresh")
+def refresh_dataset(request: Request, project_id: int, dataset_id: int, password: str = Form("", max_length=1000),
+                    csrf_token: str = Form(""), who: auth.Identity = Depends(identity), db: Session = Depends(get_db),
+                    settings: WebSettings = Depends(get_settings)):
+    """Read a SQL source again: what the API's ``POST …/refresh`` does."""
+    check_csrf(who, csrf_token)
+    try:
+        service.refresh_sql_source(db, settings, who.user, project_id, dataset_id, password=password or None)
+        db.commit()
+    except CustsegError as exc:
+        return dataset_page(request, db, settings, who, project_id, dataset_id, section="refresh", **fail(db, exc))
+    return redirect(f"/app/projects/{project_id}/datasets/{dataset_id}")
+
+
 @router.post("/app/projects/{project_id}/datasets/{dataset_id}/delete")
 def delete_dataset(request: Request, project_id: int, dataset_id: int, csrf_token: str = Form(""),
                    who: auth.Identity = Depends(identity), db: Session = Depends(get_db),

@@ -63,7 +63,7 @@ log = logging.getLogger("custseg.web")
 __all__ = [
     "TABLE_FILE", "READ_OPTIONS", "KINDS", "upload", "upload_multipart", "add_sql_source", "list_datasets",
     "get_dataset", "summary_of", "preview", "set_mapping", "rename", "delete", "source_spec", "table_file",
-    "safe_filename", "json_safe", "sync_chunks", "add_table",
+    "safe_filename", "json_safe", "sync_chunks", "add_table", "refresh_sql_source",
 ]
 
 #: the table as read, in each dataset's folder
@@ -683,6 +683,81 @@ def add_sql_source(db: Session, settings: WebSettings, user: User, project_id: i
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def refresh_sql_source(db: Session, settings: WebSettings, user: User, project_id: int, dataset_id: int, *,
+                       password: str | None = None) -> Dataset:
+    """Read a SQL source's table or query again (editor role) from the URL kept without its
+    password (``password`` gives it again when the database needs one) and make it the
+    dataset's table, with the roles the user set (the detected ones, said in the audit, when
+    the new table lacks a column they name).  The new snapshot replaces the old one when the
+    store commits (runs already made keep their own results; runs started later read the new
+    table); on any error nothing changes."""
+    project, dataset = get_dataset(db, user, project_id, dataset_id, "editor")
+    source = dict(dataset.source or {})
+    if dataset.origin != "sql" or not source.get("url"):
+        raise Conflict(f"dataset {dataset.id} is {'an upload' if dataset.origin == 'upload' else 'a recipe'}; only a "
+                       "SQL source is read again (upload the file again, or save the recipe again)",
+                       param="dataset_id")
+    url = sa.engine.make_url(source["url"])
+    if password:
+        url = url.set(password=password)
+    url = url.render_as_string(hide_password=False)
+    _check_url(settings, url)
+    table = _existing_table(settings, dataset)
+    incoming = table.with_name(f"refresh-{secrets.token_hex(8)}.parquet")
+    try:
+        read = _read(settings, SourceSpec(source=url, table=source.get("table"), query=source.get("query")), {},
+                     _sql_param)
+        try:
+            _snapshot(_connection_of(read), incoming)
+            read_notes = list(read[0].notes if isinstance(read[1], CustsegError) else read[0].table.notes)
+        finally:
+            _connection_of(read).close()
+        label = sa.engine.make_url(url).render_as_string(hide_password=True)
+        names = {str(incoming): label, str(table.parent) + os.sep: ""}
+        mapping, reset = dict(dataset.mapping or {}), False
+        try:
+            read = _read(settings, SourceSpec(source=str(incoming), mapping=mapping, kind=source.get("kind")), names,
+                         lambda exc: "mapping")
+        except CustsegError:
+            if not mapping:
+                raise
+            mapping, reset = {}, True  # the roles named columns the table no longer has
+            read = _read(settings, SourceSpec(source=str(incoming), kind=source.get("kind")), names, _sql_param)
+        try:
+            summary = _summary(read, names, read_notes=read_notes)
+        finally:
+            _connection_of(read).close()
+    except BaseException:
+        incoming.unlink(missing_ok=True)
+        raise
+    before = (dataset.summary or {}).get("rows")
+    dataset.mapping, dataset.summary, dataset.size_bytes = mapping, summary, incoming.stat().st_size
+    audit(db, project, user, "refreshed a SQL source", dataset_id=dataset.id, name=dataset.name, url=source["url"],
+          rows_before=before, rows=summary.get("rows"), **({"roles_reset": True} if reset else {}))
+    db.flush()
+    _replace_on_commit(db, incoming, table)
+    return dataset
+
+
+def _replace_on_commit(db: Session, incoming: Path, target: Path) -> None:
+    """Move ``incoming`` over ``target`` when the session's transaction is committed; remove it
+    if it is rolled back."""
+    state = {"open": True}
+
+    def committed(_session) -> None:
+        if state["open"]:
+            state["open"] = False
+            os.replace(incoming, target)
+
+    def rolled_back(_session) -> None:
+        if state["open"]:
+            state["open"] = False
+            incoming.unlink(missing_ok=True)
+
+    sa.event.listen(db, "after_commit", committed)
+    sa.event.listen(db, "after_rollback", rolled_back)
 
 
 def _sql_param(exc: CustsegError) -> str:
