@@ -210,11 +210,11 @@ def test_the_tsne_map_is_computed_beside_the_other_sections_and_is_the_same(samp
     monkeypatch.setitem(_TSNE_PIDS, "file", pids)
     monkeypatch.setitem(_TSNE_PIDS, "task", _build._tsne)
     monkeypatch.setattr(_build, "_tsne", _noted_tsne)
-    monkeypatch.setattr(_build, "_can_fork", lambda: True)
+    monkeypatch.setattr(_build, "can_fork", lambda **_: True)
     beside = build_report(sample_run, out=tmp_path / "beside.html").read_text(encoding="utf-8")
     assert pids.read_text().split() != [str(os.getpid())] and len(pids.read_text().split()) == 1
     pids.unlink()
-    monkeypatch.setattr(_build, "_can_fork", lambda: False)
+    monkeypatch.setattr(_build, "can_fork", lambda **_: False)
     here = build_report(sample_run, out=tmp_path / "here.html").read_text(encoding="utf-8")
     assert pids.read_text().split() == [str(os.getpid())]
     built = re.compile(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d")

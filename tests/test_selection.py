@@ -532,16 +532,35 @@ def test_an_error_in_a_worker_reaches_the_caller(planted, monkeypatch):
 def test_how_many_workers_a_sweep_gets(monkeypatch):
     from custseg import selection
 
-    monkeypatch.setattr(selection, "_can_fork", lambda: True)
-    monkeypatch.setattr(selection, "_cores", lambda: 2)
+    monkeypatch.setattr(selection, "can_fork", lambda **_: True)
+    monkeypatch.setattr(selection, "cores", lambda: 2)
     assert selection._workers(None, 4_338, 28) == 2  # every core
     assert selection._workers(None, 1_000, 28) == 1  # too small to be worth the workers
     assert selection._workers(3, 1_000, 28) == 3  # asked for
     assert selection._workers(4, 4_338, 3) == 3  # no more workers than tasks
     assert selection._workers(1, 4_338, 28) == 1
     assert selection._workers(None, 300_000, 28) == 1  # large fits use the threads themselves
-    monkeypatch.setattr(selection, "_can_fork", lambda: False)
+    monkeypatch.setattr(selection, "can_fork", lambda **_: False)
     assert selection._workers(2, 4_338, 28) == 1
+
+
+def test_no_fork_while_another_thread_runs():
+    """A process with a second thread (the web app's job worker and its heartbeat) forks no
+    workers: a lock that thread holds would be held for ever in the child."""
+    import threading
+
+    from custseg._fork import can_fork
+
+    assert can_fork()  # the test process: Linux, one thread
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not can_fork()
+    finally:
+        stop.set()
+        other.join()
+    assert can_fork() and not can_fork(min_cores=10_000)
 
 
 def test_n_jobs_must_be_a_positive_integer(planted):

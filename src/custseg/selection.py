@@ -71,6 +71,7 @@ from sklearn.metrics import (
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
+from custseg._fork import can_fork, cores
 from custseg.cluster import ALGORITHMS, make_estimator
 from custseg.errors import ConfigError, DataError, SchemaError
 
@@ -875,31 +876,13 @@ def _costliest_first(configs: list[tuple[str, int | None]]) -> list[tuple[str, i
 
 def _workers(n_jobs: int | None, n_rows: int, n_tasks: int) -> int:
     """How many worker processes share the sweep (1: it runs in this process)."""
-    if n_jobs == 1 or n_tasks < 2 or n_rows > _ONE_THREAD_MAX_ROWS or not _can_fork():
+    if n_jobs == 1 or n_tasks < 2 or n_rows > _ONE_THREAD_MAX_ROWS or not can_fork():
         return 1
     if n_jobs is None:
         if n_rows < _PARALLEL_MIN_ROWS:
             return 1
-        n_jobs = _cores()
+        n_jobs = cores()
     return max(1, min(n_jobs, n_tasks))
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _can_fork() -> bool:
-    """Whether worker processes can be forked from here: Linux (elsewhere fork is unsafe or
-    unavailable, and spawning a fresh interpreter would import everything again) and not from a
-    daemonic process (which may have no children)."""
-    import multiprocessing
-
-    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-            and not multiprocessing.current_process().daemon)
 
 
 def _start_worker(sweep: _Sweep) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.io as pio
 
+from custseg._fork import can_fork
 from custseg.errors import ConfigError, literal
 from custseg.report import _figures as figs
 from custseg.report._figures import fmt, pct
@@ -1013,7 +1014,7 @@ class _Background:
         self.pending: Any = None
 
     def __enter__(self) -> _Background:
-        if self.data is not None and _can_fork():
+        if self.data is not None and can_fork(min_cores=2):
             import multiprocessing
 
             self.pool = multiprocessing.get_context("fork").Pool(1)
@@ -1036,18 +1037,6 @@ class _Background:
             self.pool.terminate()
         self.pool.join()
         self.pool = None
-
-
-def _can_fork() -> bool:
-    import multiprocessing
-    import sys
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return (cores >= 2 and sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-            and not multiprocessing.current_process().daemon)
 
 
 def _render(folder: RunFolder, sections: Sequence[Section]) -> str:
