@@ -305,6 +305,26 @@ def test_a_large_batch_is_scored_in_blocks_with_the_same_answers(personality_odd
     assert (whole["segment"] == -1).sum() >= len(features) // 13
 
 
+def test_a_large_frame_gets_its_text_columns_from_their_distinct_strings(personality_odd, monkeypatch):
+    """From _TEXT_MIN_ROWS rows the segment names and reasons are made from the few distinct
+    strings: the same frame, dtypes included, as from one Python string per row."""
+    import custseg.scoring as scoring
+
+    model = fit_model(personality_odd, "kmeans", n_clusters=4)
+    compiled = compile_model(model)
+    features = personality_odd.copy()
+    features.loc[features.index[::13], "Education"] = "Wizard"
+    for table in (features, personality_odd.dropna()):  # with reasons, and (maybe) without
+        per_row = compiled.assign_frame(table)
+        monkeypatch.setattr(scoring, "_TEXT_MIN_ROWS", 0)
+        from_dictionary = compiled.assign_frame(table)
+        monkeypatch.setattr(scoring, "_TEXT_MIN_ROWS", 10**9)
+        pd.testing.assert_frame_equal(from_dictionary, per_row)
+        expected = model.assign(table)
+        assert from_dictionary["segment_name"].tolist() == expected["segment_name"].tolist()
+        assert from_dictionary["reason"].tolist() == expected["reason"].tolist()
+
+
 # --- Mall Customers ------------------------------------------------------------------------------
 
 
