@@ -21,7 +21,9 @@ noisy behavioural columns, 16 numeric features in all, then times in one run:
 ``batch``       ``model.assign(all_customers)`` and the compiled model's
                 ``compile_model(model).assign_frame(all_customers)`` (the library's batch path,
                 the one the target is for) and ``assign_matrix(numbers)``: customers per
-                second, best of ``--repeat`` each
+                second, best of ``--repeat`` each; each timed run right after an untimed one
+                (its time kept as ``cold_seconds``: after the wait for a quiet machine this
+                VM faults freed memory back in — see ``_cold_run``)
 
 Everything runs in this one process, in this order, on the same data.  The CPU time of this
 process, the cores other processes kept busy meanwhile ("others' load") and the load average
@@ -471,9 +473,11 @@ def step_batch(model, features: pd.DataFrame, labels: np.ndarray, repeat: int, r
     for _ in range(repeat):
         quiet = wait_for_quiet(quiet_wait)
         out = None  # free the previous output before the next run
+        cold = _cold_run(lambda: model.assign(features))
         with Meter() as m:
             out = model.assign(features)
-        runs.append(m.record(customers_per_second=round(len(features) / m.seconds), quiet_wait_busy=quiet))
+        runs.append(m.record(customers_per_second=round(len(features) / m.seconds), quiet_wait_busy=quiet,
+                             cold_seconds=cold))
     segment = out["segment"].to_numpy()
     unassigned = segment == -1
     # The numpy floor: nearest centre for every row of the already-transformed matrix.
@@ -493,10 +497,11 @@ def step_batch(model, features: pd.DataFrame, labels: np.ndarray, repeat: int, r
         compiled_runs[name] = []
         for _ in range(repeat):
             quiet = wait_for_quiet(quiet_wait)
+            cold = _cold_run(call)
             with Meter() as m:
                 call()
             compiled_runs[name].append(m.record(customers_per_second=round(len(features) / m.seconds),
-                                                quiet_wait_busy=quiet))
+                                                quiet_wait_busy=quiet, cold_seconds=cold))
     best = min(runs, key=lambda r: r["seconds"])
     best_frame = min(compiled_runs["assign_frame"], key=lambda r: r["seconds"])
     best_matrix = min(compiled_runs["assign_matrix"], key=lambda r: r["seconds"])
@@ -530,6 +535,17 @@ def step_batch(model, features: pd.DataFrame, labels: np.ndarray, repeat: int, r
         with open(profile_to, "w") as handle:
             pstats.Stats(profiler, stream=handle).sort_stats("cumulative").print_stats(30)
         results["batch"]["profile"] = str(profile_to)
+
+
+def _cold_run(call) -> float:
+    """Run ``call`` once untimed right after the wait for a quiet machine, and return its
+    seconds (kept in the results as ``cold_seconds``).  On this machine memory freed while it
+    idles is handed back to the host, and the next large allocations fault it in again:
+    measured, a compiled assign_frame of 1M rows took 0.33 s, 0.56 s after 3 s idle and 0.95 s
+    after 10 s — the quiet wait, not the code.  The timed run follows at once."""
+    started = time.perf_counter()
+    call()
+    return round(time.perf_counter() - started, 4)
 
 
 def _nearest_floor(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -765,8 +781,11 @@ def render_markdown(r: dict) -> str:
                          f"numpy argmin over the centres for one already-transformed row takes "
                          f"{lat['numpy_argmin_floor_median_us']:.1f} µs (median).")
         if batch:
+            colds = [r.get("cold_seconds") for r in batch["runs"] if r.get("cold_seconds") is not None]
             lines.append(f"Batch: `model.assign(all {batch['customers']:,} customers)`, best of "
-                         f"{len(batch['runs'])}.  For scale, numpy nearest-centre labels of the already-transformed "
+                         f"{len(batch['runs'])}, each timed right after an untimed run (that run after the wait "
+                         f"for a quiet machine: {', '.join(f'{c:.2f}' for c in colds) or '–'} s; this VM faults "
+                         f"memory freed while it idles back in).  For scale, numpy nearest-centre labels of the already-transformed "
                          f"matrix take {batch['numpy_nearest_centre_floor_seconds'] * 1000:.0f} ms.  Output: "
                          f"{', '.join(batch['output_columns'])}; sha256 {batch['output_sha256']}; "
                          f"{batch['unassigned']:,} customers unassigned ({batch['unassigned_reasons'] or 'none'}); "
