@@ -111,9 +111,9 @@ _BLOCK_ROWS = 32_768
 _ABSENT = object()
 #: the value :meth:`CompiledModel.assign_columns` takes for a field a record does not have
 ABSENT = _ABSENT
-# From this many records on, _read_records reads column by column (one NumPy conversion per
+# From this many records on, a batch is read column by column (one NumPy conversion per
 # column); fewer go value by value, which is faster for a handful.
-_COLUMNWISE_MIN_RECORDS = 16
+COLUMNWISE_MIN_RECORDS = 16
 # Values a column may hold to be converted by NumPy at once (None is NaN there, as here).
 _PLAIN_NUMBER_TYPES = frozenset({float, int, type(None), np.float64, np.float32, np.int64, np.int32})
 _DIRECT_LOOKUP_ROWS = 20_000
@@ -668,11 +668,12 @@ class CompiledModel:
         ids = [r.get("customer_id", i) for i, r in enumerate(records)]
         if self.fallback is not None:
             segment, names, reasons = self._fallback_records(records)
-        elif len(records) == 1:
-            s, name, reason = self._score_one(*self._read_records(records))
-            return [{"customer_id": ids[0], "segment": s, "segment_name": name, "reason": reason or None}]
-        elif len(records) < _COLUMNWISE_MIN_RECORDS:
-            segment, names, reasons = self._score(*self._read_records_one_by_one(records))
+        elif len(records) < COLUMNWISE_MIN_RECORDS:
+            read = self._read_records_one_by_one(records)
+            if len(records) == 1:
+                s, name, reason = self._score_one(*read)
+                return [{"customer_id": ids[0], "segment": s, "segment_name": name, "reason": reason or None}]
+            segment, names, reasons = self._score(*read)
         else:
             return self.assign_columns(ids, lambda column: [r.get(column, _ABSENT) for r in records])
         return _assignments(ids, segment, names, reasons)
@@ -798,21 +799,16 @@ class CompiledModel:
                 v = numbers[i, j]
                 problems[i] = f"missing {column}" if np.isnan(v) else f"{column} {v} is not a finite number"
 
-    def _read_records(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Numbers (rows × numeric inputs), category codes and the problem of each record.
-
-        Column by column: a column of plain numbers (or of text categories) is read in one
-        NumPy conversion; a column holding anything else is read value by value with the same
-        rules and messages.  A record's problem is the first one in the order of its numeric
-        inputs, then its categorical columns (missing ones), else its last unknown category.
-        """
-        if len(records) < _COLUMNWISE_MIN_RECORDS:
-            return self._read_records_one_by_one(records)
-        return self._read_columns(len(records), lambda column: [r.get(column, _ABSENT) for r in records])
-
     def _read_columns(self, n: int, values_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_read_records` of ``n`` records given column by column (``values_of(column)``:
-        every record's value, :data:`ABSENT` where it has none)."""
+        """Numbers (rows × numeric inputs), category codes and the problem of each of ``n``
+        records given column by column (``values_of(column)``: every record's value,
+        :data:`ABSENT` where it has none).
+
+        A column of plain numbers (or of text categories) is read in one NumPy conversion; a
+        column holding anything else is read value by value with the same rules and messages.
+        A record's problem is the first one in the order of its numeric inputs, then its
+        categorical columns (missing ones), else its last unknown category.
+        """
         raw = self._raw
         specs = self._layout.categorical if self._layout is not None else []
         inputs = self._inputs
@@ -870,7 +866,8 @@ class CompiledModel:
 
     def _read_records_one_by_one(self, records: Sequence[Mapping[str, Any]]
                                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_read_records` value by value: the fastest way for a few records."""
+        """:meth:`_read_columns` of records value by value: the fastest way for a few
+        (fewer than :data:`COLUMNWISE_MIN_RECORDS`)."""
         inputs = self._inputs
         n = len(records)
         raw = self._raw
@@ -1187,7 +1184,7 @@ def _assignments(ids: Sequence[Any], segment: np.ndarray, names: np.ndarray, rea
 
 
 def _number(v: Any, column: str, raw: bool) -> tuple[float, str]:
-    """One numeric input of a record as :meth:`CompiledModel._read_records` reads it: the
+    """One numeric input of a record as :meth:`CompiledModel._read_columns` reads it: the
     number (0.0 where it cannot be used) and its problem (``""`` if none)."""
     t = type(v)
     problem = ""

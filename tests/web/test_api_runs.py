@@ -322,23 +322,30 @@ def test_whole_flow_with_a_worker(web, tmp_path):
         assert [e["status"] for e in events] == ["done"] and events[0]["summary"] == summary
 
         # Cancel a running run; its events stream until it is cancelled.
-        second = c.post(base, json={"dataset_id": did, "algorithm": "auto", "report": False}, headers=ann).json()["id"]
+        # A long run (a wide sweep and the report), cancelled as soon as its stream says running:
+        # a run of the default options on the sample can end before a fixed wait does.
+        long_run = {"dataset_id": did, "algorithm": "auto", "k_values": list(range(2, 41)), "report": True}
+        second = c.post(base, json=long_run, headers=ann).json()["id"]
         _wait(web, ann, f"{base}/{second}", lambda r: r["status"] == "running", log_path=log_path)
         streamed: list = []
+        following = threading.Event()
 
         def follow():
             with c.stream("GET", f"{base}/{second}/events", headers=bob) as stream:
-                streamed.append(stream.read().decode())
+                for line in stream.iter_lines():
+                    streamed.append(line)
+                    if line.startswith("data:"):
+                        following.set()
 
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
-        time.sleep(1.0)
+        assert following.wait(timeout=30), "the events stream sent nothing"
         answer = c.post(f"{base}/{second}/cancel", headers=ann)
         assert answer.status_code == 200 and answer.json()["cancel_requested"] is True
         run = _wait(web, ann, f"{base}/{second}", lambda r: r["status"] != "running", timeout=60, log_path=log_path)
         assert run["status"] == "cancelled" and run["error"]["code"] == "cancelled"
         follower.join(timeout=30)
-        states = [json.loads(line[5:])["status"] for line in streamed[0].splitlines() if line.startswith("data:")]
+        states = [json.loads(line[5:])["status"] for line in streamed if line.startswith("data:")]
         assert states[0] == "running" and states[-1] == "cancelled"
         assert not (web.settings.data_dir / f"projects/{pid}/runs/{second}").exists()
         assert not list(folder.parent.glob(".work-*"))

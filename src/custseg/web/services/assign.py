@@ -152,7 +152,7 @@ class UnreadBody(ValueError):
     answers it, with its error)."""
 
 
-def _reader(model) -> tuple[msgspec.json.Decoder, list[str], list]:
+def _reader(model) -> tuple[msgspec.json.Decoder, list[str], dict[str, Any]]:
     """The JSON reader of an assign body for ``model``: only the fields the model reads are
     kept (the others are skipped while parsing, never made into Python objects), whole numbers
     of any width are kept whole, and a field a customer lacks is :data:`custseg.scoring.ABSENT`.
@@ -167,7 +167,7 @@ def _reader(model) -> tuple[msgspec.json.Decoder, list[str], list]:
         spec += [(f"f{i}", Any, msgspec.field(default=ABSENT, name=name)) for i, name in enumerate(fields)]
         customer = msgspec.defstruct("Customer", spec)
         body = msgspec.defstruct("AssignBody", [("customers", list[customer])])
-        getters = [operator.attrgetter(f"f{i}") for i in range(len(fields))]
+        getters = {name: operator.attrgetter(f"f{i}") for i, name in enumerate(fields)}
         found = (msgspec.json.Decoder(body), fields, getters)
         model._assign_reader = found
     return found
@@ -186,16 +186,15 @@ def read_customers(model, body: bytes) -> list:
 def score_customers(model, customers: list) -> list[dict[str, Any]]:
     """:func:`score` of the customers :func:`read_customers` read: the same answers, read
     column by column from the parsed objects."""
-    from custseg.scoring import ABSENT
+    from custseg.scoring import ABSENT, COLUMNWISE_MIN_RECORDS
 
     _, fields, getters = _reader(model)
-    if model.fallback is not None or len(customers) < 16:
+    if model.fallback is not None or len(customers) < COLUMNWISE_MIN_RECORDS:
         return score(model, [_as_record(c, fields) for c in customers])
     ids = [i if c.id is ABSENT else c.id for i, c in enumerate(customers)]
-    columns = {name: getter for name, getter in zip(fields, getters)}
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         try:
-            return model.assign_columns(ids, lambda name: list(map(columns[name], customers)))
+            return model.assign_columns(ids, lambda name: list(map(getters[name], customers)))
         except OverflowError:  # a whole number beyond any float: as the route reads it
             return score(model, [_as_record(c, fields) for c in customers])
 
