@@ -671,3 +671,34 @@ def test_deciding_refits_walk_down_the_silhouettes_to_the_first_stable_row():
 def test_stability_for_must_be_all_or_deciding(planted):
     with pytest.raises(ConfigError, match="stability_for must be 'all' or 'deciding'"):
         compare(planted[0], algorithms=("kmeans",), k_values=range(2, 4), stability_for="some")
+
+
+@pytest.mark.parametrize("k", [2, 3, 7, 15])
+def test_spread_scores_are_scikit_learns(k):
+    """Davies-Bouldin and Calinski-Harabasz from one pass equal scikit-learn's, also with labels
+    that skip numbers and a segment of one customer."""
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+    from custseg.selection import _spread_scores
+
+    rng = np.random.default_rng(k)
+    X = np.vstack([rng.normal(c, 1.0, (60, 4)) for c in rng.normal(0, 5, (k, 4))])
+    labels = np.repeat(np.arange(k) * 3, 60)  # 0, 3, 6, ...: not 0..k-1
+    cases = [labels, rng.permutation(labels)]
+    single = labels.copy()
+    single[0] = 1000
+    cases.append(single)
+    for case in cases:
+        davies, calinski = _spread_scores(X, case)
+        assert davies == pytest.approx(davies_bouldin_score(X, case), rel=1e-9)
+        assert calinski == pytest.approx(calinski_harabasz_score(X, case), rel=1e-9)
+
+
+def test_information_criteria_are_the_mixtures_own():
+    from sklearn.mixture import GaussianMixture
+
+    from custseg.selection import _information_criteria
+
+    X = np.random.default_rng(1).normal(size=(300, 3))
+    mixture = GaussianMixture(3, random_state=0).fit(X)
+    assert _information_criteria(mixture, X) == pytest.approx((mixture.bic(X), mixture.aic(X)), rel=1e-12)
