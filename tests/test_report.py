@@ -222,6 +222,38 @@ def test_the_tsne_map_is_computed_beside_the_other_sections_and_is_the_same(samp
     assert _figures(beside)["fig-tsne"] == _figures(here)["fig-tsne"]
 
 
+def test_a_run_starts_its_tsne_map_before_writing_and_the_report_takes_it(tmp_path, monkeypatch):
+    """The run starts the map from its own matrix (one t-SNE, before the folder is written); the
+    report takes it because the folder's matrix gives the same points, and draws what a report
+    built later from the folder draws.  A map of other points is not taken."""
+    import os
+
+    from custseg.report import MapAhead, _build
+    from custseg.runs import read_run
+
+    pids = tmp_path / "pids"
+    monkeypatch.setitem(_TSNE_PIDS, "file", pids)
+    monkeypatch.setitem(_TSNE_PIDS, "task", _build._tsne)
+    monkeypatch.setattr(_build, "_tsne", _noted_tsne)
+    monkeypatch.setattr(_build, "can_fork", lambda **_: False)  # here, so the calls can be counted
+    request = pipeline.RunRequest(pipeline.SourceSpec(str(datasets.sample_path())),
+                                  segment=pipeline.SegmentConfig(algorithm="kmeans", k_values=(2, 3, 4)))
+    folder = pipeline.run(request, tmp_path / "run")
+    assert pids.read_text().split() == [str(os.getpid())]  # one t-SNE for the run and its report
+    pids.unlink()
+    later = build_report(tmp_path / "run", out=tmp_path / "later.html").read_text(encoding="utf-8")
+    assert _figures(later)["fig-tsne"] == _figures((tmp_path / "run" / "report.html").read_text())["fig-tsne"]
+    assert folder.files[-1] == tmp_path / "run" / "report.html"
+
+    pids.unlink()
+    run = read_run(tmp_path / "run")
+    matrix = _build._matrix(_build._prepare(run))
+    with MapAhead(matrix + 1.0) as other:  # other points: the report computes its own map
+        html = build_report(run, out=tmp_path / "other.html", map_ahead=other).read_text(encoding="utf-8")
+    assert pids.read_text().split() == [str(os.getpid())]  # its own (here, the other is never run)
+    assert _figures(html)["fig-tsne"] == _figures(later)["fig-tsne"]
+
+
 def test_dendrogram_and_uncertainty_sections_use_the_model_and_probabilities(reports):
     ward = _figures(reports["ward"].read_text(encoding="utf-8"))
     assert "fig-dendrogram" in ward and "fig-uncertainty" not in ward

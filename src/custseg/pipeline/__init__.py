@@ -170,22 +170,43 @@ def run(
         loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
         progress=progress, previous=earlier, segment_map=request.segment_map, settings=settings,
     )
-    try:
-        step("writing the run")
-        written = runs.write_run(result, out, request=request)
-    finally:
-        if result.customers.on_engine:  # a table left on Spark: its rows are written, free them there
-            result.customers.table.frame.unpersist()
-    if request.report:
-        from custseg.report import build_report
-
-        step("writing the report")
+    with _map_ahead(result, request) as map_ahead:  # the report's t-SNE, beside the writing
         try:
-            written.append(build_report(out, random_state=request.segment.random_state))
-        except CustsegError as exc:
-            raise type(exc)(f"{exc.named_template}; the run itself is written: build the report again with "
-                            f"`custseg report {literal(out)}`", param=exc.param) from None
-    return runs.RunFolder.of(out, result=result, files=tuple(written))
+            step("writing the run")
+            written = runs.write_run(result, out, request=request)
+        finally:
+            if result.customers.on_engine:  # a table left on Spark: its rows are written, free them there
+                result.customers.table.frame.unpersist()
+        folder = runs.RunFolder.of(out, result=result, files=tuple(written))  # read back once, and checked
+        if request.report:
+            from dataclasses import replace
+
+            from custseg.report import build_report
+
+            step("writing the report")
+            try:
+                report = build_report(folder, random_state=request.segment.random_state, map_ahead=map_ahead)
+            except CustsegError as exc:
+                raise type(exc)(f"{exc.named_template}; the run itself is written: build the report again with "
+                                f"`custseg report {literal(out)}`", param=exc.param) from None
+            folder = replace(folder, files=(*folder.files, report))
+    return folder
+
+
+def _map_ahead(result: SegmentationResult, request: RunRequest):
+    """The report's t-SNE map started from the run's matrix (:class:`custseg.report.MapAhead`),
+    or nothing: no report, a table on Spark, or a matrix it cannot start from (the report then
+    computes the map itself)."""
+    import contextlib
+
+    if not request.report or result.customers.on_engine or result.matrix is None:
+        return contextlib.nullcontext()
+    from custseg.report import MapAhead
+
+    try:
+        return MapAhead(result.matrix, random_state=request.segment.random_state)
+    except Exception:  # only work done ahead: the report meets any problem again itself
+        return contextlib.nullcontext()
 
 
 def same_file(path, source: str) -> bool:

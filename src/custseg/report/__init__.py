@@ -10,7 +10,7 @@ contents, and a card per segment.
 PosixPath('segments/report.html')
 """
 
-from custseg.report._build import build_report
+from custseg.report._build import MapAhead, build_report
 from custseg.report._run import OPTIONAL_FILES, REQUIRED_FILES
 
-__all__ = ["OPTIONAL_FILES", "REQUIRED_FILES", "build_report"]
+__all__ = ["OPTIONAL_FILES", "REQUIRED_FILES", "MapAhead", "build_report"]

@@ -584,7 +584,11 @@ _DOES_NOT_FIT = (KeyError, ValueError)
 
 def _matrix(run: _Run) -> pd.DataFrame:
     model = run.folder.model
-    transformed = model.preprocessor.transform(run.folder.features[model.feature_columns])
+    return _numbers(model.preprocessor.transform(run.folder.features[model.feature_columns]))
+
+
+def _numbers(transformed: Any) -> pd.DataFrame:
+    """The numeric columns of a clustering matrix as float64, their names as text."""
     frame = transformed if isinstance(transformed, pd.DataFrame) else pd.DataFrame(np.asarray(transformed))
     frame = frame.select_dtypes("number").astype("float64")
     frame.columns = [str(c) for c in frame.columns]
@@ -613,6 +617,10 @@ def _map_points(run: _Run, *, max_points: int, random_state: int) -> _MapPoints 
         matrix = _matrix(run)
     except _DOES_NOT_FIT as exc:  # the saved preprocessor does not fit this table; anything else is a bug
         return f"The saved model could not transform the feature table ({type(exc).__name__}), so no maps are drawn."
+    return _points_of(matrix, max_points=max_points, random_state=random_state)
+
+
+def _points_of(matrix: pd.DataFrame, *, max_points: int, random_state: int) -> _MapPoints | str:
     finite = np.isfinite(matrix.to_numpy()).all(axis=1)
     X = matrix.to_numpy()[finite]
     if X.shape[0] < 3 or X.shape[1] < 2:
@@ -975,12 +983,46 @@ def _run_record(run: _Run) -> Section:
 
 # --- building --------------------------------------------------------------------------------
 
-def _sections(folder: RunFolder, *, max_points: int, random_state: int) -> list[Section]:
+class MapAhead:
+    """The report's t-SNE map of a run, started before the run folder is written (by the run
+    that writes it, from its clustering matrix) and computed beside that work.
+
+    Use it as a context manager around the writing and :func:`build_report` (``map_ahead=``),
+    which takes its layout only if the folder's matrix gives the same points (else it computes
+    its own); leaving the block stops a map nobody took.
+    """
+
+    def __init__(self, matrix: pd.DataFrame, *, max_points: int = 5000, random_state: int = 0) -> None:
+        self.options = (max_points, random_state)
+        points = _points_of(_numbers(matrix), max_points=max_points, random_state=random_state)
+        self.input = points.tsne_input if isinstance(points, _MapPoints) else None
+        self.background = _Background(_tsne, self.input, random_state=random_state)
+
+    def __enter__(self) -> MapAhead:
+        self.background.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.background.__exit__(*exc)
+
+    def layout_for(self, points: _MapPoints | str, *, max_points: int, random_state: int
+                   ) -> Callable[[], np.ndarray | None] | None:
+        """The started layout's ``result`` if it is the layout of ``points``, else None."""
+        if (self.input is None or not isinstance(points, _MapPoints) or self.options != (max_points, random_state)
+                or not np.array_equal(points.tsne_input, self.input)):
+            return None
+        return self.background.result
+
+
+def _sections(folder: RunFolder, *, max_points: int, random_state: int,
+              map_ahead: MapAhead | None = None) -> list[Section]:
     run = _prepare(folder)
     chart = _Charts()
     points = _map_points(run, max_points=max_points, random_state=random_state)
+    started = None if map_ahead is None else map_ahead.layout_for(points, max_points=max_points,
+                                                                   random_state=random_state)
     # The t-SNE layout, the costliest chart, is computed beside the other sections.
-    with _Background(_tsne, points.tsne_input if isinstance(points, _MapPoints) else None,
+    with _Background(_tsne, points.tsne_input if isinstance(points, _MapPoints) and started is None else None,
                      random_state=random_state) as tsne:
         sections = [
             _overview(run, chart),
@@ -999,7 +1041,8 @@ def _sections(folder: RunFolder, *, max_points: int, random_state: int) -> list[
             _run_record(run),
         ]
         # The maps come after the leaderboard, as before; their t-SNE is awaited last.
-        sections.insert(8, _maps(run, chart, points, tsne.result, max_points=max_points, random_state=random_state))
+        sections.insert(8, _maps(run, chart, points, started or tsne.result, max_points=max_points,
+                                 random_state=random_state))
     return [s for s in sections if s is not None]
 
 
@@ -1077,11 +1120,12 @@ def _version() -> str:
 
 
 def build_report(
-    run_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | RunFolder,
     *,
     out: str | os.PathLike[str] | None = None,
     max_points: int = 5000,
     random_state: int = 0,
+    map_ahead: MapAhead | None = None,
 ) -> Path:
     """Write a self-contained HTML report of the run folder ``run_dir``; return its path.
 
@@ -1090,7 +1134,9 @@ def build_report(
     cleaning.csv, run.json, model.skops, and rfm.csv / cohorts.csv when present) and writes
     ``RUN_DIR/report.html`` (or ``out``) atomically: one HTML file with plotly.js embedded
     once, which opens offline in any browser.  Scatter plots draw a random sample of at most
-    ``max_points`` customers, seeded by ``random_state``.
+    ``max_points`` customers, seeded by ``random_state``.  ``run_dir`` may also be the
+    :class:`~custseg.runs.RunFolder` already read from it (the run that wrote it passes its own,
+    and its :class:`MapAhead`).
 
     >>> build_report("segments")  # doctest: +SKIP
     PosixPath('segments/report.html')
@@ -1099,7 +1145,7 @@ def build_report(
         raise ConfigError(f"max_points must be an integer >= 10, got {max_points!r}; pass e.g. max_points=5000")
     if isinstance(random_state, bool) or not isinstance(random_state, int) or random_state < 0:
         raise ConfigError(f"random_state must be an integer >= 0, got {random_state!r}; pass e.g. random_state=0")
-    folder = read_run(run_dir)
+    folder = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir)
     target = Path(out) if out is not None else folder.path / "report.html"
     if target.is_dir():
         raise ConfigError(f"{{param}} {literal(str(target))}: is a folder; give a file name such as "
@@ -1107,7 +1153,7 @@ def build_report(
     if not target.parent.exists():
         raise ConfigError(f"{{param}} {literal(str(target))}: folder '{literal(str(target.parent))}' does not exist; "
                           "create it first", param="out")
-    html = _render(folder, _sections(folder, max_points=max_points, random_state=random_state))
+    html = _render(folder, _sections(folder, max_points=max_points, random_state=random_state, map_ahead=map_ahead))
     _write_atomically(html, target)
     return target
 
