@@ -132,3 +132,48 @@ def test_demo_runs_on_the_bundled_sample(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "837 customers scored" in printed and "13 cohorts" in printed
     assert len(pd.read_csv(tmp_path / "demo" / "features.csv")) == 837
+
+
+def test_segment_with_bisecting_kmeans_on_the_bundled_sample(tmp_path, capsys):
+    import json
+
+    from custseg import datasets
+    from custseg.model import load
+
+    out = tmp_path / "run"
+    assert main(["segment", str(datasets.sample_path()), "--out", str(out), "--algorithm", "bisecting_kmeans",
+                 "--k", "5"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "Used: bisecting_kmeans with 5 segments (as asked)." in printed
+    summary = json.loads((out / "run.json").read_text())
+    assert (summary["algorithm"], summary["n_clusters"]) == ("bisecting_kmeans", 5)
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board[["algorithm", "n_clusters"]].itertuples(index=False, name=None)) == [("bisecting_kmeans", 5)]
+    assert board["inertia"].notna().all()
+    assert "Bisecting K-Means" in (out / "report.html").read_text(encoding="utf-8")
+    assigned = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
+    assert len(assigned) == 837 and sorted(assigned["segment"].unique()) == [0, 1, 2, 3, 4]
+    model = load(out / "model.skops")
+    assert model.algorithm == "bisecting_kmeans" and type(model.estimator).__name__ == "BisectingKMeans"
+    features = pd.read_parquet(out / "features.parquet")
+    again = model.assign(features)
+    matrix = model.preprocessor.transform(features[model.feature_columns])
+    kept = (again["reason"] == "").to_numpy()
+    assert kept.mean() > 0.98
+    assert (again["segment"].to_numpy()[kept] == model.estimator.predict(matrix)[kept]).all()
+    ids = dict(zip(assigned["customer_id"], assigned["segment"]))
+    assert (again.loc[kept, "segment"] == again.loc[kept, "customer_id"].astype(str).map(ids)).all()
+    assert main(["assign", str(out / "features.parquet"), "--model", str(out / "model.skops"),
+                 "--out", str(tmp_path / "assigned.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "assigned.csv")) == 837
+
+
+def test_segment_help_names_every_algorithm():
+    from typer.main import get_command
+
+    from custseg.cli import app
+    from custseg.cluster import ALGORITHMS
+
+    option = next(p for p in get_command(app).commands["segment"].params if p.name == "algorithm")
+    listed = option.help.split("one of: ", 1)[1].rstrip(".").split(", ")
+    assert listed == list(ALGORITHMS)

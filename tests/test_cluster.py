@@ -153,6 +153,7 @@ def test_registry_names_and_capabilities():
     assert list(ALGORITHMS) == [
         "kmeans",
         "minibatch",
+        "bisecting_kmeans",
         "gmm",
         "agglomerative",
         "dbscan",
@@ -172,6 +173,8 @@ def test_registry_names_and_capabilities():
     assert [name for name, spec in ALGORITHMS.items() if spec.has_proba] == ["gmm"]
     assert [name for name, spec in ALGORITHMS.items() if spec.needs_categorical] == ["kprototypes"]
     assert ALGORITHMS["kmeans"].label == "K-Means"
+    assert ALGORITHMS["bisecting_kmeans"].label == "Bisecting K-Means"
+    assert [name for name, spec in ALGORITHMS.items() if spec.has_inertia] == ["kmeans", "minibatch", "bisecting_kmeans"]
     with pytest.raises(TypeError):
         ALGORITHMS["new"] = ALGORITHMS["kmeans"]  # read-only
 
@@ -239,7 +242,7 @@ def test_same_seed_same_labels(name, blobs):
     np.testing.assert_array_equal(first.labels_, second.labels_)
 
 
-@pytest.mark.parametrize("name", ["kmeans", "minibatch", "gmm", "birch", "meanshift"])
+@pytest.mark.parametrize("name", ["kmeans", "minibatch", "bisecting_kmeans", "gmm", "birch", "meanshift"])
 def test_predict_on_training_data_equals_labels(name, blobs):
     X, _ = blobs
     X = X + np.random.default_rng(1).normal(0.0, 1.0, X.shape)
@@ -464,3 +467,22 @@ def test_rfm_map_on_three_digit_codes_and_as_mapping():
     as_mapping = RFMSegmenter(segment_map={"5[4-5]": "Champions", "..": "Others"}).fit(table)
     assert as_mapping.segment_names_ == {0: "Champions", 1: "Others"}
     assert as_mapping.labels_.tolist() == [0] + [1] * 9
+
+
+def test_bisecting_kmeans_is_scikit_learns_with_its_tree_of_splits():
+    from sklearn.cluster import BisectingKMeans
+
+    X, _ = make_blobs(n_samples=3_000, n_features=3, centers=6, cluster_std=2.5, random_state=2)
+    estimator = make_estimator("bisecting_kmeans", n_clusters=5, random_state=4)
+    assert isinstance(estimator, BisectingKMeans) and estimator.get_params()["random_state"] == 4
+    estimator.fit(X)
+    assert estimator.cluster_centers_.shape == (5, 3) and sorted(set(estimator.labels_.tolist())) == [0, 1, 2, 3, 4]
+    nearest = ((X[:, None, :] - estimator.cluster_centers_[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert estimator.inertia_ == pytest.approx(((X - estimator.cluster_centers_[estimator.labels_]) ** 2).sum())
+    # New customers go down the tree of splits: near a border of an early split, that is not
+    # the nearest leaf centre (custseg.scoring reproduces this rule).
+    grid = np.random.default_rng(0).uniform(X.min(axis=0), X.max(axis=0), size=(5_000, 3))
+    walked = estimator.predict(grid)
+    closest = ((grid[:, None, :] - estimator.cluster_centers_[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert 0 < (walked != closest).sum() < len(grid) // 4
+    assert (nearest == estimator.labels_).mean() > 0.9

@@ -135,6 +135,7 @@ def test_online_retail_gaussian_mixture(retail, covariance_type):
     ("minibatch", {"n_clusters": 4}),
     ("agglomerative", {"n_clusters": 4}),
     ("birch", {"n_clusters": 4}),
+    ("bisecting_kmeans", {"n_clusters": 7}),
     ("meanshift", {"bandwidth": 1.5}),
     ("dbscan", {"eps": 0.5}),
     ("hdbscan", {"min_cluster_size": 30}),
@@ -145,6 +146,29 @@ def test_online_retail_other_algorithms(retail, algorithm, params):
     if algorithm in ("dbscan", "hdbscan"):
         assert (model.assign(features)["segment"] == -1).any()  # noise is part of what is compared
     assert_same_segments(model, features, singles=10)
+
+
+def test_online_retail_bisecting_kmeans_run_and_its_saved_model(online_retail, tmp_path):
+    """The segments of a Bisecting K-Means model are its estimator's ``predict``: down the tree of
+    splits, which here differs from the nearest leaf centre for some customers."""
+    from custseg.model import _nearest
+
+    result = run(online_retail, algorithm="bisecting_kmeans", n_clusters=6)
+    model, features = result.model, result.customers.features
+    assert result.algorithm == "bisecting_kmeans" and type(model.estimator).__name__ == "BisectingKMeans"
+    matrix = model.preprocessor.transform(features[model.feature_columns])
+    predicted = np.asarray(model.estimator.predict(matrix)).astype("int64")
+    nearest = _nearest(matrix.to_numpy(dtype="float64"), model.estimator.cluster_centers_)[0]
+    assert (predicted != nearest).sum() > 0  # the walk down the tree is what is compared
+    assert predicted.tolist() == result.labels.tolist()
+    loaded = model_io.load(model.save(tmp_path / "model.skops"))
+    assigned = loaded.assign(features)
+    kept = assigned["reason"] == ""
+    assert kept.mean() > 0.99
+    assert (assigned.loc[kept, "segment"].to_numpy() == predicted[kept.to_numpy()]).all()
+    assert_same_segments(loaded, features)
+    got = compile_model(loaded).assign_frame(features)
+    assert (got.loc[kept, "segment"].to_numpy() == predicted[kept.to_numpy()]).all()
 
 
 def test_online_retail_gmm_run(online_retail):
@@ -190,6 +214,7 @@ def test_customer_personality_run(personality):
     ("gmm", "robust", {"n_clusters": 3, "covariance_type": "diag"}),
     ("gmm", "standard", {"n_clusters": 3, "covariance_type": "spherical"}),
     ("kprototypes", "standard", {"n_clusters": 3, "n_init": 1}),
+    ("bisecting_kmeans", "standard", {"n_clusters": 5}),
 ])
 def test_customer_personality_yeo_johnson_robust_scaling_and_mixed_types(personality_odd, algorithm, scaler, params):
     model = fit_model(personality_odd, algorithm, scaler=scaler, **params)
@@ -339,6 +364,7 @@ def test_mall_customers_run(mall):
 
 @pytest.mark.parametrize(("algorithm", "params"), [
     ("kmeans", {"n_clusters": 5, "label_map": {0: 7, 1: 3, 2: 0, 3: 1, 4: 2}}),
+    ("bisecting_kmeans", {"n_clusters": 5, "label_map": {0: 4, 1: 9, 2: 0, 3: 2, 4: 1}}),
     ("dbscan", {"eps": 0.6, "min_samples": 4}),
     ("meanshift", {"bandwidth": 0.8, "cluster_all": False}),
 ])

@@ -156,9 +156,43 @@ def test_an_algorithm_spark_lacks_is_one_line(spark, tmp_path, capsys):
     assert code == 2, err
     assert len(err.splitlines()) == 1
     assert err == ("custseg: error: --algorithm dbscan clusters on this machine only, and the customer table has 837 "
-                   "customers (more than --spark-local-max-customers 100); choose kmeans or gmm (clustered on Spark), "
-                   "or raise --spark-local-max-customers to 837 to segment it here")
+                   "customers (more than --spark-local-max-customers 100); choose kmeans, bisecting_kmeans or gmm "
+                   "(clustered on Spark), or raise --spark-local-max-customers to 837 to segment it here")
     assert not (tmp_path / "run").exists()
+
+
+def test_bisecting_kmeans_is_clustered_on_spark_as_here(folders, tmp_path):
+    """The registry's bisecting_kmeans (scikit-learn here, MLlib on Spark): the same leaf centres.
+
+    A model fitted on Spark assigns the nearest leaf centre (MLlib's model keeps no tree of
+    splits); scikit-learn's walks down its tree, which differs near the border of an early split."""
+    from custseg.model import _nearest
+    from custseg.pipeline import on_spark
+
+    _, _, source = folders
+    asked = ["--algorithm", "bisecting_kmeans", "--k", "4", "--no-report"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(on_spark, "SAMPLE", SAMPLE)
+        assert cli.main(["segment", source, "--out", str(tmp_path / "spark"), *asked, "--engine", "spark",
+                         "--spark-local-max-customers", "100"]) == 0
+    assert cli.main(["segment", source, "--out", str(tmp_path / "local"), *asked, "--engine", "duckdb"]) == 0
+    summary = json.loads((tmp_path / "spark" / "run.json").read_text())
+    assert summary["run"]["clustered_on"] == "spark"
+    assert (summary["algorithm"], summary["n_clusters"]) == ("bisecting_kmeans", 4)
+    board = pd.read_csv(tmp_path / "spark" / "leaderboard.csv")
+    assert list(board[["algorithm", "n_clusters"]].itertuples(index=False, name=None)) == [("bisecting_kmeans", 4)]
+    model = load(tmp_path / "spark" / "model.skops")
+    assert model.algorithm == "bisecting_kmeans" and len(model.segment_ids) == 4
+    ours, theirs = (pd.read_csv(tmp_path / side / "assignments.csv", dtype={"customer_id": str})
+                    for side in ("spark", "local"))
+    both = ours.merge(theirs, on="customer_id", suffixes=("_spark", "_local"), validate="one_to_one")
+    assert len(both) == N
+    assert adjusted_rand_score(both["segment_local"], both["segment_spark"]) >= 0.9
+    here = load(tmp_path / "local" / "model.skops")
+    features = pd.read_parquet(tmp_path / "local" / "features.parquet")
+    matrix = here.preprocessor.transform(features[here.feature_columns]).to_numpy(dtype="float64")
+    nearest = pd.Series(_nearest(matrix, here.estimator.cluster_centers_)[0], index=features["customer_id"].astype(str))
+    assert adjusted_rand_score(nearest.loc[both["customer_id"]], both["segment_spark"]) >= 0.99
 
 
 @pytest.mark.parametrize(("config", "previous", "param", "says"), [

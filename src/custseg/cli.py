@@ -288,7 +288,7 @@ def _print_cohorts(matrix) -> None:
 def segment(
     source: Source,
     out_: Annotated[Path, typer.Option("--out", help="Folder for assignments.csv, profiles.csv, leaderboard.csv, model.skops, ….", show_default=False)],
-    algorithm: Annotated[str, typer.Option(help="auto (compare K-Means and Gaussian mixtures) or one of: kmeans, minibatch, gmm, agglomerative, dbscan, hdbscan, meanshift, birch, kprototypes, rfm.")] = "auto",
+    algorithm: Annotated[str, typer.Option(help="auto (compare K-Means and Gaussian mixtures) or one of: kmeans, minibatch, bisecting_kmeans, gmm, agglomerative, dbscan, hdbscan, meanshift, birch, kprototypes, rfm.")] = "auto",
     k: Annotated[str, typer.Option("--k", help="Number of segments: auto (chosen with evidence) or a number.")] = "auto",
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: RFM + tenure + order value for transaction logs, every usable column for customer tables).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same segments.")] = 0,

@@ -19,6 +19,9 @@ all of it per-call overhead (validation, pandas frames, one pipeline per column 
   ========================  ====================================================================
   kmeans, minibatch         nearest ``cluster_centers_`` (``|c|² - 2 x·c``, as scikit-learn's
                             K-Means ``predict``)
+  bisecting_kmeans          down the tree of splits, the nearer of two children at each split
+                            (scikit-learn's ``predict``; not always the nearest leaf centre);
+                            a model fitted on Spark holds its leaf centres only: the nearest
   agglomerative (Ward)      nearest segment centroid (``cluster_centers_``)
   birch                     nearest subcluster centre, then that subcluster's label
   meanshift                 nearest mode; farther than the bandwidth is noise when
@@ -394,6 +397,65 @@ class _NearestCentre(_Rule):
         return out if self.map is None else self.map[out]
 
 
+class _Bisection(_Rule):
+    """Bisecting K-Means ``predict``: from the root of the tree of splits, each customer goes
+    to the nearer of a node's two children (``|c|² - x·(2c)``, the first on a tie, as
+    scikit-learn's K-Means rule) until it reaches a leaf, whose label it gets.  That is not
+    always the nearest leaf centre: a customer near the border of an early split stays on its
+    side of it."""
+
+    def __init__(self, estimator: Any) -> None:
+        tree = getattr(estimator, "_bisecting_tree", None)
+        if tree is None:
+            raise _NotCompilable("a Bisecting K-Means without its tree of splits")
+        # the tree's centres are kept relative to the training mean, added back in predict
+        shift = getattr(estimator, "_X_mean", None)
+        # one entry per split: (2 x both children's centres, transposed; their |c|²; children),
+        # a child being the index of its split or, for a leaf, -1 - its label
+        self.splits: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
+        self.root = self._flatten(tree, None if shift is None else np.asarray(shift, dtype="float64"))
+        self.n_labels = int(estimator.n_clusters)
+
+    def _flatten(self, node: Any, shift: np.ndarray | None) -> int:
+        if node.left is None:
+            if getattr(node, "label", None) is None:
+                raise _NotCompilable("a Bisecting K-Means leaf without a label")
+            return -1 - int(node.label)
+        index = len(self.splits)
+        self.splits.append(None)  # type: ignore[arg-type]  # filled below, children first
+        centers = np.vstack((node.left.center, node.right.center)).astype("float64")
+        if shift is not None:
+            centers += shift
+        children = (self._flatten(node.left, shift), self._flatten(node.right, shift))
+        self.splits[index] = (np.ascontiguousarray((2 * centers).T), np.einsum("ij,ij->i", centers, centers),
+                              children)
+        return index
+
+    def labels(self, X, codes):
+        if len(X) == 1:  # one customer (the real-time path): a walk without index arrays
+            x, node = X[0], self.root
+            while node >= 0:
+                twice_t, sq, children = self.splits[node]
+                d = sq - x @ twice_t
+                node = children[1] if d[1] < d[0] else children[0]
+            return np.array([-1 - node], dtype="int64")
+        out = np.empty(len(X), dtype="int64")
+        pending = [(self.root, np.arange(len(X)))]
+        while pending:
+            node, rows = pending.pop()
+            if node < 0:
+                out[rows] = -1 - node
+                continue
+            if not len(rows):
+                continue
+            twice_t, sq, (left, right) = self.splits[node]
+            block = X[rows]
+            go_right = (sq - block @ twice_t).argmin(axis=1).astype(bool)
+            pending.append((left, rows[~go_right]))
+            pending.append((right, rows[go_right]))
+        return out
+
+
 def _nearest_row(X: np.ndarray, rows_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position of, and distance to, the nearest of the rows (given transposed, one row per
     column) for each row of ``X``; squared distances summed column by column,
@@ -568,7 +630,7 @@ class _OwnRule(_Rule):
 
 
 def _rule(model: SegmentationModel, layout: _Layout) -> _Rule:
-    from sklearn.cluster import Birch, KMeans, MiniBatchKMeans
+    from sklearn.cluster import Birch, BisectingKMeans, KMeans, MiniBatchKMeans
     from sklearn.mixture import GaussianMixture
 
     from custseg.cluster import (
@@ -593,6 +655,8 @@ def _rule(model: SegmentationModel, layout: _Layout) -> _Rule:
         raise _NotCompilable(f"the estimator takes {n_in} columns, the preprocessing gives {width}")
     if isinstance(est, (KMeans, MiniBatchKMeans, WardClustering)):
         return _NearestCentre(est.cluster_centers_)
+    if isinstance(est, BisectingKMeans):
+        return _Bisection(est)
     if isinstance(est, Birch):
         if not hasattr(est, "subcluster_labels_"):
             raise _NotCompilable("BIRCH without subcluster labels")

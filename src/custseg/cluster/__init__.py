@@ -5,7 +5,8 @@ Every estimator follows the scikit-learn contract: ``fit(X)`` returns the estima
 ``labels_`` holds one segment label per row, ``predict(X)`` labels new customers, and
 ``-1`` means noise / unassigned.  Where scikit-learn's own class lacks a piece (labels for
 a mixture, ``predict`` for DBSCAN/HDBSCAN/Ward, sampling for large tables) a thin custseg
-class adds it; K-Means, Mini-Batch K-Means and BIRCH are scikit-learn's classes as is.
+class adds it; K-Means, Mini-Batch K-Means, Bisecting K-Means and BIRCH are scikit-learn's
+classes as is.
 
 >>> import numpy as np
 >>> X = np.r_[np.zeros((5, 2)), np.ones((5, 2)) * 10]

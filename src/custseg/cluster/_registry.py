@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from sklearn.base import BaseEstimator
-from sklearn.cluster import Birch, KMeans, MiniBatchKMeans
+from sklearn.cluster import Birch, BisectingKMeans, KMeans, MiniBatchKMeans
 
 from custseg.cluster._base import DEFAULT_MAX_FIT_SAMPLES, DEFAULT_N_CLUSTERS, check_int
 from custseg.cluster._density import DBSCANClustering, HDBSCANClustering, MeanShiftClustering
@@ -63,6 +63,8 @@ _SPECS = (
                   "Round segments of similar size around k centroids."),
     AlgorithmSpec("minibatch", "Mini-Batch K-Means", True, True, False, True, False, "matrix",
                   "K-Means updated on small batches; an approximation for very large tables."),
+    AlgorithmSpec("bisecting_kmeans", "Bisecting K-Means", True, True, False, True, False, "matrix",
+                  "Two-way K-Means splits of the most spread-out segment until there are k; new customers go down the tree of splits."),
     AlgorithmSpec("gmm", "Gaussian Mixture", True, True, True, False, False, "matrix",
                   "Elliptical segments with a membership probability for every customer."),
     AlgorithmSpec("agglomerative", "Agglomerative (Ward)", True, False, False, False, False, "matrix",
@@ -89,6 +91,10 @@ _Builder = Callable[[int | None, Any, int, dict[str, Any]], BaseEstimator]
 _BUILDERS: dict[str, tuple[type, _Builder]] = {
     "kmeans": (KMeans, lambda k, rs, m, p: KMeans(n_clusters=k, random_state=rs, **p)),
     "minibatch": (MiniBatchKMeans, lambda k, rs, m, p: MiniBatchKMeans(n_clusters=k, random_state=rs, **p)),
+    "bisecting_kmeans": (
+        BisectingKMeans,
+        lambda k, rs, m, p: BisectingKMeans(n_clusters=k, random_state=rs, **p),
+    ),
     "gmm": (GaussianMixtureClustering, lambda k, rs, m, p: GaussianMixtureClustering(k, random_state=rs, **p)),
     "agglomerative": (
         WardClustering,

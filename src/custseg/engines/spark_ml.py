@@ -48,9 +48,10 @@ with its statistics computed on Spark; ``matrix_columns(transformer)`` -> its ou
 their Spark expressions.
 
 Algorithms (the registry names of :mod:`custseg.cluster` where the algorithm is the same):
-``kmeans`` (MLlib ``KMeans``, k-means||), ``bisecting_kmeans`` (MLlib ``BisectingKMeans``;
-Spark only: its segments are the nearest of its leaf centres, which is what the exported
-model assigns) and ``gmm`` (full covariances: EM on Spark from the K-Means segments, as
+``kmeans`` (MLlib ``KMeans``, k-means||), ``bisecting_kmeans`` (MLlib ``BisectingKMeans``,
+the algorithm of scikit-learn's ``BisectingKMeans`` behind the same name locally; MLlib's model
+keeps its leaf centres, not its tree of splits, so its segments are the nearest leaf centres,
+which is what the exported model assigns) and ``gmm`` (full covariances: EM on Spark from the K-Means segments, as
 scikit-learn's ``init_params="kmeans"``; see :func:`_em_on_spark`).  Each K-Means is fitted
 with ``seeds`` seeds derived from ``random_state`` and the lowest training cost is kept:
 k-means|| with one seed can merge two well-separated segments.
@@ -746,17 +747,44 @@ def _gmm_estimator(weights: np.ndarray, means: np.ndarray, covariances: np.ndarr
     return estimator
 
 
+def _shifted_vectors(matrix: DataFrame, m_names: list[str]) -> tuple[DataFrame, np.ndarray]:
+    """The matrix's rows as vectors moved so that their mean is (1, ..., 1), and the shift.
+
+    MLlib's ``BisectingKMeans`` starts each split from the segment's centre plus and minus a
+    random vector times 1e-4 |centre|: a standardized matrix has its centre at the origin, both
+    starts are then the same point and the first split never happens (one segment of
+    everyone, whatever k).  Distances do not change with the shift; the centres found are
+    moved back by it."""
+    from pyspark.ml.feature import VectorAssembler
+
+    F = _spark()
+    row = matrix.agg(*[F.avg(c).alias(c) for c in m_names]).first()
+    shift = np.array([1.0 - float(row[c] or 0.0) for c in m_names], dtype="float64")
+    moved = matrix.select(*[(F.col(c) + F.lit(float(v))).alias(c) for c, v in zip(m_names, shift)])
+    vectors = VectorAssembler(inputCols=m_names, outputCol="features").transform(moved).select("features")
+    return vectors.persist(), shift
+
+
 def _fit_one(name: str, k: int, vectors: DataFrame, seeds: list[int], names: list[str], n_rows: int,
-             matrix: DataFrame | None = None, m_names: list[str] | None = None) -> _Fit:
+             matrix: DataFrame | None = None, m_names: list[str] | None = None,
+             shifted: tuple[DataFrame, np.ndarray] | None = None) -> _Fit:
     """Fit ``name`` with ``k`` segments on Spark once per seed and keep the lowest training cost.
 
     ``gmm`` starts, as scikit-learn's ``init_params="kmeans"`` does, from the K-Means segments
     (the best of the seeds) and runs EM on Spark (:func:`_em_on_spark`, on ``matrix``'s columns
-    ``m_names``); its ``costs`` are those of the K-Means starts.
+    ``m_names``); its ``costs`` are those of the K-Means starts.  ``bisecting_kmeans`` is fitted
+    on ``shifted`` (:func:`_shifted_vectors`; made here when not given).
     """
     from pyspark.ml.clustering import BisectingKMeans, KMeans
 
     started = time.perf_counter()
+    shift = None
+    if name == "bisecting_kmeans":
+        if shifted is None:
+            if matrix is None or m_names is None:
+                raise ValueError("bisecting_kmeans needs the matrix columns")
+            shifted = _shifted_vectors(matrix, m_names)
+        vectors, shift = shifted
     best, costs = None, []
     for seed in seeds:
         if name in ("kmeans", "gmm"):
@@ -770,6 +798,8 @@ def _fit_one(name: str, k: int, vectors: DataFrame, seeds: list[int], names: lis
     cost, seed, fitted = best
     n_iter = int(getattr(fitted.summary, "numIter", 0) or 0)
     centres = np.array([c for c in fitted.clusterCenters()], dtype="float64")
+    if shift is not None:
+        centres = centres - shift
     extra: dict[str, Any] = {}
     if name == "gmm":
         if matrix is None or m_names is None:
@@ -1053,8 +1083,11 @@ def sweep_on_spark(
         pass
     matrix = matrix.persist()
     vectors = VectorAssembler(inputCols=m_names, outputCol="features").transform(matrix).select("features").persist()
+    shifted = None
     try:
-        fits = [_fit_one(name, k, vectors, seed_list, out_names, n_rows, matrix, m_names)
+        if "bisecting_kmeans" in names:
+            shifted = _shifted_vectors(matrix, m_names)
+        fits = [_fit_one(name, k, vectors, seed_list, out_names, n_rows, matrix, m_names, shifted)
                 for name in names for k in ks]
 
         # One pass over all rows: every configuration's segment sizes and inertia / log-likelihood.
@@ -1104,6 +1137,8 @@ def sweep_on_spark(
                         recommendation=choice, knee=knee)
     finally:
         vectors.unpersist()
+        if shifted is not None:
+            shifted[0].unpersist()
         matrix.unpersist()
     return Swept(model, leaderboard, choice, elbow, knee, preprocessor, int(n_rows))
 

@@ -6,8 +6,8 @@ does; a larger one stays on Spark (:func:`custseg.pipeline.prepare.customer_tabl
 ``local_max``) and :func:`segment_on_engine` segments it there:
 
 - the sweep, the final fit and the model are :func:`custseg.engines.spark_ml.sweep_on_spark`'s
-  (K-Means and Gaussian mixtures on every customer; the metrics that compare customers with
-  each other, and the elbow, on a seeded sample);
+  (K-Means, bisecting K-Means and Gaussian mixtures on every customer; the metrics that compare
+  customers with each other, and the elbow, on a seeded sample);
 - a seeded sample of at most :data:`SAMPLE` customers is brought here with their segments, and
   the describe step (:func:`custseg.pipeline.describe.describe`) profiles and names the segments
   from it, as for any run;
@@ -250,20 +250,20 @@ def _algorithms(config: SegmentConfig, n: int, limit: int) -> tuple[tuple[str, .
     """The algorithms swept on Spark and the one asked for (None for auto)."""
     from custseg.engines.spark_ml import SPARK_ALGORITHMS
 
-    here = [a for a in SPARK_ALGORITHMS if a != "bisecting_kmeans"] if config.algorithm == "auto" else SPARK_ALGORITHMS
+    here = ", ".join(SPARK_ALGORITHMS[:-1]) + " or " + SPARK_ALGORITHMS[-1]
     if config.algorithm == "auto":
         missing = [c for c in config.candidates if c not in SPARK_ALGORITHMS]
         if missing:
             raise ConfigError(
                 f"{{param}} {literal(', '.join(missing))}: cluster on this machine only, and the customer table has "
                 f"{n:,} customers (more than {{param:spark_local_max_customers}} {limit:,}); compare among "
-                f"{', '.join(here)}, or raise {{param:spark_local_max_customers}} to {n} to segment it here",
-                param="candidates")
+                f"{', '.join(SPARK_ALGORITHMS)}, or raise {{param:spark_local_max_customers}} to {n} to segment it "
+                "here", param="candidates")
         return tuple(dict.fromkeys(config.candidates)), None
     if config.algorithm not in SPARK_ALGORITHMS:
         raise ConfigError(
             f"{{param}} {literal(config.algorithm)} clusters on this machine only, and the customer table has {n:,} "
-            f"customers (more than {{param:spark_local_max_customers}} {limit:,}); choose kmeans or gmm (clustered on "
+            f"customers (more than {{param:spark_local_max_customers}} {limit:,}); choose {here} (clustered on "
             f"Spark), or raise {{param:spark_local_max_customers}} to {n} to segment it here", param="algorithm")
     return (config.algorithm,), config.algorithm
 
