@@ -195,11 +195,65 @@ def test_bisecting_kmeans_is_clustered_on_spark_as_here(folders, tmp_path):
     assert adjusted_rand_score(nearest.loc[both["customer_id"]], both["segment_spark"]) >= 0.99
 
 
+def test_previous_model_ids_are_kept_on_spark_as_here(folders, tmp_path):
+    """--previous on the Spark path: the new segments get the ids of the previous model's segments
+    they match, the ids the local path gives with the same previous model, and run.json records
+    the alignment as a local run does.  The previous model is the local run's with its ids
+    renumbered (0, 1, 2, 3 -> 7, 3, 5, 1), so that keeping the estimator's labels would fail."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from custseg.pipeline import on_spark
+
+    _, local_dir, source = folders
+    old = load(local_dir / "model.skops")
+    renumber = {0: 7, 1: 3, 2: 5, 3: 1}
+    order = sorted(old.segment_ids, key=renumber.get)
+    previous = replace(
+        old, segment_ids=[renumber[s] for s in order],
+        centers=np.asarray(old.centers)[[old.segment_ids.index(s) for s in order]],
+        segment_names={renumber[s]: v for s, v in old.segment_names.items()},
+        reference_means={renumber[s]: v for s, v in old.reference_means.items()},
+        label_map={label: renumber[old.label_map.get(label, label)] for label in range(4)},
+    )
+    previous.save(tmp_path / "previous.skops")
+    asked = ["--algorithm", "kmeans", "--k", "4", "--seed", "5", "--previous", str(tmp_path / "previous.skops"),
+             "--no-report"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(on_spark, "SAMPLE", SAMPLE)
+        assert cli.main(["segment", source, "--out", str(tmp_path / "spark"), *asked, "--engine", "spark",
+                         "--spark-local-max-customers", "100"]) == 0
+    assert cli.main(["segment", source, "--out", str(tmp_path / "here"), *asked, "--engine", "duckdb"]) == 0
+    spark_run, local_run = (json.loads((tmp_path / side / "run.json").read_text()) for side in ("spark", "here"))
+    assert spark_run["run"]["clustered_on"] == "spark"
+    ours, theirs = (_ids(pd.read_csv(tmp_path / side / "assignments.csv", dtype={"customer_id": str}))
+                    for side in ("spark", "here"))
+    assert set(ours["segment"]) == set(theirs["segment"]) == {1, 3, 5, 7}
+    assert (ours["segment"] == theirs["segment"]).mean() >= 0.99  # the same ids, not only the same groups
+    first = _ids(pd.read_csv(local_dir / "assignments.csv", dtype={"customer_id": str}))
+    assert (ours["segment"] == first["segment"].map(renumber)).mean() >= 0.99
+    for record in (spark_run, local_run):
+        alignment = record["alignment"]
+        assert sorted(m["segment"] for m in alignment["matched"]) == [1, 3, 5, 7]
+        assert alignment["new"] == [] and alignment["gone"] == []
+    distances = {m["segment"]: m["distance"] for m in local_run["alignment"]["matched"]}
+    for matched in spark_run["alignment"]["matched"]:
+        assert matched["distance"] == pytest.approx(distances[matched["segment"]], abs=0.05)
+    profiles = pd.read_csv(tmp_path / "spark" / "profiles.csv")
+    assert sorted(profiles["segment"]) == [1, 3, 5, 7]
+    assert profiles.set_index("segment")["customers"].to_dict() == ours["segment"].value_counts().to_dict()
+    model = load(tmp_path / "spark" / "model.skops")
+    assert sorted(model.segment_ids) == [1, 3, 5, 7] and sorted(model.label_map.values()) == [1, 3, 5, 7]
+    again = _ids(model.assign(pd.read_parquet(tmp_path / "spark" / "features.parquet")))
+    assert (again["segment"].to_numpy() == ours["segment"].to_numpy()).mean() >= 0.99  # outliers aside
+    names = dict(zip(profiles["segment"], profiles["name"]))
+    assert (ours["segment_name"] == ours["segment"].map(names)).all()
+
+
 @pytest.mark.parametrize(("config", "previous", "param", "says"), [
     ({"algorithm": "kprototypes"}, False, "algorithm", "{param} kprototypes clusters on this machine only"),
     ({"candidates": ("kmeans", "birch")}, False, "candidates", "{param} birch: cluster on this machine only"),
-    ({"algorithm": "kmeans"}, True, "previous", "{param} keeps the segment ids of an earlier model on this machine "
-                                                "only"),
 ])
 def test_what_spark_cannot_do_is_refused_before_any_work(spark, folders, config, previous, param, says):
     from custseg.engines.spark import SparkRelation

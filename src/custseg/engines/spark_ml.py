@@ -42,6 +42,9 @@ expressions (the model's numbers are literals of the plan, so every task has the
 every segment gets ``-1`` and a reason.  Any other model (e.g. DBSCAN trained locally) runs
 ``model.assign`` on each batch of rows.  The segments are those of ``model.assign``.
 
+``means_by_segment(model, spark_df, columns)`` -> ``({label: {column: mean}}, {column: std})``:
+what :func:`custseg.model.align` needs to keep a previous model's segment ids, on Spark.
+
 ``fit_preprocessing_on_spark(spark_df, feature_columns, sample_rows=...)`` -> the
 :class:`~custseg.preprocessing.Preprocessor` of :func:`~custseg.preprocessing.build_preprocessor`
 with its statistics computed on Spark; ``matrix_columns(transformer)`` -> its output names and
@@ -82,7 +85,8 @@ if TYPE_CHECKING:
     from custseg.model import SegmentationModel
     from custseg.preprocessing import Preprocessor
 
-__all__ = ["SPARK_ALGORITHMS", "segment_on_spark", "sweep_on_spark", "Swept", "assign_on_spark", "fit_preprocessing_on_spark", "matrix_columns"]
+__all__ = ["SPARK_ALGORITHMS", "segment_on_spark", "sweep_on_spark", "Swept", "assign_on_spark", "fit_preprocessing_on_spark",
+           "matrix_columns", "means_by_segment"]
 
 #: The algorithms this module runs on Spark.
 SPARK_ALGORITHMS = ("kmeans", "bisecting_kmeans", "gmm")
@@ -636,6 +640,37 @@ def assign_on_spark(model: SegmentationModel, spark_df: DataFrame) -> DataFrame:
         out.append(F.when(final == -1, F.lit(float("nan"))).otherwise(F.col("_probability")).alias("probability"))
     out.append(reason.alias("reason"))
     return staged.select(*out)
+
+
+def means_by_segment(model: SegmentationModel, spark_df: DataFrame, columns: Sequence[str]
+                     ) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+    """The mean of each of ``columns`` (numeric) per segment of ``model`` over the rows of
+    ``spark_df``, and each column's standard deviation over all rows (the sample one, as
+    pandas' ``std``); missing values are left out, as pandas leaves them out.
+
+    A row's segment is the estimator's label (nearest centre, or most probable component)
+    without ``label_map`` and without the outlier rule: the labels a local fit gives its own
+    customers.  What :func:`custseg.model.align` takes to keep the ids of a previous model."""
+    F = _spark()
+    _check_frame(spark_df)
+    names, build = matrix_columns(model.preprocessor)
+    m_names = [f"_m{i}" for i in range(len(names))]
+    rule = _rule(F, [F.col(c) for c in m_names], model.estimator)
+    if rule is None:
+        raise ConfigError(f"{{param}}: a {type(model.estimator).__name__} model has no segments on Spark here",
+                          param="model")
+    a_names = [f"_a{i}" for i in range(len(columns))]
+    staged = spark_df.select(*[e.alias(n) for e, n in zip(build(F), m_names)],
+                             *[_as_double(F, c).alias(n) for c, n in zip(columns, a_names)])
+    staged = staged.select(rule[0].cast("long").alias("_label"), *a_names)
+    rows = staged.groupBy("_label").agg(*[F.avg(n).alias(n) for n in a_names]).collect()
+    means = {int(r["_label"]): {c: (math.nan if r[n] is None else float(r[n])) for c, n in zip(columns, a_names)}
+             for r in rows}
+    spread = {}
+    if a_names:
+        row = staged.agg(*[F.stddev_samp(n).alias(n) for n in a_names]).first()
+        spread = {c: (math.nan if row[n] is None else float(row[n])) for c, n in zip(columns, a_names)}
+    return means, spread
 
 
 def _assign_in_batches(model: SegmentationModel, spark_df: DataFrame) -> DataFrame:

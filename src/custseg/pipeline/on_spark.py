@@ -14,7 +14,9 @@ does; a larger one stays on Spark (:func:`custseg.pipeline.prepare.customer_tabl
 - segment sizes, shares and value shares are then counted on Spark over every customer, and
   ``assignments.csv`` and ``features.parquet`` are written from Spark, part by part, never as
   one table here (:meth:`SparkSegmentationResult.write_customer_files`, which
-  :func:`custseg.runs.write_run` calls), with ``rfm.csv`` scored on Spark (:func:`rfm_on_spark`).
+  :func:`custseg.runs.write_run` calls), with ``rfm.csv`` scored on Spark (:func:`rfm_on_spark`);
+- with a previous model, the segments keep its ids as in a local run: the segment means and
+  the columns' spread that the matching reads are computed on Spark over every customer.
 
 The run folder has the files of a local run; ``run.json`` (``run.clustered_on``, ``run.sample``)
 and the cleaning notes (shown by the report) say which numbers come from the sample.
@@ -92,9 +94,10 @@ def segment_on_engine(
 
     Sweeps, fits and assigns on Spark; profiles, names and the run record come from the
     describe step run on a seeded sample of at most ``sample_size`` (default :data:`SAMPLE`)
-    customers; the sizes are
-    counted over all.  An algorithm Spark does not have, and ``previous``, are one-line
-    :class:`~custseg.errors.ConfigError` s naming the parameter and the way out.
+    customers; the sizes are counted over all.  With ``previous``, segments keep the ids of the
+    previous model's segments they match, as :func:`custseg.pipeline.fit.fit` keeps them
+    (:func:`_keep_ids`).  An algorithm Spark does not have is a one-line
+    :class:`~custseg.errors.ConfigError` naming the parameter and the way out.
     """
     from custseg import cluster
     from custseg.engines import spark_ml
@@ -106,11 +109,6 @@ def segment_on_engine(
     frame, n = made.table.frame, int(made.customers)
     sample_size = SAMPLE if sample_size is None else sample_size
     algorithms, algorithm = _algorithms(config, n, limit)
-    if previous is not None:
-        raise ConfigError(
-            f"{{param}} keeps the segment ids of an earlier model on this machine only, and the customer table has "
-            f"{n:,} customers (more than {{param:spark_local_max_customers}} {limit:,}); leave out {{param}}, or raise "
-            f"{{param:spark_local_max_customers}} to {n} to segment it here", param="previous")
     if config.n_clusters is not None and config.n_clusters >= n:
         raise DataError(f"{literal(loaded.table.label)}: {{param}} {config.n_clusters} needs more than "
                         f"{config.n_clusters} customers, found {n}; lower {{param}}", param="n_clusters")
@@ -144,7 +142,9 @@ def segment_on_engine(
             raise type(exc)(exc.template, param=param) from None
     if progress:
         progress("comparing algorithms × k on Spark", 1, 1)
-    model = swept.model
+    model, alignment = swept.model, None
+    if previous is not None:  # the ids of the previous model's segments, as a local fit keeps them
+        model, alignment = _keep_ids(model, frame, previous)
     k = len(model.segment_ids)
     # The run's own customers each get their nearest segment (or most probable component), as
     # a local fit labels them; the outlier rule is for customers the model has not seen.
@@ -160,7 +160,8 @@ def segment_on_engine(
         f"Davies-Bouldin, Calinski-Harabasz and the elbow were measured on a seeded sample of "
         f"{min(sample_size, n):,}; stability was not measured")], found.text)
     choice = Choice(SelectionResult(swept.leaderboard, swept.elbow, swept.knee, recommendation), model.algorithm, k)
-    fitted = Fitted(cluster.ALGORITHMS[model.algorithm], model.estimator, labels, None, None)
+    fitted = Fitted(cluster.ALGORITHMS[model.algorithm], model.estimator, labels,
+                    dict(model.label_map) if alignment is not None else None, alignment)
     described = describe(prepared, choice, fitted, config=config, segment_map=segment_map, started=started)
 
     names = {**model.segment_names, **{p.segment: p.name for p in described.profiles.segments if p.segment != -1}}
@@ -195,6 +196,44 @@ def segment_on_engine(
                   selection=choice.selection)
     scored = rfm_on_spark(frame, segment_map, n) if described.rfm is not None else None
     return SparkSegmentationResult(**values, sample=table, assigned=assigned, scored=scored)
+
+
+def _keep_ids(model: SegmentationModel, frame: Any, previous: SegmentationModel
+              ) -> tuple[SegmentationModel, Any]:
+    """``model`` (fitted on Spark, its ids its estimator's labels) with the ids of ``previous``'s
+    segments it matches, and the :class:`~custseg.model.Alignment`.
+
+    The match is the local fit's (:func:`custseg.pipeline.fit.fit`): the mean of every numeric
+    customer column the previous model has reference means for, per segment, and each column's
+    standard deviation as the unit, here computed on Spark over every customer
+    (:func:`custseg.engines.spark_ml.means_by_segment`); :func:`custseg.model.align` matches them."""
+    import numpy as np
+    from pyspark.sql import types as T
+
+    from custseg.engines import spark_ml
+    from custseg.model import align
+
+    known = {c for means in previous.reference_means.values() for c in means}
+    shared = [f.name for f in frame.schema.fields if f.name != _ID and f.name in known
+              and isinstance(f.dataType, (T.NumericType, T.BooleanType))]
+    means, spread = spark_ml.means_by_segment(model, frame, shared)
+    new_means = {s: means[s] for s in sorted(means) if s != -1}
+    # In standard deviations of this table: the previous model keeps its means, not their spread.
+    alignment = align(new_means, previous.reference_means, scale={c: spread[c] or 1.0 for c in shared})
+    mapping = {int(s): int(t) for s, t in alignment.mapping.items()}
+    fresh = max([*mapping.values(), *previous.segment_ids, -1]) + 1
+    for s in model.segment_ids:  # a segment no customer is nearest to now (counted in the same pass): a new id
+        if s not in mapping:
+            mapping[s], fresh = fresh, fresh + 1
+    order = sorted(model.segment_ids, key=lambda s: mapping[s])
+    rows = [model.segment_ids.index(s) for s in order]
+    kept = replace(
+        model, segment_ids=[mapping[s] for s in order], centers=np.asarray(model.centers)[rows],
+        segment_names={mapping[s]: name for s, name in model.segment_names.items()},
+        reference_means={mapping[s]: values for s, values in model.reference_means.items()},
+        label_map=mapping,
+    )
+    return kept, alignment
 
 
 def rfm_on_spark(frame: Any, segment_map: SegmentMap | None, n: int) -> Any:
