@@ -14,13 +14,41 @@ classes as is.
 (1,)
 """
 
-from custseg.cluster._base import DEFAULT_MAX_FIT_SAMPLES, DEFAULT_N_CLUSTERS, NOISE
-from custseg.cluster._density import DBSCANClustering, HDBSCANClustering, MeanShiftClustering
-from custseg.cluster._hierarchical import WardClustering, linkage_matrix
-from custseg.cluster._kprototypes import KPrototypesClustering
-from custseg.cluster._mixture import GaussianMixtureClustering
-from custseg.cluster._registry import ALGORITHMS, AlgorithmSpec, make_estimator
-from custseg.cluster._rfm import DEFAULT_SEGMENT_MAP, RFM_COLUMNS, RFMSegmenter
+from typing import TYPE_CHECKING, Any
+
+from custseg.cluster._specs import ALGORITHMS, AlgorithmSpec
+
+if TYPE_CHECKING:
+    from custseg.cluster._base import DEFAULT_MAX_FIT_SAMPLES, DEFAULT_N_CLUSTERS, NOISE
+    from custseg.cluster._density import DBSCANClustering, HDBSCANClustering, MeanShiftClustering
+    from custseg.cluster._hierarchical import WardClustering, linkage_matrix
+    from custseg.cluster._kprototypes import KPrototypesClustering
+    from custseg.cluster._mixture import GaussianMixtureClustering
+    from custseg.cluster._registry import make_estimator
+    from custseg.cluster._rfm import DEFAULT_SEGMENT_MAP, RFM_COLUMNS, RFMSegmenter
+
+# The estimators import scikit-learn (about a second): loaded when first asked for, so the
+# algorithm names can be read without them.
+_LAZY = {
+    "DEFAULT_MAX_FIT_SAMPLES": "_base", "DEFAULT_N_CLUSTERS": "_base", "NOISE": "_base",
+    "DBSCANClustering": "_density", "HDBSCANClustering": "_density", "MeanShiftClustering": "_density",
+    "WardClustering": "_hierarchical", "linkage_matrix": "_hierarchical",
+    "KPrototypesClustering": "_kprototypes", "GaussianMixtureClustering": "_mixture",
+    "make_estimator": "_registry",
+    "DEFAULT_SEGMENT_MAP": "_rfm", "RFM_COLUMNS": "_rfm", "RFMSegmenter": "_rfm",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'custseg.cluster' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"custseg.cluster.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ALGORITHMS",
