@@ -547,11 +547,12 @@ def _spread_scores(points: np.ndarray, labels: np.ndarray) -> tuple[float, float
     one_hot[codes, np.arange(n)] = 1.0
     centroids = (one_hot @ points) / counts[:, np.newaxis]
     offsets = points - centroids[codes]
-    within = np.bincount(codes, weights=np.einsum("ij,ij->i", offsets, offsets), minlength=k)
+    squared = np.einsum("ij,ij->i", offsets, offsets)  # each row's squared distance to its centroid
+    within = np.bincount(codes, weights=squared, minlength=k)
     between = counts @ ((centroids - points.mean(axis=0)) ** 2).sum(axis=1)
     total_within = within.sum()
     calinski = 1.0 if total_within == 0.0 else between * (n - k) / (total_within * (k - 1.0))
-    spread = np.bincount(codes, weights=np.sqrt(np.einsum("ij,ij->i", offsets, offsets)), minlength=k) / counts
+    spread = np.bincount(codes, weights=np.sqrt(squared), minlength=k) / counts
     gaps = np.sqrt(np.maximum(((centroids[:, np.newaxis, :] - centroids[np.newaxis, :, :]) ** 2).sum(axis=2), 0.0))
     if np.allclose(spread, 0) or np.allclose(gaps, 0):
         return 0.0, float(calinski)
