@@ -47,6 +47,11 @@ __all__ = [
     "CleanTransactions",
     "clean_transactions",
     "clean_customers",
+    "ColumnStats",
+    "Treatment",
+    "treat_column",
+    "needs_distinct",
+    "customers_as_of",
 ]
 
 #: rule → what it means, in the order the rules apply.
@@ -498,31 +503,16 @@ def clean_customers(
         numbers = _numbers_with_blanks(frame[column])
         if numbers is not None:
             frame[column] = numbers
-            notes.append(f"'{column}': numbers with {int(numbers.isna().sum()):,} blank cells, read as numbers "
-                         "with missing values")
-        elif _is_date_name(column, column_map) and (as_dates := _yyyymmdd(frame[column])) is not None:
+            notes.append(_blank_numbers_note(column, int(numbers.isna().sum())))
+        elif is_date_name(column, column_map) and (as_dates := _yyyymmdd(frame[column])) is not None:
             frame[column] = as_dates
-            notes.append(f"'{column}': whole numbers written yyyymmdd, read as dates")
+            notes.append(_yyyymmdd_note(column))
 
     dates = {
         c: pd.to_datetime(frame[c]) for c in frame.columns
         if c != id_col and c not in outcomes and (pd.api.types.is_datetime64_any_dtype(frame[c]) or isinstance(frame[c].dropna().iloc[0] if frame[c].notna().any() else None, date))
     }
-    latest = max((d.max() for d in dates.values() if d.notna().any()), default=None)
-    if as_of is None:
-        as_of_ts = (latest.normalize() + timedelta(days=1)) if latest is not None else pd.Timestamp.today().normalize()
-    else:
-        as_of_ts = pd.Timestamp(as_of)
-        if latest is not None and as_of_ts < latest:
-            column = next(c for c, d in dates.items() if d.max() == latest)
-            raise DataError(
-                f"{literal(table.label)}: {{param}} {as_of_ts.date()} is before the latest date in the table "
-                f"({latest.date()} in '{literal(column)}'), so some durations would be negative; a customer "
-                "table is not a snapshot — give a date on or after it",
-                param="as_of",
-            )
-    joined = column_map.get("joined_at")
-    birth = column_map.get("birth_year")
+    as_of_ts = customers_as_of(table.label, {c: d.max() for c, d in dates.items() if d.notna().any()}, as_of)
     email = column_map.get("email")
     contacts = None
     if email is not None:
@@ -531,36 +521,24 @@ def clean_customers(
         if column == id_col:
             continue
         values = frame[column]
-        if column in outcomes:
+        treatment = treat_column(column, _pandas_stats(values, is_date=column in dates), column_map,
+                                 date_columns=len(dates))
+        if treatment.action == "outcome":
             # 1 = the outcome happened, 0 = it did not; a missing value stays missing (rates
             # count the customers whose outcome is known), never imputed.
             positive = outcomes[column]
             flags = values.map(lambda v: float(flag_text(v) == positive), na_action="ignore")
             out[column] = flags.astype("Float64")
-            continue
-        if column == email:
-            dropped_columns[column] = "a contact detail, kept for exports only"
-            continue
-        if values.nunique(dropna=True) <= 1:
-            dropped_columns[column] = "has a single value"
-            continue
-        if column in dates:
-            name = "tenure_days" if column == joined or (joined is None and len(dates) == 1) else f"days_since_{_snake(column)}"
-            out[name] = ((as_of_ts - dates[column]).dt.total_seconds() // 86400).astype("Float64")
-            notes.append(f"'{column}' became {name} (whole days up to {as_of_ts.date()})")
-            continue
-        if column == birth:
+        elif treatment.action == "drop":
+            dropped_columns[column] = treatment.why
+        elif treatment.action == "duration":
+            out[treatment.name] = ((as_of_ts - dates[column]).dt.total_seconds() // 86400).astype("Float64")
+            notes.append(_duration_note(column, treatment.name, as_of_ts))
+        elif treatment.action == "age":
             out["age"] = (as_of_ts.year - pd.to_numeric(values, errors="coerce")).astype("Float64")
-            notes.append(f"'{column}' became age (years in {as_of_ts.year})")
-            continue
-        if _is_id_like(column, values):
-            dropped_columns[column] = "an identifier, not a feature"
-            continue
-        if _is_free_text(values):
-            dropped_columns[column] = "text that differs for almost every customer (names, notes), not a feature"
-            continue
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            out[column] = values.astype("Float64") if not pd.api.types.is_bool_dtype(values) else values.astype("Int64")
+            notes.append(_age_note(column, as_of_ts))
+        elif treatment.action == "number":
+            out[column] = values.astype("Int64" if pd.api.types.is_bool_dtype(values) else "Float64")
         else:
             out[column] = values.astype("string")
     imputed_rows = []
@@ -578,36 +556,187 @@ def clean_customers(
             how = "most frequent"
         out[column] = out[column].fillna(value)
         imputed_rows.append((column, n_missing, how, value))
-        notes.append(f"'{column}': {n_missing} missing filled with the {how} ({value})")
+        notes.append(_imputed_note(column, n_missing, how, value))
     for column in out.columns[1:]:
         if pd.api.types.is_numeric_dtype(out[column]):
             out[column] = out[column].astype("float64")  # no gaps left: plain NumPy floats
-    for column, why in dropped_columns.items():
-        notes.append(f"column '{column}' dropped: {why}")
+    notes += [_dropped_note(column, why) for column, why in dropped_columns.items()]
     if out.empty:
-        raise DataError(
-            f"{literal(table.label)}: no customer left after cleaning ({rows_in:,} rows in, "
-            f"{int(missing_id.sum()):,} without a customer id in '{literal(id_col)}'); check that column or map "
-            "another with {param} customer_id=COLUMN",
-            param="mapping",
-        )
+        raise no_customer_left(table.label, rows_in, int(missing_id.sum()), id_col)
     if len(out.columns) == 1 + sum(c in out.columns for c in outcomes):
-        why = "; ".join(f"'{c}' {reason}" for c, reason in dropped_columns.items())
-        raise DataError(
-            f"{table.label}: no column describes the customers besides "
-            + (f"the id '{id_col}'" if id_col else "the row number")
-            + (f" and the outcome{'s' if len(outcomes) > 1 else ''} {', '.join(repr(c) for c in outcomes)}" if outcomes else "")
-            + (f" ({why})" if why else "")
-            + "; a customer table needs columns such as income, age, spend or visits"
-        )
-    dropped = (
-        RuleCount("missing_customer_id", int(missing_id.sum()), RULES["missing_customer_id"]),
-        RuleCount("duplicate_row", int(duplicated_rows.sum()), RULES["duplicate_row"]),
-        RuleCount("duplicate_customer_id", int(duplicated_ids.sum()), RULES["duplicate_customer_id"]),
-    )
-    report = CleaningReport(table.label, rows_in, len(out), dropped, tuple(notes))
+        raise nothing_describes(table.label, id_col, outcomes, dropped_columns)
+    counts = {"missing_customer_id": missing_id.sum(), "duplicate_row": duplicated_rows.sum(),
+              "duplicate_customer_id": duplicated_ids.sum()}
+    report = customer_report(table.label, rows_in, len(out), counts, tuple(notes))
     imputed = pd.DataFrame(imputed_rows, columns=["column", "missing", "method", "value"])
     return CleanCustomers(out, report, dropped_columns, imputed, as_of_ts.to_pydatetime(), contacts)
+
+
+# --- customer tables: the decisions both engines take ----------------------------------------
+
+#: Whole numbers that :func:`clean_customers` reads as dates in a date-named column (``19970101``).
+YYYYMMDD = r"(19|20)\d{6}"
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """What the customer-table rules read of one column, its values typed (numbers, booleans,
+    dates or text), over the rows cleaning keeps; computed by pandas (:func:`clean_customers`)
+    or by Spark (:mod:`custseg.engines.spark_customers`).
+
+    ``distinct`` counts the different values present.  Only a text column and a column named
+    like an id (:func:`needs_distinct`) need the exact number; for the others the rules only ask
+    whether there is more than one, and an engine may give 2 for "two or more".
+    """
+
+    kind: Literal["number", "boolean", "date", "text"]
+    rows: int
+    missing: int
+    distinct: int
+
+    @property
+    def unique(self) -> bool:
+        """No two rows share a value, a missing value counting as one (pandas' ``is_unique``)."""
+        return self.missing <= 1 and self.distinct + self.missing == self.rows
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """What becomes of one column of a customer table.
+
+    ``action``: ``outcome`` (a 0/1 flag, missing stays missing), ``drop`` (``why`` says why),
+    ``duration`` (whole days up to ``as_of``, as the column ``name``), ``age`` (years in the year
+    of ``as_of``), ``number`` or ``category`` (text).
+    """
+
+    action: Literal["outcome", "drop", "duration", "age", "number", "category"]
+    name: str
+    why: str = ""
+
+
+def treat_column(column: str, stats: ColumnStats, column_map: ColumnMap, *, date_columns: int) -> Treatment:
+    """Decide what becomes of ``column`` (not the id column) of a customer table, from its
+    ``stats`` and roles; ``date_columns`` is how many columns hold dates (with a single one and
+    no ``joined_at`` role, it is the sign-up date: ``tenure_days``).
+
+    >>> treat_column("Z_Revenue", ColumnStats("number", 3, 0, 1), ColumnMap({}), date_columns=0).why
+    'has a single value'
+    """
+    if column in column_map.outcomes:
+        return Treatment("outcome", column)
+    if column == column_map.get("email"):
+        return Treatment("drop", column, "a contact detail, kept for exports only")
+    if stats.distinct <= 1:
+        return Treatment("drop", column, "has a single value")
+    if stats.kind == "date":
+        joined = column_map.get("joined_at")
+        sign_up = column == joined or (joined is None and date_columns == 1)
+        return Treatment("duration", "tenure_days" if sign_up else f"days_since_{_snake(column)}")
+    if column == column_map.get("birth_year"):
+        return Treatment("age", "age")
+    if _id_named(column) and stats.unique:
+        return Treatment("drop", column, "an identifier, not a feature")
+    present = stats.rows - stats.missing
+    if stats.kind == "text" and stats.distinct > 50 and stats.distinct >= 0.9 * present:
+        return Treatment("drop", column, "text that differs for almost every customer (names, notes), not a feature")
+    return Treatment("number" if stats.kind in ("number", "boolean") else "category", column)
+
+
+def needs_distinct(column: str, kind: str) -> bool:
+    """Whether :func:`treat_column` reads the exact number of different values of ``column``
+    (text, or a name like an id), not only whether it has more than one."""
+    return kind == "text" or _id_named(column)
+
+
+def customers_as_of(label: str, latest: Mapping[str, pd.Timestamp], as_of: date | datetime | None) -> pd.Timestamp:
+    """The day a customer table's durations run up to: ``as_of``, else the day after the
+    latest of ``latest`` (each date column's latest date), else today.  An ``as_of`` before a
+    date of the table is a :class:`DataError` naming the column."""
+    import pandas as pd
+
+    last = max(latest.values(), default=None)
+    if as_of is None:
+        return (last.normalize() + timedelta(days=1)) if last is not None else pd.Timestamp.today().normalize()
+    as_of_ts = pd.Timestamp(as_of)
+    if last is not None and as_of_ts < last:
+        column = next(c for c, d in latest.items() if d == last)
+        raise DataError(
+            f"{literal(label)}: {{param}} {as_of_ts.date()} is before the latest date in the table "
+            f"({last.date()} in '{literal(column)}'), so some durations would be negative; a customer "
+            "table is not a snapshot — give a date on or after it",
+            param="as_of",
+        )
+    return as_of_ts
+
+
+def no_customer_left(label: str, rows_in: int, missing_id: int, id_col: str | None) -> DataError:
+    """The error of a customer table whose every row was dropped."""
+    return DataError(
+        f"{literal(label)}: no customer left after cleaning ({rows_in:,} rows in, "
+        f"{missing_id:,} without a customer id in '{literal(id_col)}'); check that column or map "
+        "another with {param} customer_id=COLUMN",
+        param="mapping",
+    )
+
+
+def nothing_describes(label: str, id_col: str | None, outcomes: Mapping[str, str],
+                      dropped_columns: Mapping[str, str]) -> DataError:
+    """The error of a customer table left with no feature column (``dropped_columns``: why each went)."""
+    why = "; ".join(f"'{c}' {reason}" for c, reason in dropped_columns.items())
+    return DataError(
+        f"{label}: no column describes the customers besides "
+        + (f"the id '{id_col}'" if id_col else "the row number")
+        + (f" and the outcome{'s' if len(outcomes) > 1 else ''} {', '.join(repr(c) for c in outcomes)}" if outcomes else "")
+        + (f" ({why})" if why else "")
+        + "; a customer table needs columns such as income, age, spend or visits"
+    )
+
+
+def customer_report(label: str, rows_in: int, rows_out: int, counts: Mapping[str, int],
+                    notes: tuple[str, ...]) -> CleaningReport:
+    """The report of a customer table: ``counts`` has the rows dropped for a missing id, as an
+    exact duplicate and as a later row of a repeated id."""
+    dropped = tuple(RuleCount(rule, int(counts[rule]), RULES[rule])
+                    for rule in ("missing_customer_id", "duplicate_row", "duplicate_customer_id"))
+    return CleaningReport(label, rows_in, rows_out, dropped, notes)
+
+
+# The notes both engines write, word for word.
+def _blank_numbers_note(column: str, blanks: int) -> str:
+    return f"'{column}': numbers with {blanks:,} blank cells, read as numbers with missing values"
+
+
+def _yyyymmdd_note(column: str) -> str:
+    return f"'{column}': whole numbers written yyyymmdd, read as dates"
+
+
+def _duration_note(column: str, name: str, as_of: datetime) -> str:
+    return f"'{column}' became {name} (whole days up to {as_of.date()})"
+
+
+def _age_note(column: str, as_of: datetime) -> str:
+    return f"'{column}' became age (years in {as_of.year})"
+
+
+def _imputed_note(column: str, missing: int, how: str, value: object) -> str:
+    return f"'{column}': {missing} missing filled with the {how} ({value})"
+
+
+def _dropped_note(column: str, why: str) -> str:
+    return f"column '{column}' dropped: {why}"
+
+
+def _pandas_stats(values: pd.Series, *, is_date: bool) -> ColumnStats:
+    import pandas as pd
+
+    kind = ("date" if is_date else "boolean" if pd.api.types.is_bool_dtype(values)
+            else "number" if pd.api.types.is_numeric_dtype(values) else "text")
+    return ColumnStats(kind, len(values), int(values.isna().sum()), int(values.nunique(dropna=True)))
+
+
+def _id_named(name: str) -> bool:
+    norm = normalise_name(name)
+    return norm == "id" or norm.endswith("id")
 
 
 def _numbers_with_blanks(values: pd.Series) -> pd.Series | None:
@@ -631,7 +760,7 @@ def _numbers_with_blanks(values: pd.Series) -> pd.Series | None:
     return numbers.astype("float64")
 
 
-def _is_date_name(column: str, column_map: ColumnMap) -> bool:
+def is_date_name(column: str, column_map: ColumnMap) -> bool:
     """A column whose role or name says it holds dates (``Dt_Customer``, ``signup_date``)."""
     norm = normalise_name(column)
     return (column in (column_map.get("joined_at"), column_map.get("ordered_at"))
@@ -653,7 +782,7 @@ def _yyyymmdd(values: pd.Series) -> pd.Series | None:
     elif not (pd.api.types.is_integer_dtype(values) or all(isinstance(v, str) for v in present)):
         return None
     text = present.astype(str).str.strip()
-    if not text.str.fullmatch(r"(19|20)\d{6}").all():
+    if not text.str.fullmatch(YYYYMMDD).all():
         return None
     parsed = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
     if parsed.isna().any():
@@ -667,21 +796,6 @@ def _id_strings(values: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
         values = values.astype("Int64")
     return values.astype("string").str.strip()
-
-
-def _is_free_text(values: pd.Series) -> bool:
-    """A text column with more than 50 values, nearly all different: not a category."""
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return False
-    distinct = values.nunique(dropna=True)
-    return distinct > 50 and distinct >= 0.9 * values.notna().sum()
-
-
-def _is_id_like(name: str, values: pd.Series) -> bool:
-    norm = normalise_name(name)
-    return (norm == "id" or norm.endswith("id")) and values.is_unique
 
 
 def _snake(name: str) -> str:
