@@ -62,8 +62,8 @@ def run_segmentation(
 
     With ``previous`` (a :class:`custseg.model.SegmentationModel`), segments keep the ids of
     the previous model's segments they match (see :func:`custseg.model.align`).  A transaction
-    log read by Spark whose customers outnumber ``settings.spark_local_max_customers`` is
-    segmented on Spark (:func:`custseg.pipeline.on_spark.segment_on_engine`).
+    log or customer table read by Spark whose customers outnumber
+    ``settings.spark_local_max_customers`` is segmented on Spark (:func:`custseg.pipeline.on_spark.segment_on_engine`).
     """
     import time
 
@@ -74,7 +74,7 @@ def run_segmentation(
     started = time.time()
     RunRequest(SourceSpec(loaded.table.label), policy=policy, segment=config).validate()
     limit = None
-    if loaded.table.dialect.name == "spark" and loaded.kind == "transactions":  # features computed there
+    if loaded.table.dialect.name == "spark":  # features computed there, or a customer table cleaned there
         limit = (settings or Settings()).spark_local_max_customers
     made = customer_table(loaded, policy=policy, as_of=as_of, local_max=limit)
     if made.on_engine:

@@ -263,13 +263,17 @@ def customer_table(
     Features computed by another engine (Spark) are brought here, unless ``local_max`` is
     given and the table has more customers than that: then it stays there (``on_engine``,
     kept in the engine's memory) for a step that works there (:mod:`custseg.pipeline.on_spark`).
+    A customer table read by Spark with more rows than ``local_max`` is cleaned there too
+    (:func:`custseg.engines.spark_customers.clean_customers`); a smaller one is cleaned here.
     """
     if isinstance(as_of, datetime) and as_of.tzinfo is not None:
         # Dates in the data are compared in this machine's time zone (DuckDB's, too).
         as_of = as_of.astimezone().replace(tzinfo=None)
     if loaded.kind == "customers":
-        made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
         id_name = _row_id_name(loaded.table) if loaded.column_map.row_ids else "customer_id"
+        if local_max is not None and loaded.table.dialect.name == "spark" and loaded.table.count() > local_max:
+            return _customers_on_spark(loaded, as_of=as_of, local_max=local_max, id_name=id_name)
+        made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
         con = loaded.table.con if isinstance(loaded.table.con, duckdb.DuckDBPyConnection) else duckdb.connect()
         table = con.from_df(made.features)
         return CustomerTable(table, _with_notes(made.report, loaded.notes), made.as_of, "customers",
@@ -294,6 +298,25 @@ def customer_table(
                 relation = kept
     return CustomerTable(relation, _with_notes(computed.report, loaded.notes), computed.as_of,
                          "transactions", cleaned, customers=customers)
+
+
+def _customers_on_spark(loaded: Loaded, *, as_of: date | datetime | None, local_max: int, id_name: str
+                        ) -> CustomerTable:
+    """A customer table of more than ``local_max`` rows read by Spark, cleaned there
+    (:func:`custseg.engines.spark_customers.clean_customers`, the local rules) and kept there,
+    unless cleaning leaves at most ``local_max`` customers: then they are brought here."""
+    from custseg.engines import spark, spark_customers
+
+    made = spark_customers.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
+    report = _with_notes(made.report, loaded.notes)
+    outcomes = tuple(loaded.column_map.outcomes)
+    if made.customers > local_max:
+        return CustomerTable(spark_customers.CustomerRelation(made.features, made.contacts), report, made.as_of,
+                             "customers", outcomes=outcomes, id_name=id_name, customers=made.customers)
+    table = spark.to_local(spark.SparkRelation(made.features))
+    made.features.unpersist()
+    contacts = None if made.contacts is None else features.to_frame(spark.to_local(spark.SparkRelation(made.contacts)))
+    return CustomerTable(table, report, made.as_of, "customers", contacts=contacts, outcomes=outcomes, id_name=id_name)
 
 
 def _with_notes(report: cleaning.CleaningReport, notes: tuple[str, ...]) -> cleaning.CleaningReport:
