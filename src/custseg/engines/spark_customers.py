@@ -9,10 +9,10 @@ local cleaning writes.  The steps, each a pass of Spark over the rows:
    equal), then every row of a repeated id but its first in the source's order (the order of
    the files' rows, as :meth:`custseg.engines.spark.SparkDialect.source_row` numbers them);
 2. values: how each column is read — a CSV read by Spark is text throughout, so a text column
-   whose values are all numbers (blank cells aside) is read as numbers, one whose values are all
-   dates of one format (:data:`custseg.cleaning._DATE_FORMATS`) as dates, and a date-named
-   column of whole numbers written yyyymmdd as dates, as DuckDB's reading and the local rules
-   read the same file;
+   whose values are all numbers (blank cells aside) is read as numbers, one of true/false as
+   booleans, one whose values are all dates of one format (Spark's own reading, then
+   :data:`custseg.cleaning._DATE_FORMATS`) as dates, and a date-named column of whole numbers
+   written yyyymmdd as dates, as DuckDB's reading and the local rules read the same file;
 3. statistics of every column (:class:`custseg.cleaning.ColumnStats`), from which
    :func:`custseg.cleaning.treat_column` decides what becomes of it, and the latest date, from
    which :func:`custseg.cleaning.customers_as_of` decides the day durations run up to: the
@@ -232,18 +232,19 @@ def _read_values(rows: Any, table: Table, columns: list[str], column_map: Column
             checks[column] = ("text", named)
             probes += [f"count_if({col} IS NULL OR {text} = '')", f"count_if({col} IS NOT NULL AND {text} = '')",
                        f"count_if({text} <> '' AND try_cast({text} AS DOUBLE) IS NULL)",
-                       f"count_if({text} <> '' AND NOT {_yyyymmdd_ok(text)})" if named else "0"]
+                       f"count_if({text} <> '' AND NOT {_yyyymmdd_ok(text)})" if named else "1",
+                       f"count_if({text} <> '' AND lower({text}) NOT IN ('true', 'false'))"]
         elif kind == "number" and named:
             checks[column] = ("number", True)
             whole = f"CAST(CAST({col} AS BIGINT) AS STRING)"
             probes += [f"count_if({col} IS NULL)", "0", "0",
-                       f"count_if({col} IS NOT NULL AND NOT ({col} % 1 = 0 AND {_yyyymmdd_ok(whole)}))"]
-    answers = list(rows.selectExpr(*probes).first()) if probes else []
-    n = int(rows.count())
+                       f"count_if({col} IS NOT NULL AND NOT ({col} % 1 = 0 AND {_yyyymmdd_ok(whole)}))", "1"]
+    answers = list(rows.selectExpr(*probes, "count(*)").first())
+    n = int(answers[-1])
     readings: dict[str, _Reading] = {}
     undecided = []
     for i, column in enumerate(checks):
-        empty, blank, not_numbers, not_ymd = (int(v) for v in answers[4 * i: 4 * i + 4])
+        empty, blank, not_numbers, not_ymd, not_flags = (int(v) for v in answers[5 * i: 5 * i + 5])
         source_kind, named = checks[column]
         col = _q(column)
         text = f"trim(CAST({col} AS STRING))" if source_kind == "text" else f"CAST(CAST({col} AS BIGINT) AS STRING)"
@@ -255,6 +256,8 @@ def _read_values(rows: Any, table: Table, columns: list[str], column_map: Column
         elif source_kind == "text" and not not_numbers:
             note = cleaning._blank_numbers_note(column, empty) if blank else None
             readings[column] = _Reading("number", f"try_cast(NULLIF({text}, '') AS DOUBLE)", note)
+        elif source_kind == "text" and not not_flags:
+            readings[column] = _Reading("boolean", f"CASE lower({text}) WHEN 'true' THEN true WHEN 'false' THEN false END")
         elif source_kind == "text":
             undecided.append(column)
     readings.update(_read_dates(rows, undecided))

@@ -3,7 +3,9 @@
 With the Spark engine, :func:`custseg.pipeline.run_segmentation` brings a customer table of at
 most ``Settings.spark_local_max_customers`` customers here and clusters it as the local flow
 does; a larger one stays on Spark (:func:`custseg.pipeline.prepare.customer_table` with
-``local_max``) and :func:`segment_on_engine` segments it there:
+``local_max``: the features of a transaction log computed there, or a customer table cleaned
+there by :func:`custseg.engines.spark_customers.clean_customers`) and :func:`segment_on_engine`
+segments it there:
 
 - the sweep, the final fit and the model are :func:`custseg.engines.spark_ml.sweep_on_spark`'s
   (K-Means, bisecting K-Means and Gaussian mixtures on every customer; the metrics that compare
@@ -68,14 +70,24 @@ class SparkSegmentationResult(SegmentationResult):
     scored: Any = None  # Spark DataFrame: every customer's RFM scores (rfm.score's columns), or None
 
     def write_customer_files(self, folder: Path) -> list[Path]:
-        """``assignments.csv``, ``features.parquet`` (and ``rfm.csv``) of every customer, written
-        from Spark."""
+        """``assignments.csv``, ``features.parquet`` (and ``rfm.csv``, and ``contacts.parquet``
+        for a customer table with an email column) of every customer, written from Spark, with
+        ``customer_id`` named as outputs name it (``row`` for customers numbered by row)."""
         folder = Path(folder)
-        written = [write_from_spark(self.assigned, folder / "assignments.csv"),
-                   write_from_spark(self.customers.table.frame, folder / "features.parquet")]
+        named = self._named
+        written = [write_from_spark(named(self.assigned), folder / "assignments.csv"),
+                   write_from_spark(named(self.customers.table.frame), folder / "features.parquet")]
         if self.scored is not None:
-            written.append(write_from_spark(self.scored, folder / "rfm.csv"))
+            written.append(write_from_spark(named(self.scored), folder / "rfm.csv"))
+        contacts = getattr(self.customers.table, "contacts", None)  # a customer table cleaned on Spark
+        if contacts is not None:
+            written.append(write_from_spark(named(contacts), folder / "contacts.parquet"))
         return written
+
+    def _named(self, frame: Any) -> Any:
+        """``frame`` with ``customer_id`` named as the customer table's outputs name it."""
+        name = self.customers.id_name
+        return frame if name == _ID else frame.withColumnRenamed(_ID, name)
 
 
 def segment_on_engine(
