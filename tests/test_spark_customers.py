@@ -171,6 +171,80 @@ def test_a_table_without_ids_with_contacts_flags_and_yyyymmdd_dates(spark, tmp_p
     assert contacts["email"].tolist() == local.contacts["email"].tolist()
 
 
+def test_a_typed_table_with_float_ids_timestamps_and_boolean_outcomes(spark, tmp_path):
+    """Parquet keeps the types: whole-number float ids, timestamps, booleans (a trait, and an
+    outcome), a yyyymmdd integer date and gaps in numbers and text: the local answers."""
+    from custseg.engines import spark_customers
+
+    rng = np.random.default_rng(2)
+    n = 60
+    frame = pd.DataFrame({
+        "customer_id": np.arange(101, 101 + n, dtype="float64"),
+        "signup_date": pd.to_datetime("2021-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D")
+        + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
+        "first_order_date": [int(f"2022{1 + i % 12:02d}{1 + i % 27:02d}") for i in range(n)],
+        "birth_year": rng.integers(1950, 2000, n),
+        "premium": rng.choice([True, False], n),
+        "score": np.where(np.arange(n) % 7 == 0, np.nan, rng.normal(50, 10, n)),
+        "region": [None if i % 8 == 0 else ["north", "south", "east"][i % 3] for i in range(n)],
+        "churned": rng.choice([True, False], n),
+    })
+    frame["signup_date"] = frame["signup_date"].astype("datetime64[us]")
+    frame = pd.concat([frame, frame.iloc[[3, 4]], frame.iloc[[5]].assign(score=1.0)], ignore_index=True)
+    path = tmp_path / "typed.parquet"
+    frame.to_parquet(path, index=False)
+    loaded = pipeline.load(SourceSpec(str(path)))
+    local = cleaning.clean_customers(loaded.table, loaded.column_map)
+    spark_loaded = pipeline.load(SourceSpec(str(path)), settings=Settings(engine="spark"))
+    assert spark_loaded.column_map.outcomes == loaded.column_map.outcomes == {"churned": "true"}
+    made = spark_customers.clean_customers(spark_loaded.table, spark_loaded.column_map)
+    ours = _local(made.features)
+    made.features.unpersist()
+    counts = {r.rule: r.rows for r in made.report.dropped}
+    assert counts == {r.rule: r.rows for r in local.report.dropped} == {
+        "missing_customer_id": 0, "duplicate_row": 2, "duplicate_customer_id": 1}
+    assert made.dropped_columns == local.dropped_columns and made.as_of == local.as_of
+    assert list(ours.columns) == list(local.features.columns)
+    assert {"tenure_days", "days_since_first_order_date", "age", "premium", "churned"} <= set(ours.columns)
+    ids = sorted(ours["customer_id"], key=float)
+    assert ids == sorted(local.features["customer_id"], key=float) and ids[:2] == ["101", "102"]  # not "101.0"
+    assert made.imputed[["column", "missing", "method"]].equals(local.imputed[["column", "missing", "method"]])
+    gaps = [c for c, how in zip(local.imputed["column"], local.imputed["method"]) if how == "median"]
+    exact = [c for c in ours.columns if c not in gaps]
+    pd.testing.assert_frame_equal(_by_id(ours)[exact].astype(local.features[exact].dtypes.to_dict()),
+                                  _by_id(local.features)[exact], check_exact=True)
+    for column in gaps:  # the median within the two middle values
+        values = np.sort(frame.drop_duplicates().drop_duplicates("customer_id")[column].dropna().to_numpy())
+        low, high = values[(len(values) - 1) // 2], values[len(values) // 2]
+        assert low <= made.imputed.set_index("column").loc[column, "value"] <= high
+
+
+def test_a_table_numbered_by_row_is_segmented_on_spark_with_its_contacts(spark, tmp_path):
+    """Outputs call the row number 'row' and contacts.parquet is written from Spark, as locally."""
+    from custseg.pipeline import on_spark
+
+    rng = np.random.default_rng(4)
+    n = 120
+    pd.DataFrame({"email": [f"c{i}@example.com" for i in range(n)], "spend": rng.integers(1, 500, n),
+                  "visits": rng.integers(1, 40, n)}).to_csv(tmp_path / "people.csv", index=False)
+    runs_ = {}
+    for engine in ("spark", "duckdb"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(on_spark, "SAMPLE", 100)
+            assert cli.main(["segment", str(tmp_path / "people.csv"), "--out", str(tmp_path / engine), "--algorithm",
+                             "kmeans", "--k", "3", "--engine", engine, "--spark-local-max-customers", "50",
+                             "--no-report"]) == 0
+        runs_[engine] = tmp_path / engine
+    assert json.loads((runs_["spark"] / "run.json").read_text())["run"]["clustered_on"] == "spark"
+    for name in ("assignments.csv", "contacts.parquet", "features.parquet"):
+        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
+        ours, theirs = (read(runs_[e] / name) for e in ("spark", "duckdb"))
+        assert list(ours.columns) == list(theirs.columns) and ours.columns[0] == "row", name
+        assert sorted(ours["row"].astype(str)) == sorted(theirs["row"].astype(str)) and len(ours) == n, name
+    contacts = pd.read_parquet(runs_["spark"] / "contacts.parquet").sort_values("row", key=lambda r: r.astype(int))
+    assert contacts["email"].tolist() == [f"c{i}@example.com" for i in range(n)]
+
+
 @pytest.fixture(scope="module")
 def run_folders(spark, crm, tmp_path_factory):
     """``crm`` segmented with --engine spark above the limit (cleaned and clustered on Spark),

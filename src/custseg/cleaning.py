@@ -686,7 +686,7 @@ def nothing_describes(label: str, id_col: str | None, outcomes: Mapping[str, str
     return DataError(
         f"{label}: no column describes the customers besides "
         + (f"the id '{id_col}'" if id_col else "the row number")
-        + (f" and the outcome{'s' if len(outcomes) > 1 else ''} {', '.join(repr(c) for c in outcomes)}" if outcomes else "")
+        + (f" and the outcome{'s' if len(outcomes) > 1 else ''} {', '.join(map(repr, outcomes))}" if outcomes else "")
         + (f" ({why})" if why else "")
         + "; a customer table needs columns such as income, age, spend or visits"
     )

@@ -215,7 +215,8 @@ def _flag_text(col: str, type_name: str) -> str:
     if type_name.lower() == "boolean":
         return f"CASE WHEN {col} THEN 'true' ELSE 'false' END"
     if kind in ("float", "decimal"):
-        return f"CASE WHEN {col} % 1 = 0 THEN CAST(CAST({col} AS BIGINT) AS STRING) ELSE lower(CAST({col} AS STRING)) END"
+        whole = f"CAST(CAST({col} AS BIGINT) AS STRING)"
+        return f"CASE WHEN {col} % 1 = 0 THEN {whole} ELSE lower(CAST({col} AS STRING)) END"
     return f"lower(trim(CAST({col} AS STRING)))"
 
 
@@ -257,7 +258,8 @@ def _read_values(rows: Any, table: Table, columns: list[str], column_map: Column
             note = cleaning._blank_numbers_note(column, empty) if blank else None
             readings[column] = _Reading("number", f"try_cast(NULLIF({text}, '') AS DOUBLE)", note)
         elif source_kind == "text" and not not_flags:
-            readings[column] = _Reading("boolean", f"CASE lower({text}) WHEN 'true' THEN true WHEN 'false' THEN false END")
+            flag = f"CASE lower({text}) WHEN 'true' THEN true WHEN 'false' THEN false END"
+            readings[column] = _Reading("boolean", flag)
         elif source_kind == "text":
             undecided.append(column)
     readings.update(_read_dates(rows, undecided))
@@ -291,7 +293,8 @@ def _read_dates(rows: Any, columns: list[str]) -> dict[str, _Reading]:
 
 
 def _yyyymmdd_ok(text: str) -> str:
-    return f"({text} RLIKE {SPARK.literal('^' + cleaning.YYYYMMDD + '$')} AND try_to_timestamp({text}, 'yyyyMMdd') IS NOT NULL)"
+    pattern = SPARK.literal("^" + cleaning.YYYYMMDD + "$")
+    return f"({text} RLIKE {pattern} AND try_to_timestamp({text}, 'yyyyMMdd') IS NOT NULL)"
 
 
 def _kind(type_name: str) -> str:
