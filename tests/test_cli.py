@@ -177,3 +177,54 @@ def test_segment_help_names_every_algorithm():
     option = next(p for p in get_command(app).commands["segment"].params if p.name == "algorithm")
     listed = option.help.split("one of: ", 1)[1].rstrip(".").split(", ")
     assert listed == list(ALGORITHMS)
+
+
+def _entry(tmp_path, args, before=""):
+    """``custseg ARGS`` through the console script's function in a child process, with ``before``
+    run first; its exit code, stdout, stderr and what the exit handlers wrote."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "atexit.txt"
+    script = (
+        "import atexit, sys, threading, time\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'a').write('exit handlers ran\\n'))\n"
+        f"{before}\n"
+        f"sys.argv = ['custseg', *{list(args)!r}]\n"
+        "from custseg.cli import entry\n"
+        "entry()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr, marker.read_text() if marker.exists() else ""
+
+
+def test_the_command_exits_with_its_code_after_the_exit_handlers_and_with_its_output_flushed(
+        retail_slice, tmp_path):
+    """The console script skips the interpreter's teardown, not what the command wrote: piped
+    output arrives whole, exit handlers (temporary files, a Spark session) run, and the exit
+    code is the command's."""
+    out = tmp_path / "features.parquet"
+    code, stdout, stderr, handlers = _entry(tmp_path, ["features", str(retail_slice), "--out", str(out)])
+    assert (code, handlers) == (0, "exit handlers ran\n"), stderr
+    assert "missing_customer_id" in stdout and f"{len(pd.read_parquet(out)):,} customers" in stdout
+
+    code, stdout, stderr, handlers = _entry(tmp_path, ["features", str(tmp_path / "nowhere.csv"), "--out", str(out)])
+    assert code == 2 and stderr.startswith("custseg: error:") and "nowhere.csv" in stderr
+    assert handlers == "exit handlers ran\nexit handlers ran\n"
+
+
+def test_the_command_waits_for_a_thread_still_working(tmp_path):
+    """A thread that is not a daemon gets to finish: then the exit is the interpreter's own."""
+    done = tmp_path / "thread.txt"
+    before = (f"threading.Thread(target=lambda: (time.sleep(1.0), open({str(done)!r}, 'w').write('finished'))"
+              ").start()")
+    code, _, stderr, handlers = _entry(tmp_path, ["--help"], before=before)
+    assert code == 0, stderr
+    assert done.read_text() == "finished" and handlers == "exit handlers ran\n"
+
+
+def test_the_installed_command_is_the_entry_function():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "custseg"]
+    assert script.value == "custseg.cli:entry"

@@ -222,8 +222,8 @@ def test_the_tsne_map_is_computed_beside_the_other_sections_and_is_the_same(samp
     assert _figures(beside)["fig-tsne"] == _figures(here)["fig-tsne"]
 
 
-def test_a_run_starts_its_tsne_map_before_writing_and_the_report_takes_it(tmp_path, monkeypatch):
-    """The run starts the map from its own matrix (one t-SNE, before the folder is written); the
+def test_a_run_starts_its_tsne_map_before_the_sweep_and_the_report_takes_it(tmp_path, monkeypatch):
+    """The run starts the map from its own matrix (one t-SNE, before the sweep); the
     report takes it because the folder's matrix gives the same points, and draws what a report
     built later from the folder draws.  A map of other points is not taken."""
     import os
@@ -252,6 +252,44 @@ def test_a_run_starts_its_tsne_map_before_writing_and_the_report_takes_it(tmp_pa
         html = build_report(run, out=tmp_path / "other.html", map_ahead=other).read_text(encoding="utf-8")
     assert pids.read_text().split() == [str(os.getpid())]  # its own (here, the other is never run)
     assert _figures(html)["fig-tsne"] == _figures(later)["fig-tsne"]
+
+
+def test_the_sweep_leaves_a_core_to_the_map_drawn_beside_it(tmp_path, monkeypatch):
+    """With a report the map's process starts before the sweep, which then counts that core as
+    busy (on two cores: the sweep runs in the run's own process); without a report, or where the
+    map cannot have a process of its own, the sweep has every core."""
+    from custseg import selection
+    from custseg.report import _build
+
+    events: list[str] = []
+    workers, enter = selection._workers, _build._Background.__enter__
+
+    def counted_workers(*args, busy_cores=0, **kwargs):
+        events.append(f"sweep busy={busy_cores}")
+        return workers(*args, busy_cores=busy_cores, **kwargs)
+
+    def noted_enter(self):
+        started = enter(self)
+        events.append("map started" if self.pending is not None else "map not started")
+        return started
+
+    monkeypatch.setattr(selection, "_workers", counted_workers)
+    monkeypatch.setattr(_build._Background, "__enter__", noted_enter)
+    monkeypatch.setattr(_build, "can_fork", lambda **_: True)
+    config = pipeline.SegmentConfig(algorithm="kmeans", k_values=(2, 3, 4))
+    source = pipeline.SourceSpec(str(datasets.sample_path()))
+    pipeline.run(pipeline.RunRequest(source, segment=config), tmp_path / "report")
+    assert events == ["map started", "sweep busy=1", "map not started"]  # the report takes it: no map of its own
+    assert "fig-tsne" in _figures((tmp_path / "report" / "report.html").read_text(encoding="utf-8"))
+
+    events.clear()
+    pipeline.run(pipeline.RunRequest(source, segment=config, report=False), tmp_path / "no-report")
+    assert events == ["sweep busy=0"]
+
+    events.clear()
+    monkeypatch.setattr(_build, "can_fork", lambda **_: False)
+    pipeline.run(pipeline.RunRequest(source, segment=config), tmp_path / "here")
+    assert events == ["map not started", "sweep busy=0", "map not started"]
 
 
 def test_dendrogram_and_uncertainty_sections_use_the_model_and_probabilities(reports):

@@ -540,6 +540,11 @@ def test_how_many_workers_a_sweep_gets(monkeypatch):
     assert selection._workers(4, 4_338, 3) == 3  # no more workers than tasks
     assert selection._workers(1, 4_338, 28) == 1
     assert selection._workers(None, 300_000, 28) == 1  # large fits use the threads themselves
+    assert selection._workers(None, 4_338, 28, busy_cores=1) == 1  # a core left to the caller's map
+    monkeypatch.setattr(selection, "cores", lambda: 4)
+    assert selection._workers(None, 4_338, 28, busy_cores=1) == 3
+    assert selection._workers(2, 4_338, 28, busy_cores=1) == 2  # asked for
+    monkeypatch.setattr(selection, "cores", lambda: 2)
     monkeypatch.setattr(selection, "can_fork", lambda **_: False)
     assert selection._workers(2, 4_338, 28) == 1
 
@@ -566,6 +571,8 @@ def test_no_fork_while_another_thread_runs():
 def test_n_jobs_must_be_a_positive_integer(planted):
     with pytest.raises(ConfigError, match="n_jobs must be an integer >= 1"):
         compare(planted[0], algorithms=("kmeans",), k_values=range(2, 4), n_jobs=0)
+    with pytest.raises(ConfigError, match="busy_cores must be an integer >= 0"):
+        compare(planted[0], algorithms=("kmeans",), k_values=range(2, 4), busy_cores=-1)
 
 
 @fork_only

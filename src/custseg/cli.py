@@ -7,8 +7,10 @@ traceback instead.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -531,5 +533,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``custseg`` command: :func:`main`, then exit without the interpreter's teardown.
+
+    Once a command has returned, its files are written and closed; what is left is freeing
+    every module and object one by one, which after a segmentation (scikit-learn, SciPy,
+    pandas, DuckDB and the run's frames loaded) takes 0.3–0.6 s of a 5 s run.  The exit
+    handlers still run (temporary files, a Spark session) and the standard streams are
+    flushed; with a thread of the command still working, the exit is the usual one.
+    """
+    code = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -183,6 +183,7 @@ def compare(
     n_jobs: int | None = None,
     meanwhile: Callable[[], Any] | None = None,
     stability_for: str = "all",
+    busy_cores: int = 0,
 ) -> SelectionResult:
     """Sweep algorithms x k on ``X`` and recommend one configuration.
 
@@ -215,8 +216,10 @@ def compare(
 
     ``n_jobs`` is the number of worker processes the fits and refits are shared among (each fit
     is seeded on its own, so the leaderboard does not depend on them).  ``None`` uses every core
-    this process may run on once the sweep is worth it (at least ``_PARALLEL_MIN_ROWS`` rows);
-    ``1`` fits everything here, one after the other.  Workers are forked, so only where fork is
+    this process may run on once the sweep is worth it (at least ``_PARALLEL_MIN_ROWS`` rows),
+    less ``busy_cores``, those the caller's other work keeps busy meanwhile (a run's report
+    draws its map in a process of its own during the sweep: on two cores the sweep then runs
+    here, on the core the map leaves); ``1`` fits everything here, one after the other.  Workers are forked, so only where fork is
     safe and cheap (Linux, and not from inside a daemonic process); elsewhere the sweep runs
     here.  Every fit runs on one BLAS/OpenMP thread up to ``_ONE_THREAD_MAX_ROWS`` rows; above
     that the fits use the threads themselves and the sweep runs here.  ``meanwhile()``, when
@@ -253,6 +256,7 @@ def compare(
     min_share = _check_min_share(min_share)
     if n_jobs is not None:
         n_jobs = _check_count("n_jobs", n_jobs, 1)
+    busy_cores = _check_count("busy_cores", busy_cores, 0)
     if stability_for not in ("all", "deciding"):
         raise ConfigError(f"stability_for must be 'all' or 'deciding', got {stability_for!r}")
     deciding = stability_for == "deciding"
@@ -290,7 +294,7 @@ def compare(
     silhouette = _SharedSilhouette(data, silhouette_sample, base_seed)
     sweep = _Sweep(data, seed=base_seed, silhouette=silhouette, resamples=resamples, n_distinct=n_distinct)
     elbow_extra = [k for k in elbow_ks if k not in kmeans_swept]
-    workers = _workers(n_jobs, n_fit, len(configs) + len(elbow_extra))
+    workers = _workers(n_jobs, n_fit, len(configs) + len(elbow_extra), busy_cores=busy_cores)
     # The caller's work beside the sweep starts once the workers are forked (no thread of it is
     # copied into them) and is finished before the workers are.
     with (_fit_threads(n_fit), _Runner(sweep, workers) as runner,
@@ -905,14 +909,14 @@ def _costliest_first(configs: list[tuple[str, int | None]]) -> list[tuple[str, i
     return sorted(configs, key=lambda c: -_FIT_COST.get(c[0], _OTHER_FIT_COST) * (c[1] or 8))
 
 
-def _workers(n_jobs: int | None, n_rows: int, n_tasks: int) -> int:
+def _workers(n_jobs: int | None, n_rows: int, n_tasks: int, *, busy_cores: int = 0) -> int:
     """How many worker processes share the sweep (1: it runs in this process)."""
     if n_jobs == 1 or n_tasks < 2 or n_rows > _ONE_THREAD_MAX_ROWS or not can_fork():
         return 1
     if n_jobs is None:
         if n_rows < _PARALLEL_MIN_ROWS:
             return 1
-        n_jobs = cores()
+        n_jobs = cores() - busy_cores
     return max(1, min(n_jobs, n_tasks))
 
 

@@ -20,6 +20,7 @@ sits behind :mod:`custseg.engines`; a new edge calls :func:`run`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
     from custseg.model import SegmentationModel
     from custseg.pipeline.describe import SegmentationResult
+    from custseg.report import MapAhead
     from custseg.rfm import SegmentMap
 
 __all__ = [
@@ -57,8 +59,13 @@ def run_segmentation(
     previous: SegmentationModel | None = None,
     segment_map: SegmentMap | None = None,
     settings: Settings | None = None,
+    beside_sweep: Callable[[pd.DataFrame], bool] | None = None,
 ) -> SegmentationResult:
     """Source → customer features → matrix → sweep → final fit → profiles → model.
+
+    ``beside_sweep(matrix)``, when given, is called with the clustering matrix before the sweep
+    and says whether it started work of its own on a core (a run's report map): the sweep then
+    leaves that core to it.
 
     With ``previous`` (a :class:`custseg.model.SegmentationModel`), segments keep the ids of
     the previous model's segments they match (see :func:`custseg.model.align`).  A transaction
@@ -87,7 +94,8 @@ def run_segmentation(
             made.table.frame.unpersist()
             raise
     prepared = prepare(loaded, config=config, policy=policy, as_of=as_of, customers=made)
-    choice = choose(prepared, config=config, progress=progress)
+    busy = 1 if beside_sweep is not None and beside_sweep(prepared.matrix) else 0
+    choice = choose(prepared, config=config, progress=progress, busy_cores=busy)
     fitted = fit(prepared, choice, config=config, previous=previous, progress=progress)
     return describe(prepared, choice, fitted, config=config, segment_map=segment_map, started=started)
 
@@ -166,11 +174,21 @@ def run(
     step("reading the source")
     loaded = load(request.source, settings=settings)
     step("segmenting")
-    result = run_segmentation(
-        loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
-        progress=progress, previous=earlier, segment_map=request.segment_map, settings=settings,
-    )
-    with _map_ahead(result, request) as map_ahead:  # the report's t-SNE, beside the writing
+    with contextlib.ExitStack() as beside:
+        started: list[MapAhead] = []
+
+        def start_map(matrix: pd.DataFrame) -> bool:  # the report's t-SNE, beside the sweep and the writing
+            ahead = _map_ahead(matrix, request)
+            if ahead is not None:
+                started.append(beside.enter_context(ahead))
+            return ahead is not None and ahead.running
+
+        result = run_segmentation(
+            loaded, config=request.segment, policy=request.policy, as_of=request.as_of,
+            progress=progress, previous=earlier, segment_map=request.segment_map, settings=settings,
+            beside_sweep=start_map if request.report else None,
+        )
+        map_ahead = started[0] if started else None
         try:
             step("writing the run")
             written = runs.write_run(result, out, request=request)
@@ -193,20 +211,18 @@ def run(
     return folder
 
 
-def _map_ahead(result: SegmentationResult, request: RunRequest):
-    """The report's t-SNE map started from the run's matrix (:class:`custseg.report.MapAhead`),
-    or nothing: no report, a table on Spark, or a matrix it cannot start from (the report then
-    computes the map itself)."""
-    import contextlib
-
-    if not request.report or result.customers.on_engine or result.matrix is None:
-        return contextlib.nullcontext()
+def _map_ahead(matrix: pd.DataFrame, request: RunRequest) -> MapAhead | None:
+    """The report's t-SNE map of the run's clustering matrix (:class:`custseg.report.MapAhead`),
+    not yet started, or None: no report, or a matrix it cannot start from (the report then
+    computes the map itself).  A table segmented on Spark has no matrix here."""
+    if not request.report:
+        return None
     from custseg.report import MapAhead
 
     try:
-        return MapAhead(result.matrix, random_state=request.segment.random_state)
+        return MapAhead(matrix, random_state=request.segment.random_state)
     except Exception:  # only work done ahead: the report meets any problem again itself
-        return contextlib.nullcontext()
+        return None
 
 
 def same_file(path, source: str) -> bool:

@@ -49,8 +49,10 @@ def choose(
     *,
     config: SegmentConfig = SegmentConfig(),
     progress: Callable[[str, int, int], None] | None = None,
+    busy_cores: int = 0,
 ) -> Choice:
-    """Sweep and recommend; an algorithm or k the caller fixed is kept."""
+    """Sweep and recommend; an algorithm or k the caller fixed is kept.  ``busy_cores``: cores
+    the caller's work beside the sweep keeps busy (see :func:`custseg.selection.compare`)."""
     from custseg import selection
 
     spec = prepared.spec
@@ -67,7 +69,7 @@ def choose(
             result = selection.compare(
                 prepared.numeric, algorithms=config.candidates if spec is None else (config.algorithm,),
                 k_values=k_values_for(prepared, config), random_state=config.random_state, progress=progress,
-                meanwhile=_import_model_writer,
+                meanwhile=_import_model_writer, busy_cores=busy_cores,
                 # Without a forced k only the rows that can be recommended need their stability.
                 stability_for="deciding" if config.n_clusters is None else "all",
             )

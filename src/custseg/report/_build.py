@@ -1005,6 +1005,12 @@ class MapAhead:
     def __exit__(self, *exc: Any) -> None:
         self.background.__exit__(*exc)
 
+    @property
+    def running(self) -> bool:
+        """Whether the map is being computed in a process of its own (else it is computed when
+        asked for, or not at all)."""
+        return self.background.pending is not None
+
     def layout_for(self, points: _MapPoints | str, *, max_points: int, random_state: int
                    ) -> Callable[[], np.ndarray | None] | None:
         """The started layout's ``result`` if it is the layout of ``points``, else None."""
