@@ -112,42 +112,29 @@ def clean_customers(table: Table, column_map: ColumnMap, *, as_of: date | dateti
     stats, latest = _column_stats(typed, readings)
     as_of_ts = cleaning.customers_as_of(table.label, {c: pd.Timestamp(us, unit="us") for c, us in latest.items()},
                                         as_of)
-    as_of_us = int(as_of_ts.value // 1_000)  # wall-clock microseconds, as Spark's UTC timestamps count them
     dates = sum(r.kind == "date" for r in readings.values())
     unread = cleaning.ColumnStats("text", counts["rows"], 0, 2)  # outcomes: decided by their role alone
-    selected, numeric, dropped_columns, later_notes = [_ID], set(), {}, []
+    selected, numeric, dropped_columns = [_ID], set(), {}
     for column in columns:
         treatment = cleaning.treat_column(column, stats.get(column, unread), column_map, date_columns=dates)
-        col = _q(column)
-        if treatment.action == "outcome":
-            flag = _flag_text(col, table.types[column])
-            selected.append(f"CASE WHEN {col} IS NULL THEN NULL WHEN {flag} = {SPARK.literal(outcomes[column])} "
-                            f"THEN 1.0D ELSE 0.0D END AS {col}")
-        elif treatment.action == "drop":
+        if treatment.action == "drop":
             dropped_columns[column] = treatment.why
-        elif treatment.action == "duration":
-            name = _q(treatment.name)
-            selected.append(f"CAST(floor(({as_of_us} - unix_micros({col})) / 86400000000D) AS DOUBLE) AS {name}")
+            continue
+        kind = readings[column].kind if column in readings else "text"
+        selected.append(_feature(column, treatment, kind, table.types[column], outcomes.get(column), as_of_ts))
+        if treatment.action in ("duration", "age", "number"):
             numeric.add(treatment.name)
-            later_notes.append(cleaning._duration_note(column, treatment.name, as_of_ts))
+        if treatment.action == "duration":
+            notes.append(cleaning._duration_note(column, treatment.name, as_of_ts))
         elif treatment.action == "age":
-            selected.append(f"CAST({as_of_ts.year} - try_cast({col} AS DOUBLE) AS DOUBLE) AS age")
-            numeric.add("age")
-            later_notes.append(cleaning._age_note(column, as_of_ts))
-        elif treatment.action == "number":
-            number = f"CAST({col} AS INT)" if readings[column].kind == "boolean" else col
-            selected.append(f"CAST({number} AS DOUBLE) AS {col}")
-            numeric.add(column)
-        else:
-            selected.append(f"CAST({col} AS STRING) AS {col}")
-    notes += later_notes
+            notes.append(cleaning._age_note(column, as_of_ts))
     if not counts["kept"]:
         raise cleaning.no_customer_left(table.label, rows_in, counts["missing_customer_id"], id_col)
     if len(selected) == 1 + len(outcomes):
         raise cleaning.nothing_describes(table.label, id_col, outcomes, dropped_columns)
     features = typed.selectExpr(*selected)
     features, imputed_rows = _fill_gaps(features, [c for c in features.columns[1:] if c not in outcomes], numeric)
-    notes += [cleaning._imputed_note(*row[:3], row[3]) for row in imputed_rows]
+    notes += [cleaning._imputed_note(*row) for row in imputed_rows]
     notes += [cleaning._dropped_note(column, why) for column, why in dropped_columns.items()]
     features = features.persist()
     customers = int(features.count())
@@ -163,6 +150,25 @@ def clean_customers(table: Table, column_map: ColumnMap, *, as_of: date | dateti
 
 def _q(name: str) -> str:
     return SPARK.quote(name)
+
+
+def _feature(column: str, treatment: cleaning.Treatment, kind: str, type_name: str, positive: str | None,
+             as_of: pd.Timestamp) -> str:
+    """The Spark SQL expression (``… AS name``) of the feature ``treatment`` makes of ``column``
+    (read as ``kind``; ``type_name`` its type in the source, ``positive`` an outcome's "yes"):
+    as :func:`custseg.cleaning.clean_customers` computes it."""
+    col, name = _q(column), _q(treatment.name)
+    if treatment.action == "outcome":  # 1 = it happened, 0 = it did not, missing stays missing
+        yes = f"{_flag_text(col, type_name)} = {SPARK.literal(positive)}"
+        return f"CASE WHEN {col} IS NULL THEN NULL WHEN {yes} THEN 1.0D ELSE 0.0D END AS {name}"
+    if treatment.action == "duration":  # whole days, floored, up to as_of (wall-clock microseconds)
+        as_of_us = int(as_of.value // 1_000)
+        return f"CAST(floor(({as_of_us} - unix_micros({col})) / 86400000000D) AS DOUBLE) AS {name}"
+    if treatment.action == "age":
+        return f"CAST({as_of.year} - try_cast({col} AS DOUBLE) AS DOUBLE) AS {name}"
+    if treatment.action == "number":
+        return f"CAST({f'CAST({col} AS INT)' if kind == 'boolean' else col} AS DOUBLE) AS {name}"
+    return f"CAST({col} AS STRING) AS {name}"
 
 
 def _kept_rows(source: Any, columns: list[str], id_col: str | None) -> tuple[Any, int, dict[str, int]]:
