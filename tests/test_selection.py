@@ -450,6 +450,25 @@ def test_stability_is_the_mean_of_the_resamples_made_before_it_settled(planted):
     assert stability == pytest.approx(np.mean(every[:made]), abs=1e-12)
 
 
+def test_the_stability_of_a_labelling_made_elsewhere_is_the_sweeps_measure(planted):
+    """selection.stability (what the Spark sweep uses on its sample) gives a labelling's
+    leaderboard stability: the sweep's own fit gets the sweep's number; labels that no refit
+    agrees with get about 0."""
+    from custseg.selection import _base_seed, stability
+
+    X, _ = planted
+    data = X.to_numpy()
+    seed = _base_seed(0)
+    board = compare(X, algorithms=("kmeans",), k_values=range(2, 6), n_bootstrap=5).leaderboard
+    labels = make_estimator("kmeans", n_clusters=4, random_state=seed).fit(data).labels_
+    assert stability("kmeans", 4, data, labels, random_state=seed) == pytest.approx(
+        board.loc[board["n_clusters"] == 4, "stability"].item(), abs=1e-12)
+    shuffled = np.random.default_rng(1).permutation(labels)
+    assert abs(stability("kmeans", 4, data, shuffled, random_state=seed)) < 0.05
+    with pytest.raises(ConfigError, match="n_bootstrap must be an integer >= 1"):
+        stability("kmeans", 4, data, labels, n_bootstrap=0)
+
+
 def test_the_silhouettes_of_many_labelings_are_each_labelings_own():
     from sklearn.metrics import silhouette_score
 

@@ -162,7 +162,11 @@ def test_leaderboard_has_the_local_columns_measured_on_all_rows(kmeans_run, plan
     inertia = ((X[:, None, :] - centres[None]) ** 2).sum(axis=2).min(axis=1).sum()
     assert row["inertia"] == pytest.approx(inertia, rel=1e-9)
     assert -1 <= row["silhouette"] <= 1 and row["davies_bouldin"] > 0 and row["calinski_harabasz"] > 0
-    assert np.isnan(row["bic"]) and np.isnan(row["stability"])
+    assert np.isnan(row["bic"])
+    # Stability as the local sweep measures it, on the sample: the planted four segments are
+    # found again by every refit; three of them are not a stable answer.
+    assert row["stability"] >= 0.95
+    assert board.loc[board["n_clusters"] == 3, "stability"].iloc[0] < row["stability"]
 
 
 def test_several_seeds_keep_the_lowest_cost(spark):

@@ -25,7 +25,9 @@ algorithm=None, n_clusters=None)`` -> ``(model, leaderboard, labels)``
       over all rows; ``silhouette`` on ``silhouette_sample`` rows of the sample,
       ``davies_bouldin`` and ``calinski_harabasz`` on the sample; ``bic``/``aic`` of a mixture
       from its log-likelihood over all rows; ``min_share`` from the segment sizes counted on
-      Spark; ``stability`` NaN (not measured: a refit per resample costs a Spark fit);
+      Spark; ``stability`` as the local sweep measures it, on ``STABILITY_SAMPLE`` rows of the
+      sample: the Spark fit's labels of them against scikit-learn refits of the same algorithm
+      on seeded 80% subsamples (a refit per subsample on Spark would cost a Spark fit each);
       ``noise_share`` 0; ``on_sample`` False: every fit uses all rows).
     - ``labels``: Spark DataFrame ``customer_id, segment, segment_name`` (+ ``probability``
       for ``gmm``), ``reason``: what ``assign_on_spark(model, spark_df)`` gives.
@@ -979,6 +981,21 @@ def _sample_scores(X: np.ndarray, labels: np.ndarray, distances: np.ndarray, row
     return out
 
 
+#: How many rows of the sample the stability of each configuration is measured on (the size of
+#: the local sweep's sample).
+STABILITY_SAMPLE = 10_000
+
+
+def _sample_stability(fit: _Fit, X: np.ndarray, labels: np.ndarray, rows: np.ndarray, seed: int) -> float:
+    """``stability`` of a fit made on Spark: its labels of ``rows`` of the sample against
+    scikit-learn refits of the same algorithm and k on seeded 80% subsamples of those rows
+    (:func:`custseg.selection.stability`), as the local sweep measures it.  A refit per
+    subsample on Spark would cost a Spark fit each; these cost a fraction of a second."""
+    from custseg.selection import stability
+
+    return stability(fit.algorithm, fit.k, X[rows], labels[rows], random_state=seed)
+
+
 def _gmm_parameters(k: int, p: int) -> int:
     return k * p * (p + 1) // 2 + k * p + k - 1
 
@@ -1142,6 +1159,8 @@ def sweep_on_spark(
                     if len(X_sample) > silhouette_sample else np.arange(len(X_sample)))
         distances = pairwise_distances(X_sample[sil_rows])
         frame = pd.DataFrame(X_sample, columns=out_names)
+        stability_rows = (np.sort(rng.choice(len(X_sample), size=STABILITY_SAMPLE, replace=False))
+                          if len(X_sample) > STABILITY_SAMPLE else np.arange(len(X_sample)))
         records, sample_labels = [], {}
         for i, fit in enumerate(fits):
             counts = np.array([totals[f"_c{i}_{j}"] for j in range(fit.k)], dtype="float64")
@@ -1157,7 +1176,7 @@ def sweep_on_spark(
                 "algorithm": fit.algorithm, "n_clusters": fit.k,
                 "inertia": score if fit.algorithm != "gmm" else math.nan,
                 **_sample_scores(X_sample, labels, distances, sil_rows),
-                "bic": bic, "aic": aic, "stability": math.nan,
+                "bic": bic, "aic": aic, "stability": _sample_stability(fit, X_sample, labels, stability_rows, seed_list[0]),
                 "min_share": float(counts.min() / n_rows), "noise_share": 0.0,
                 "fit_seconds": fit.seconds, "on_sample": False,
             })

@@ -170,7 +170,8 @@ def segment_on_engine(
     recommendation = Recommendation(found.algorithm, found.n_clusters, [*found.reasons, (
         f"clustered on Spark: every fit, segment size and inertia covers all {n:,} customers; silhouette, "
         f"Davies-Bouldin, Calinski-Harabasz and the elbow were measured on a seeded sample of "
-        f"{min(sample_size, n):,}; stability was not measured")], found.text)
+        f"{min(sample_size, n):,}, stability on {min(sample_size, n, spark_ml.STABILITY_SAMPLE):,} of them (scikit-learn "
+        "refits of the same algorithm on 80% subsamples against the Spark fit's labels)")], found.text)
     choice = Choice(SelectionResult(swept.leaderboard, swept.elbow, swept.knee, recommendation), model.algorithm, k)
     fitted = Fitted(cluster.ALGORITHMS[model.algorithm], model.estimator, labels,
                     dict(model.label_map) if alignment is not None else None, alignment)
