@@ -343,3 +343,9 @@ def test_the_limit_decides_where_the_table_is_cleaned(spark, crm):
     brought = pipeline.customer_table(loaded, local_max=2245)
     assert not brought.on_engine and brought.customers is None
     assert brought.features["tenure_days"].max() == 700 and len(brought.features) == 2240
+    # Below the limit, and without one, the same cleaning on Spark: the same customers and columns.
+    for local_max in (10_000, None):
+        small = pipeline.customer_table(loaded, local_max=local_max)
+        assert not small.on_engine and small.report == brought.report
+        pd.testing.assert_frame_equal(small.features.sort_values("customer_id", ignore_index=True),
+                                      brought.features.sort_values("customer_id", ignore_index=True))

@@ -263,15 +263,18 @@ def customer_table(
     Features computed by another engine (Spark) are brought here, unless ``local_max`` is
     given and the table has more customers than that: then it stays there (``on_engine``,
     kept in the engine's memory) for a step that works there (:mod:`custseg.pipeline.on_spark`).
-    A customer table read by Spark with more rows than ``local_max`` is cleaned there too
-    (:func:`custseg.engines.spark_customers.clean_customers`); a smaller one is cleaned here.
+    A customer table read by Spark is cleaned there
+    (:func:`custseg.engines.spark_customers.clean_customers`, which reads its text columns as
+    DuckDB reads the file), whatever its size, so that a file gives the same customers above and
+    below ``local_max``; at most ``local_max`` of them (any number without ``local_max``) are
+    brought here.
     """
     if isinstance(as_of, datetime) and as_of.tzinfo is not None:
         # Dates in the data are compared in this machine's time zone (DuckDB's, too).
         as_of = as_of.astimezone().replace(tzinfo=None)
     if loaded.kind == "customers":
         id_name = _row_id_name(loaded.table) if loaded.column_map.row_ids else "customer_id"
-        if local_max is not None and loaded.table.dialect.name == "spark" and loaded.table.count() > local_max:
+        if loaded.table.dialect.name == "spark":  # one cleaning on Spark whatever the size: the same answers
             return _customers_on_spark(loaded, as_of=as_of, local_max=local_max, id_name=id_name)
         made = cleaning.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
         con = loaded.table.con if isinstance(loaded.table.con, duckdb.DuckDBPyConnection) else duckdb.connect()
@@ -300,17 +303,17 @@ def customer_table(
                          "transactions", cleaned, customers=customers)
 
 
-def _customers_on_spark(loaded: Loaded, *, as_of: date | datetime | None, local_max: int, id_name: str
+def _customers_on_spark(loaded: Loaded, *, as_of: date | datetime | None, local_max: int | None, id_name: str
                         ) -> CustomerTable:
-    """A customer table of more than ``local_max`` rows read by Spark, cleaned there
-    (:func:`custseg.engines.spark_customers.clean_customers`, the local rules) and kept there,
-    unless cleaning leaves at most ``local_max`` customers: then they are brought here."""
+    """A customer table read by Spark, cleaned there (:func:`custseg.engines.spark_customers.clean_customers`,
+    the local rules) and kept there when cleaning leaves more than ``local_max`` customers, else
+    (and always without ``local_max``) brought here."""
     from custseg.engines import spark, spark_customers
 
     made = spark_customers.clean_customers(loaded.table, loaded.column_map, as_of=as_of)
     report = _with_notes(made.report, loaded.notes)
     outcomes = tuple(loaded.column_map.outcomes)
-    if made.customers > local_max:
+    if local_max is not None and made.customers > local_max:
         return CustomerTable(spark_customers.CustomerRelation(made.features, made.contacts), report, made.as_of,
                              "customers", outcomes=outcomes, id_name=id_name, customers=made.customers)
     table = spark.to_local(spark.SparkRelation(made.features))
