@@ -438,3 +438,38 @@ def test_rfm_rules_report_says_no_k_was_chosen_and_shows_no_empty_leaderboard(tm
     assert "No number of segments was chosen: the RFM segments come from rules" in text
     assert "no clear knee" not in text and "is not one of the compared rows" not in text
     assert "Every fit compared (0 rows" not in text
+
+
+def test_a_run_of_more_customers_than_the_read_limit_is_read_and_reported_as_a_sample(tmp_path):
+    """A run folder larger than the limit (a run segmented on Spark) is read as a seeded sample:
+    the same customers' rows of every per-customer file (ids written for spreadsheets matched
+    back), the same sample each time; the report counts everyone and says what is sampled."""
+    from custseg.runs import read_run
+
+    customers, _ = datasets.make_customers(600, n_segments=3, random_state=0)
+    customers["customer_id"] = [f"={c}" if i % 3 == 0 else c for i, c in enumerate(customers["customer_id"])]
+    source = tmp_path / "customers.parquet"
+    customers.to_parquet(source)
+    request = pipeline.RunRequest(pipeline.SourceSpec(str(source)),
+                                  segment=pipeline.SegmentConfig(algorithm="kmeans", n_clusters=3))
+    pipeline.run(request, tmp_path / "run")
+    whole = read_run(tmp_path / "run")
+    assert (whole.customers, whole.sampled) == (600, False)
+
+    part = read_run(tmp_path / "run", max_customers=100)
+    assert (part.customers, part.sampled, len(part.features), len(part.assignments), len(part.rfm)) == (
+        600, True, 100, 100, 100)
+    ids = part.features["customer_id"]
+    assert ids.str.startswith("=").any() and set(part.assignments["customer_id"]) == set(ids) == set(part.rfm["customer_id"])
+    by_id = pd.Series(whole.labels, index=whole.features["customer_id"])
+    assert (by_id.reindex(ids).to_numpy() == part.labels).all()
+    expected = whole.features[whole.features["customer_id"].isin(ids)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(part.features, expected)  # in the file's order
+    assert read_run(tmp_path / "run", max_customers=100).features["customer_id"].tolist() == ids.tolist()
+    pd.testing.assert_frame_equal(part.profiles, whole.profiles)  # per segment: everyone
+
+    html = build_report(part, out=tmp_path / "sampled.html").read_text(encoding="utf-8")
+    assert "600 customers from" in html and "drawn from a seeded sample of 100 of them" in html
+    assert "RFM segments, best first (a seeded sample of 100 of 600 customers)" in html
+    full = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "600 customers from" in full and "seeded sample of" not in full

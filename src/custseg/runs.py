@@ -61,7 +61,10 @@ class RunFolder:
     """The tables of one run folder, read and checked.
 
     ``labels`` holds the segment of each row of ``features`` (from ``assignments.csv``) and
-    ``probability`` its membership probability when the algorithm gives one.
+    ``probability`` its membership probability when the algorithm gives one.  ``customers`` is
+    how many customers the run has; a run of more than :data:`READ_MAX_CUSTOMERS` (one
+    segmented on Spark) is read as a seeded sample of them (``sampled``): the per-customer
+    tables are the sample's rows, the per-segment tables (profiles, lifts) count everyone.
     """
 
     path: Path
@@ -80,6 +83,13 @@ class RunFolder:
     cohorts: pd.DataFrame | None
     result: SegmentationResult | None = None  # in the process that made the run only
     files: tuple[Path, ...] = ()  # the files the run wrote (in the process that made it)
+    customers: int = 0  # every customer of the run; features holds a seeded sample of them when fewer
+
+    @property
+    def sampled(self) -> bool:
+        """Whether ``features`` (and the customers' rows of ``assignments`` and ``rfm``) hold a
+        seeded sample of the run's customers (see :data:`READ_MAX_CUSTOMERS`)."""
+        return len(self.features) < self.customers
 
     @classmethod
     def of(cls, path: str | Path, *, result: SegmentationResult | None = None,
@@ -98,6 +108,15 @@ class RunFolder:
         return None if recorded is None else RunRequest.from_json(recorded)
 
 
+#: A run folder of more customers than this is read as a seeded sample of this many (the report
+#: draws single customers from it; counts come from the per-segment files): a run segmented on
+#: Spark can hold more customers than this machine's memory.
+READ_MAX_CUSTOMERS = 1_000_000
+#: The per-customer files read row by row, only the sample's rows kept.
+_PER_CUSTOMER = ("features.parquet", "assignments.csv", "rfm.csv")
+_CHUNK_ROWS = 500_000
+
+
 def _fix(run_dir: Path) -> str:
     return f"run `custseg segment SOURCE --out {run_dir}` first"
 
@@ -112,9 +131,15 @@ def id_name(run_dir: Path) -> str:
     return name if isinstance(name, str) and name else "customer_id"
 
 
-def read_run(run_dir: str | Path) -> RunFolder:
-    """Read and check every file the report needs; one :class:`InputError` lists all problems."""
+def read_run(run_dir: str | Path, *, max_customers: int | None = None) -> RunFolder:
+    """Read and check every file the report needs; one :class:`InputError` lists all problems.
+
+    A run of more than ``max_customers`` customers (default :data:`READ_MAX_CUSTOMERS`) is read
+    as a seeded sample of that many: their rows of ``features.parquet``, ``assignments.csv`` and
+    ``rfm.csv``, each file read part by part (see :class:`RunFolder`).
+    """
     run_dir = Path(run_dir)
+    max_customers = READ_MAX_CUSTOMERS if max_customers is None else max_customers
     if not run_dir.exists():
         raise InputError(f"{run_dir}: no such run folder; {_fix(run_dir)}")
     if not run_dir.is_dir():
@@ -128,15 +153,20 @@ def read_run(run_dir: str | Path) -> RunFolder:
     problems: list[str] = []
     tables: dict[str, pd.DataFrame | None] = {}
     id_name_ = id_name(run_dir)  # 'row' when the customers were numbered by row
+    customers, sample = _customer_sample(run_dir / "features.parquet", id_name_, max_customers)
+    rows_of: dict[str, int] = {}
     for name in (*REQUIRED_FILES, *OPTIONAL_FILES):
         path = run_dir / name
         if name in ("run.json", "model.skops") or not path.is_file():
             continue
         try:
-            if name.endswith(".parquet"):
+            dtype = {id_name_: "string", "cohort": "string", "rfm_code": "string"}
+            if sample is not None and name in _PER_CUSTOMER:
+                frame, rows_of[name] = _rows_of(path, id_name_, sample, dtype)
+            elif name.endswith(".parquet"):
                 frame = pd.read_parquet(path)
             else:
-                frame = pd.read_csv(path, dtype={id_name_: "string", "cohort": "string", "rfm_code": "string"})
+                frame = pd.read_csv(path, dtype=dtype)
             if id_name_ != "customer_id" and "customer_id" not in frame.columns:
                 frame = frame.rename(columns={id_name_: "customer_id"})
         except Exception as exc:  # any parser error: name the file
@@ -179,7 +209,9 @@ def read_run(run_dir: str | Path) -> RunFolder:
     tables["segment_lifts.csv"] = tables["segment_lifts.csv"].rename(columns=outputs.unneutralise_text)
     assignments = tables["assignments.csv"]
     by_id = assignments.set_index("customer_id")
-    if not by_id.index.is_unique or len(assignments) != len(features) or not features["customer_id"].isin(by_id.index).all():
+    if (not by_id.index.is_unique or len(assignments) != len(features)
+            or rows_of.get("assignments.csv", customers) != customers
+            or not features["customer_id"].isin(by_id.index).all()):
         raise InputError(
             f"{run_dir}: assignments.csv and features.parquet do not list the same customers; {_fix(run_dir)} again"
         )
@@ -203,7 +235,52 @@ def read_run(run_dir: str | Path) -> RunFolder:
         model=model,
         rfm=tables.get("rfm.csv"),
         cohorts=tables.get("cohorts.csv"),
+        customers=customers if sample is not None else len(features),
     )
+
+
+def _customer_sample(path: Path, id_column: str, max_customers: int) -> tuple[int, set[str] | None]:
+    """How many customers ``features.parquet`` lists (from its footer) and, when more than
+    ``max_customers``, the ids of a seeded sample of that many (None: read every one)."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        total = parquet.metadata.num_rows
+    except Exception:  # noqa: BLE001 - read_run names the file that cannot be read
+        return 0, None
+    if total <= max_customers:
+        return total, None
+    chosen = np.sort(np.random.default_rng(0).choice(total, size=max_customers, replace=False))
+    ids: set[str] = set()
+    start = 0
+    name = id_column if id_column in parquet.schema_arrow.names else "customer_id"
+    for batch in parquet.iter_batches(batch_size=_CHUNK_ROWS, columns=[name]):
+        within = chosen[(chosen >= start) & (chosen < start + batch.num_rows)] - start
+        ids.update(batch.column(0).cast("string").take(within).to_pylist())
+        start += batch.num_rows
+    return total, ids
+
+
+def _rows_of(path: Path, id_column: str, sample: set[str], dtype: dict[str, str]) -> tuple[pd.DataFrame, int]:
+    """The rows of the sample's customers in a per-customer file, read part by part, and how
+    many rows the file has."""
+    import pyarrow.parquet as pq
+
+    from custseg.outputs import neutralise_text
+
+    if path.suffix == ".parquet":
+        parts = (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=_CHUNK_ROWS))
+        wanted, key = sample, (lambda ids: ids.astype("string"))
+    else:  # the CSV files hold ids as written for spreadsheets ('=1+1): matched on that form
+        parts = pd.read_csv(path, dtype=dtype, chunksize=_CHUNK_ROWS)
+        wanted, key = {neutralise_text(i) for i in sample}, (lambda ids: ids.map(neutralise_text))
+    kept, rows = [], 0
+    for part in parts:
+        rows += len(part)
+        column = id_column if id_column in part.columns else "customer_id"
+        kept.append(part[key(part[column]).isin(wanted).to_numpy()])
+    return pd.concat(kept, ignore_index=True), rows
 
 
 # --- writing -------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def _overview(run: _Run, chart: _Charts) -> Section:
     source = source_name(summary)
     kind = "a transaction log" if summary.get("kind") == "transactions" else "a customer table"
     as_of = str(summary.get("as_of", ""))[:10]
-    customers = len(run.folder.features)
+    customers = run.folder.customers
     k = int(summary.get("n_clusters") or len([s for s in run.segments if s != -1]))
     lead = (f"{customers:,} customers from {source} ({kind}, as of {as_of}) fall into {k} segments "
             f"found by {run.algorithm_label}.")
@@ -230,7 +230,10 @@ def _overview(run: _Run, chart: _Charts) -> Section:
         lead += f" {sentence[0].upper()}{sentence[1:]}."
     noise = int((run.folder.labels == -1).sum())
     if noise:
-        lead += f" {noise:,} customers ({pct(noise / customers)}) fit no segment ({run.names[-1]})."
+        share = noise / len(run.folder.labels)
+        about = "About " if run.folder.sampled else ""
+        lead += f" {about}{round(share * customers):,} customers ({pct(share)}) fit no segment ({run.names[-1]})."
+    lead += _sample_note(run)
     section = Section("overview", "Overview", lead)
     profiles = run.folder.profiles
     alt = "Bar chart of the share of customers" + (f" and of {run.value_term}" if run.value_term else "") + " in each segment"
@@ -281,6 +284,15 @@ def _data(run: _Run, chart: _Charts) -> Section:
             ([f"Features: {', '.join(columns)}."] if columns else []) + prep,
         ))
     return section
+
+
+def _sample_note(run: _Run) -> str:
+    """What a reader of a run read as a sample (:attr:`custseg.runs.RunFolder.sampled`) is told."""
+    if not run.folder.sampled:
+        return ""
+    return (f" Segment sizes, shares and profiles count all {run.folder.customers:,} customers; the charts and "
+            f"tables of single customers (distributions, maps, RFM) are drawn from a seeded sample of "
+            f"{len(run.folder.features):,} of them.")
 
 
 def _feature_columns(run: _Run) -> tuple[list[str], list[str]]:
@@ -425,8 +437,9 @@ def _rfm(run: _Run, chart: _Charts) -> Section | None:
             alt="Heatmap of the share of each segment's customers in each RFM segment",
             caption="Read across a row: which RFM segments the customers of that segment belong to.",
         ))
+    sampled = f" (a seeded sample of {len(scored):,} of {run.folder.customers:,} customers)" if run.folder.sampled else ""
     section.tables.append(Table(
-        "RFM segments, best first",
+        f"RFM segments, best first{sampled}",
         [("RFM segment", False), ("customers", True), ("share", True), ("share of revenue", True),
          ("median recency (days)", True), ("median orders", True), ("median spend (currency)", True)],
         [[str(r.rfm_segment), f"{int(r.customers):,}", pct(r.share), pct(r.revenue_share), fmt(r.recency),
@@ -965,7 +978,7 @@ def _run_record(run: _Run) -> Section:
     rows = [
         ["source", source_name(summary, full=True)],
         ["kind", str(summary.get("kind", ""))],
-        ["customers", f"{int(record.get('customers', len(run.folder.features))):,}"],
+        ["customers", f"{int(record.get('customers', run.folder.customers)):,}"],
         ["as of", str(summary.get("as_of", ""))],
         ["algorithm", f"{run.algorithm_label} ({summary.get('algorithm')}), {summary.get('n_clusters')} segments"],
         ["features", ", ".join(summary.get("feature_columns", []))],
@@ -1101,7 +1114,7 @@ def _render(folder: RunFolder, sections: Sequence[Section]) -> str:
     labels = _algorithm_labels()
     algorithm = str(summary.get("algorithm"))
     subtitle = " · ".join(part for part in (
-        f"{len(folder.features):,} customers",
+        f"{folder.customers:,} customers",
         f"{summary.get('n_clusters')} segments by {labels.get(algorithm, algorithm)}",
         f"as of {str(summary.get('as_of', ''))[:10]}" if summary.get("as_of") else "",
     ) if part)

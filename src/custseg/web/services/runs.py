@@ -298,7 +298,7 @@ def summarise(folder) -> dict[str, Any]:
         "recommendation": summary.get("recommendation"),
         "segments": segments,
         "leaderboard": _records(folder.leaderboard),
-        "counts": {"customers": int(len(folder.features)), "segments": len(segments),
+        "counts": {"customers": int(folder.customers), "segments": len(segments),
                    "unassigned": int(np.sum(folder.labels == -1)),
                    "rows_in": cleaning.get("rows_in"), "rows_out": cleaning.get("rows_out")},
         "kind": summary.get("kind"),
