@@ -349,3 +349,17 @@ def test_the_limit_decides_where_the_table_is_cleaned(spark, crm):
         assert not small.on_engine and small.report == brought.report
         pd.testing.assert_frame_equal(small.features.sort_values("customer_id", ignore_index=True),
                                       brought.features.sort_values("customer_id", ignore_index=True))
+
+
+def test_a_date_format_is_taken_only_if_it_reads_every_row_not_only_the_probe(spark):
+    """The formats are tried on the first rows, then on every row: a value past the probe that
+    no format reads leaves the column text."""
+    from custseg.engines import spark_customers
+
+    dates = [(f"2014-01-{i % 28 + 1:02d}",) for i in range(spark_customers._DATE_PROBE_ROWS + 2_000)]
+    good = spark.createDataFrame(dates, ["joined"])
+    read = spark_customers._read_dates(good, ["joined"])
+    assert set(read) == {"joined"} and read["joined"].kind == "date"
+    assert good.selectExpr(f"count_if({read['joined'].expr} IS NULL)").first()[0] == 0
+    bad = spark.createDataFrame(dates + [("not a date",)], ["joined"]).coalesce(1)
+    assert spark_customers._read_dates(bad, ["joined"]) == {}

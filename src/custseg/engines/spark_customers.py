@@ -277,25 +277,44 @@ def _read_values(rows: Any, table: Table, columns: list[str], column_map: Column
     return {c: readings[c] for c in columns}
 
 
+#: How many kept rows the date formats are first tried on: a format that fails there fails on
+#: the whole table, so only the formats (and columns) that read all of them are tried on every row.
+_DATE_PROBE_ROWS = 10_000
+
+
 def _read_dates(rows: Any, columns: list[str]) -> dict[str, _Reading]:
     """The text columns of ``columns`` whose every value is a date of one format (the first
-    of Spark's own reading and :data:`custseg.cleaning._DATE_FORMATS` that reads them all)."""
+    of Spark's own reading and :data:`custseg.cleaning._DATE_FORMATS` that reads them all).
+
+    The formats are tried on the first :data:`_DATE_PROBE_ROWS` rows, then only those that read
+    all of them on every row (usually none: a column of names or categories costs no full pass).
+    """
     if not columns:
         return {}
-    candidates = []
+    candidates = {}
     for column in columns:
         text = f"NULLIF(trim({_q(column)}), '')"
-        candidates.append([SPARK.try_cast(text, "TIMESTAMP")]
-                          + [SPARK.parse_time(text, fmt) for fmt in cleaning._DATE_FORMATS])
-    failures = rows.selectExpr(*[f"count_if(NULLIF(trim({_q(column)}), '') IS NOT NULL AND {c} IS NULL)"
-                                 for column, cs in zip(columns, candidates) for c in cs]).first()
-    readings, i = {}, 0
-    for column, cs in zip(columns, candidates):
-        counts = [int(v) for v in failures[i: i + len(cs)]]
+        candidates[column] = ([SPARK.try_cast(text, "TIMESTAMP")]
+                              + [SPARK.parse_time(text, fmt) for fmt in cleaning._DATE_FORMATS])
+    for probe in (rows.limit(_DATE_PROBE_ROWS), rows):
+        candidates = _reading_all(probe, candidates)
+        if not candidates:
+            return {}
+    return {column: _Reading("date", cs[0]) for column, cs in candidates.items()}
+
+
+def _reading_all(rows: Any, candidates: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Of each column's candidate readings, those that read every non-blank value of ``rows``
+    (in their order; a column left without any is left out), in one pass."""
+    exprs = [f"count_if(NULLIF(trim({_q(column)}), '') IS NOT NULL AND {c} IS NULL)"
+             for column, cs in candidates.items() for c in cs]
+    failures, i, kept = rows.selectExpr(*exprs).first(), 0, {}
+    for column, cs in candidates.items():
+        reading = [c for c, failed in zip(cs, failures[i: i + len(cs)]) if int(failed) == 0]
         i += len(cs)
-        if 0 in counts:
-            readings[column] = _Reading("date", cs[counts.index(0)])
-    return readings
+        if reading:
+            kept[column] = reading
+    return kept
 
 
 def _yyyymmdd_ok(text: str) -> str:
