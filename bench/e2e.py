@@ -150,8 +150,9 @@ def git_commit() -> str:
 def pycaret_python() -> tuple[Path | None, str]:
     """The PyCaret environment's Python (made on first use), or None and why it could not be made."""
     python = PYCARET_VENV / "bin" / "python"
+    # Importing PyCaret writes logs.log where it runs: here, beside its environment.
     check = [str(python), "-c", "import pycaret, pyarrow; print(pycaret.__version__)"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+    if python.exists() and subprocess.run(check, capture_output=True, cwd=PYCARET_VENV.parent).returncode == 0:
         return python, "ready"
     print(f"making PyCaret's environment in {PYCARET_VENV.relative_to(ROOT)} (once; a few minutes) ...", flush=True)
     try:
@@ -163,7 +164,7 @@ def pycaret_python() -> tuple[Path | None, str]:
     if done.returncode != 0:
         last = [line for line in done.stderr.splitlines() if line.strip() and "WARNING" not in line][-3:]
         return None, "pip could not install " + " ".join(PYCARET_REQUIREMENTS) + ": " + " / ".join(last)
-    if subprocess.run(check, capture_output=True).returncode != 0:
+    if subprocess.run(check, capture_output=True, cwd=PYCARET_VENV.parent).returncode != 0:
         return None, "PyCaret installed but does not import"
     return python, "made"
 
