@@ -293,3 +293,39 @@ def test_files_written_from_spark_are_those_a_local_run_writes(spark, tmp_path, 
         pd.testing.assert_frame_equal(ours, theirs)
     assert "'=1+7" in (tmp_path / "spark-table.csv").read_text()  # neutralised for spreadsheets
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_assign_on_spark_writes_a_large_table_from_spark_with_the_local_answers(folders, tmp_path, monkeypatch, capsys):
+    """`custseg assign --engine spark` on more customers than the limit assigns them on Spark and
+    writes the file from there: the rows `custseg assign` gives locally, all or nothing."""
+    from custseg.engines import spark as spark_engine
+
+    spark_dir, local_dir, source = folders
+    model = str(local_dir / "model.skops")
+    for suffix in (".csv", ".parquet"):
+        assert cli.main(["assign", source, "--model", model, "--out", str(tmp_path / f"here{suffix}"),
+                         "--engine", "duckdb"]) == 0
+    brought = []
+    monkeypatch.setattr(spark_engine, "to_local", lambda *a, **k: brought.append(1) or pytest.fail("brought here"))
+    monkeypatch.setenv("CUSTSEG_SPARK_LOCAL_MAX_CUSTOMERS", "100")
+    capsys.readouterr()
+    for suffix in (".csv", ".parquet"):
+        there = tmp_path / f"there{suffix}"
+        assert cli.main(["assign", source, "--model", model, "--out", str(there), "--engine", "spark"]) == 0
+        def read(path):
+            return pd.read_csv(path, dtype={"customer_id": "string"}) if suffix == ".csv" else pd.read_parquet(path)
+        expected = read(tmp_path / f"here{suffix}")
+        got = read(there)
+        assert list(got.columns) == list(expected.columns)
+        pd.testing.assert_frame_equal(_ids(got).astype({"customer_id": "string"}),
+                                      _ids(expected).astype({"customer_id": "string"}), check_dtype=False)
+        printed = capsys.readouterr().out
+        assert f"{N:,} customers assigned → {there}" in printed
+        for name, n in expected["segment_name"].value_counts().items():
+            assert f"  {name}: {n:,}" in printed
+    assert not brought and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no part file left
+
+    code = cli.main(["assign", source, "--model", model, "--out", str(tmp_path / "there.xlsx"), "--engine", "spark"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("custseg: error: --out") and "give one of those" in err
+    assert not (tmp_path / "there.xlsx").exists()

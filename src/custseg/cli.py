@@ -402,10 +402,9 @@ def assign(
     _check_out(out_, source)
     saved = model_io.load(model)
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
-    assigned = pipeline.assign_segments(loaded, saved, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
-    outputs.write_table(assigned, out_)
-    counts = assigned["segment_name"].value_counts()
-    out.print(f"{len(assigned):,} customers assigned → {out_}")
+    counts = pipeline.write_assignments(loaded, saved, out_, policy=_policy(returns, bad_values, date_format),
+                                        as_of=_as_of(as_of), settings=settings)
+    out.print(f"{int(counts.sum()):,} customers assigned → {out_}")
     for name, n in counts.items():
         out.print(f"  {name}: {n:,}")
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "run", "run_segmentation", "SegmentationResult", "SourceSpec", "SegmentConfig", "Loaded", "CustomerTable",
     "Prepared", "Inspection", "load", "clean", "customer_table", "prepare", "rfm_table", "cohort_table",
-    "assign_segments", "inspect", "RUN_STEPS",
+    "assign_segments", "write_assignments", "inspect", "RUN_STEPS",
 ]
 
 
@@ -117,6 +117,39 @@ def load_segment_map(path):
     from custseg import rfm
 
     return rfm.load_segment_map(path)
+
+
+def write_assignments(
+    loaded: Loaded,
+    saved: SegmentationModel,
+    out,
+    *,
+    policy: cleaning.Policy = cleaning.Policy(),
+    as_of: date | datetime | None = None,
+    settings: Settings | None = None,
+) -> pd.Series:
+    """Assign the customers of ``loaded`` to the segments of ``saved`` and write them to ``out``
+    (:func:`assign_segments`'s columns; .csv, .parquet or .xlsx); returns the customers per
+    segment name, most first.
+
+    With the Spark engine a customer table of more than ``settings.spark_local_max_customers``
+    customers stays there: it is assigned and written from Spark
+    (:func:`custseg.pipeline.on_spark.assign_on_engine`); a smaller one is assigned here.
+    """
+    limit = None
+    if loaded.table.dialect.name == "spark":
+        limit = (settings or Settings()).spark_local_max_customers
+    made = customer_table(loaded, policy=policy, as_of=as_of, local_max=limit)
+    if made.on_engine:
+        from custseg.pipeline.on_spark import assign_on_engine
+
+        try:
+            return assign_on_engine(loaded, made, saved, out)
+        finally:
+            made.table.frame.unpersist()
+    assigned = assign_segments(loaded, saved, policy=policy, as_of=as_of, customers=made)
+    outputs.write_table(assigned, out)
+    return assigned["segment_name"].value_counts()
 
 
 def rfm_summary(scored: pd.DataFrame) -> pd.DataFrame:

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from custseg.profiling import Profiles
     from custseg.rfm import SegmentMap
 
-__all__ = ["SAMPLE", "SparkSegmentationResult", "segment_on_engine", "rfm_on_spark", "write_from_spark"]
+__all__ = ["SAMPLE", "SparkSegmentationResult", "segment_on_engine", "assign_on_engine", "rfm_on_spark",
+           "write_from_spark"]
 
 #: Customers brought here (a seeded sample) to profile and name the segments of a table
 #: clustered on Spark.
@@ -402,6 +403,43 @@ def _exact_sizes(profiles: Profiles, assigned: Any, frame: Any, value: str | Non
 
 
 # --- writing from Spark ---------------------------------------------------------------------
+
+def assign_on_engine(loaded: Loaded, made: CustomerTable, saved: Any, out: Path) -> pd.Series:
+    """The customers of a table left on Spark (``made.on_engine``) in the segments of ``saved``
+    (a :class:`custseg.model.SegmentationModel`), assigned there
+    (:func:`custseg.engines.spark_ml.assign_on_spark`: the model's rule as Spark expressions)
+    and written to ``out`` (.csv or .parquet) from there, part by part, all or nothing; returns
+    the customers per segment name, most first, counted there."""
+    import os
+    import uuid
+
+    import pandas as pd
+
+    from custseg import outputs
+    from custseg.engines import spark_ml
+
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"{{param}} {literal(out)}: {made.customers:,} customers assigned on Spark are written as "
+                          ".csv or .parquet; give one of those", param="out")
+    with naming(loaded):  # e.g. a table without the columns the model was trained on
+        assigned = spark_ml.assign_on_spark(saved, made.table.frame)
+    if made.id_name != "customer_id":
+        assigned = assigned.withColumnRenamed("customer_id", made.id_name)
+    assigned = assigned.persist()
+    part = out.with_name(f".{out.stem}-{uuid.uuid4().hex[:8]}.part{out.suffix}")
+    try:
+        write_from_spark(assigned, part)
+        counts = {row[0]: int(row[1]) for row in assigned.groupBy("segment_name").count().collect()}
+        try:
+            os.replace(part, out)
+        except OSError as exc:
+            raise outputs.cannot_write(out, exc, option="out") from None
+    finally:
+        assigned.unpersist()
+        part.unlink(missing_ok=True)
+    return pd.Series(counts, name="count", dtype="int64").sort_values(ascending=False, kind="stable")
+
 
 def write_from_spark(frame: Any, path: Path, *, through_driver: bool | None = None) -> Path:
     """Write a Spark DataFrame to ``path`` (.csv or .parquet) as :func:`custseg.outputs.write_table`

@@ -350,10 +350,12 @@ def assign_segments(
     *,
     policy: cleaning.Policy = cleaning.Policy(),
     as_of: date | datetime | None = None,
+    customers: CustomerTable | None = None,
 ) -> pd.DataFrame:
     """The customers of ``loaded`` in the segments of ``saved`` (a
-    :class:`custseg.model.SegmentationModel`): ``customer_id, segment, segment_name, ...``."""
-    made = customer_table(loaded, policy=policy, as_of=as_of)
+    :class:`custseg.model.SegmentationModel`): ``customer_id, segment, segment_name, ...``
+    (``customers``: their table, when already made)."""
+    made = customers if customers is not None else customer_table(loaded, policy=policy, as_of=as_of)
     with naming(loaded):  # e.g. a table without the columns the model was trained on
         return made.for_output(saved.assign(made.features))
 
