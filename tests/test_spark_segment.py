@@ -329,3 +329,33 @@ def test_assign_on_spark_writes_a_large_table_from_spark_with_the_local_answers(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("custseg: error: --out") and "give one of those" in err
     assert not (tmp_path / "there.xlsx").exists()
+
+
+def test_features_on_spark_writes_a_large_table_and_its_rejects_from_spark(folders, tmp_path, monkeypatch, capsys):
+    """`custseg features --engine spark` on more customers than the limit writes the features
+    (and --rejects) from Spark: the local command's customers and values, both files or none."""
+    from custseg.engines import spark as spark_engine
+
+    _, _, source = folders
+    here, here_rejects = tmp_path / "here.parquet", tmp_path / "here-rejects.csv"
+    assert cli.main(["features", source, "--out", str(here), "--rejects", str(here_rejects), "--engine", "duckdb"]) == 0
+    monkeypatch.setenv("CUSTSEG_SPARK_LOCAL_MAX_CUSTOMERS", "100")
+    monkeypatch.setattr(spark_engine, "to_local", lambda *a, **k: pytest.fail("brought here"))
+    there, there_rejects = tmp_path / "there.parquet", tmp_path / "there-rejects.csv"
+    capsys.readouterr()
+    assert cli.main(["features", source, "--out", str(there), "--rejects", str(there_rejects), "--engine", "spark"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{N:,} customers × " in printed and f"rejected rows → {there_rejects}" in printed
+    got, expected = pd.read_parquet(there), pd.read_parquet(here)
+    assert list(got.columns) == list(expected.columns) and len(got) == N
+    pd.testing.assert_frame_equal(_ids(got).astype({"customer_id": "string"}),
+                                  _ids(expected).astype({"customer_id": "string"}), check_dtype=False)
+    rejected = pd.read_csv(there_rejects).sort_values("row", ignore_index=True)
+    pd.testing.assert_frame_equal(rejected, pd.read_csv(here_rejects).sort_values("row", ignore_index=True),
+                                  check_dtype=False)
+
+    code = cli.main(["features", source, "--out", str(tmp_path / "again.parquet"), "--rejects",
+                     str(tmp_path / "again.xlsx"), "--engine", "spark"])
+    assert code == 2 and "--rejects" in capsys.readouterr().err
+    assert not (tmp_path / "again.parquet").exists()  # neither file
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -148,20 +148,10 @@ def _print_report(report: pipeline.cleaning.CleaningReport) -> None:
         out.print(f"  {note}")
 
 
-def _write_with_rejects(table, out_: Path, made: pipeline.CustomerTable, rejects: Path | None) -> None:
-    """Write --out and, when asked, the rejected rows to --rejects: both files or neither."""
-    files = [({"data": table}, out_, "--out")]
+def _write_with_rejects(out_: Path, made: pipeline.CustomerTable, rejects: Path | None, table=None) -> None:
+    """Write --out (``table``, else the customer table) and, when asked, --rejects: both or neither."""
+    pipeline.write_with_rejects(made, out_, table=table, rejects=rejects)
     if rejects is not None and made.clean is not None:
-        # Checked before anything is computed for it: an Excel sheet holds ~1M rows.
-        outputs.check_fits(rejects, made.report.rows_dropped, option="--rejects")
-        dropped = made.clean.rejects()
-        if made.clean.dialect.name == "spark":  # written here, from the rows Spark sends
-            from custseg.engines import spark
-
-            dropped = spark.to_local(dropped)
-        files.append(({"data": dropped}, rejects, "--rejects"))
-    outputs.write_together(files)
-    if len(files) > 1:
         out.print(f"rejected rows → {rejects}")
 
 
@@ -211,9 +201,10 @@ def features_cmd(
     _check_out(out_, source)
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
     _check_rejects(rejects, loaded.kind, source, out_)
-    made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of))
+    made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of),
+                                   local_max=pipeline.local_limit(loaded, settings))
     _print_report(made.report)
-    _write_with_rejects(made.output_table(), out_, made, rejects)
+    _write_with_rejects(out_, made, rejects)
     customers, columns = made.shape
     out.print(f"{customers:,} customers × {columns - 1} features "
               f"(as of {made.as_of.date()}) → {out_}")
@@ -237,7 +228,7 @@ def rfm_cmd(
     scored, made = pipeline.rfm_table(
         loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
     )
-    _write_with_rejects(made.for_output(scored), out_, made, rejects)
+    _write_with_rejects(out_, made, rejects, table=made.for_output(scored))
     _print_rfm_summary(pipeline.rfm_summary(scored), made)
     out.print(f"{len(scored):,} customers scored → {out_}")
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "run", "run_segmentation", "SegmentationResult", "SourceSpec", "SegmentConfig", "Loaded", "CustomerTable",
     "Prepared", "Inspection", "load", "clean", "customer_table", "prepare", "rfm_table", "cohort_table",
-    "assign_segments", "write_assignments", "inspect", "RUN_STEPS",
+    "assign_segments", "write_assignments", "write_with_rejects", "local_limit", "inspect", "RUN_STEPS",
 ]
 
 
@@ -80,9 +80,7 @@ def run_segmentation(
 
     started = time.time()
     RunRequest(SourceSpec(loaded.table.label), policy=policy, segment=config).validate()
-    limit = None
-    if loaded.table.dialect.name == "spark":  # features computed there, or a customer table cleaned there
-        limit = (settings or Settings()).spark_local_max_customers
+    limit = local_limit(loaded, settings)  # features computed on Spark, or a customer table cleaned there
     made = customer_table(loaded, policy=policy, as_of=as_of, local_max=limit)
     if made.on_engine:
         from custseg.pipeline.on_spark import segment_on_engine
@@ -136,10 +134,7 @@ def write_assignments(
     customers stays there: it is assigned and written from Spark
     (:func:`custseg.pipeline.on_spark.assign_on_engine`); a smaller one is assigned here.
     """
-    limit = None
-    if loaded.table.dialect.name == "spark":
-        limit = (settings or Settings()).spark_local_max_customers
-    made = customer_table(loaded, policy=policy, as_of=as_of, local_max=limit)
+    made = customer_table(loaded, policy=policy, as_of=as_of, local_max=local_limit(loaded, settings))
     if made.on_engine:
         from custseg.pipeline.on_spark import assign_on_engine
 
@@ -150,6 +145,39 @@ def write_assignments(
     assigned = assign_segments(loaded, saved, policy=policy, as_of=as_of, customers=made)
     outputs.write_table(assigned, out)
     return assigned["segment_name"].value_counts()
+
+
+def local_limit(loaded: Loaded, settings: Settings | None = None) -> int | None:
+    """How many customers a step brings here from the engine that read ``loaded``: the settings'
+    ``spark_local_max_customers`` for Spark (a larger table stays there), None (all) otherwise."""
+    if loaded.table.dialect.name != "spark":
+        return None
+    return (settings or Settings()).spark_local_max_customers
+
+
+def write_with_rejects(made: CustomerTable, out, *, table=None, rejects=None) -> list:
+    """Write ``table`` (default: the customer table ``made``, its ``customer_id`` named as outputs
+    name it) to ``out`` and, when given, the rows cleaning dropped to ``rejects``
+    (:meth:`custseg.cleaning.CleanTransactions.rejects`): both files or neither.  A customer
+    table left on Spark (``made.on_engine``) is written from there, part by part."""
+    if made.on_engine and table is None:
+        from custseg.pipeline.on_spark import write_on_engine
+
+        files = [(made.output_table().frame, out, "out")]
+        if rejects is not None and made.clean is not None:
+            files.append((made.clean.rejects().frame, rejects, "rejects"))
+        return write_on_engine(files)
+    files = [({"data": made.output_table() if table is None else table}, out, "out")]
+    if rejects is not None and made.clean is not None:
+        # Checked before anything is computed for it: an Excel sheet holds ~1M rows.
+        outputs.check_fits(rejects, made.report.rows_dropped, option="rejects")
+        dropped = made.clean.rejects()
+        if made.clean.dialect.name == "spark":  # written here, from the rows Spark sends
+            from custseg.engines import spark
+
+            dropped = spark.to_local(dropped)
+        files.append(({"data": dropped}, rejects, "rejects"))
+    return outputs.write_together(files)
 
 
 def rfm_summary(scored: pd.DataFrame) -> pd.DataFrame:

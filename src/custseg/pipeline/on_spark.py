@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from custseg.profiling import Profiles
     from custseg.rfm import SegmentMap
 
-__all__ = ["SAMPLE", "SparkSegmentationResult", "segment_on_engine", "assign_on_engine", "rfm_on_spark",
-           "write_from_spark"]
+__all__ = ["SAMPLE", "SparkSegmentationResult", "segment_on_engine", "assign_on_engine", "write_on_engine",
+           "rfm_on_spark", "write_from_spark"]
 
 #: Customers brought here (a seeded sample) to profile and name the segments of a table
 #: clustered on Spark.
@@ -410,12 +410,8 @@ def assign_on_engine(loaded: Loaded, made: CustomerTable, saved: Any, out: Path)
     (:func:`custseg.engines.spark_ml.assign_on_spark`: the model's rule as Spark expressions)
     and written to ``out`` (.csv or .parquet) from there, part by part, all or nothing; returns
     the customers per segment name, most first, counted there."""
-    import os
-    import uuid
-
     import pandas as pd
 
-    from custseg import outputs
     from custseg.engines import spark_ml
 
     out = Path(out)
@@ -427,18 +423,43 @@ def assign_on_engine(loaded: Loaded, made: CustomerTable, saved: Any, out: Path)
     if made.id_name != "customer_id":
         assigned = assigned.withColumnRenamed("customer_id", made.id_name)
     assigned = assigned.persist()
-    part = out.with_name(f".{out.stem}-{uuid.uuid4().hex[:8]}.part{out.suffix}")
     try:
-        write_from_spark(assigned, part)
+        write_on_engine([(assigned, out, "out")])
         counts = {row[0]: int(row[1]) for row in assigned.groupBy("segment_name").count().collect()}
-        try:
-            os.replace(part, out)
-        except OSError as exc:
-            raise outputs.cannot_write(out, exc, option="out") from None
     finally:
         assigned.unpersist()
-        part.unlink(missing_ok=True)
     return pd.Series(counts, name="count", dtype="int64").sort_values(ascending=False, kind="stable")
+
+
+def write_on_engine(files: list[tuple[Any, Path, str]]) -> list[Path]:
+    """Write Spark DataFrames, ``(frame, path, param)`` each (.csv or .parquet), all or none:
+    each from Spark to a part file beside its target (:func:`write_from_spark`), moved into
+    place once every one is complete."""
+    import os
+
+    from custseg import outputs
+
+    for _, path, param in files:
+        if Path(path).suffix.lower() not in (".csv", ".parquet"):
+            raise ConfigError(f"{{param}} {literal(path)}: a table left on Spark is written as .csv or .parquet; "
+                              "give one of those", param=param)
+    parts = []
+    for _, path, _ in files:
+        fd, name = outputs.temp_file(path, suffix=Path(path).suffix)
+        os.close(fd)
+        parts.append(Path(name))
+    try:
+        for (frame, _, _), part in zip(files, parts):
+            write_from_spark(frame, part)
+        for (_, path, param), part in zip(files, parts):
+            try:
+                os.replace(part, path)
+            except OSError as exc:
+                raise outputs.cannot_write(Path(path), exc, option=param) from None
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
+    return [Path(path) for _, path, _ in files]
 
 
 def write_from_spark(frame: Any, path: Path, *, through_driver: bool | None = None) -> Path:

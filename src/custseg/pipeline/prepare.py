@@ -81,12 +81,19 @@ class CustomerTable:
     @functools.cached_property
     def shape(self) -> tuple[int, int]:
         """(customers, columns), without making a DataFrame of the table."""
+        if self.on_engine:
+            return int(self.customers), len(self.table.columns)
         return int(self.table.aggregate("count(*)").fetchall()[0][0]), len(self.table.columns)
 
     def output_table(self) -> duckdb.DuckDBPyRelation:
-        """The feature table with ``customer_id`` named as outputs name it."""
+        """The feature table with ``customer_id`` named as outputs name it (a table left in
+        another engine: that engine's relation)."""
         if self.id_name == "customer_id":
             return self.table
+        if self.on_engine:
+            from custseg.engines import spark
+
+            return spark.SparkRelation(self.table.frame.withColumnRenamed("customer_id", self.id_name))
         q = sources.quote_name
         return self.table.select(", ".join(f"customer_id AS {q(self.id_name)}" if c == "customer_id" else q(c)
                                            for c in self.table.columns))
