@@ -359,3 +359,40 @@ def test_features_on_spark_writes_a_large_table_and_its_rejects_from_spark(folde
     assert code == 2 and "--rejects" in capsys.readouterr().err
     assert not (tmp_path / "again.parquet").exists()  # neither file
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_rfm_on_spark_scores_and_summarises_a_large_table_there(folders, tmp_path, monkeypatch, capsys):
+    """`custseg rfm --engine spark` on more customers than the limit scores, summarises and
+    writes them from Spark: the local scores (frequency ties aside) and the local summary."""
+    from custseg.engines import spark as spark_engine
+
+    _, _, source = folders
+    read = {"customer_id": str, "rfm_code": str}
+    assert cli.main(["rfm", source, "--out", str(tmp_path / "here.csv"), "--engine", "duckdb"]) == 0
+    monkeypatch.setenv("CUSTSEG_SPARK_LOCAL_MAX_CUSTOMERS", "100")
+    monkeypatch.setattr(spark_engine, "to_local", lambda *a, **k: pytest.fail("brought here"))
+    assert cli.main(["rfm", source, "--out", str(tmp_path / "there.csv"), "--engine", "spark"]) == 0
+    printed = capsys.readouterr().out
+    ours, theirs = (_ids(pd.read_csv(tmp_path / f"{n}.csv", dtype=read)) for n in ("there", "here"))
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == N
+    for column in ("r_score", "m_score"):
+        assert (ours[column] == theirs[column]).all(), column
+    assert (ours["f_score"].value_counts().sort_index() == theirs["f_score"].value_counts().sort_index()).all()
+    assert f"{N:,} customers scored" in printed
+    summary_printed = printed.split("RFM segments")[1]
+    assert all(f"│ {name} " in summary_printed for name in ours["rfm_segment"].unique())
+    # The summary counted on Spark is the local summary of the scores Spark wrote.
+    from custseg import pipeline
+    from custseg.request import SourceSpec
+    from custseg.settings import Settings
+
+    loaded = pipeline.load(SourceSpec(source), settings=Settings(engine="spark", spark_local_max_customers=100))
+    summary, made = pipeline.write_rfm(loaded, tmp_path / "again.csv",
+                                       settings=Settings(engine="spark", spark_local_max_customers=100))
+    assert made.on_engine and made.customers == N
+    expected = pipeline.rfm_summary(pd.read_csv(tmp_path / "again.csv", dtype=read))
+    pd.testing.assert_frame_equal(summary, expected, check_dtype=False, rtol=1e-9)
+
+    capsys.readouterr()
+    code = cli.main(["rfm", source, "--out", str(tmp_path / "there.xlsx"), "--engine", "spark"])
+    assert code == 2 and "--out" in capsys.readouterr().err and not (tmp_path / "there.xlsx").exists()

@@ -148,9 +148,9 @@ def _print_report(report: pipeline.cleaning.CleaningReport) -> None:
         out.print(f"  {note}")
 
 
-def _write_with_rejects(out_: Path, made: pipeline.CustomerTable, rejects: Path | None, table=None) -> None:
-    """Write --out (``table``, else the customer table) and, when asked, --rejects: both or neither."""
-    pipeline.write_with_rejects(made, out_, table=table, rejects=rejects)
+def _write_with_rejects(out_: Path, made: pipeline.CustomerTable, rejects: Path | None) -> None:
+    """Write --out (the customer table) and, when asked, --rejects: both or neither."""
+    pipeline.write_with_rejects(made, out_, rejects=rejects)
     if rejects is not None and made.clean is not None:
         out.print(f"rejected rows → {rejects}")
 
@@ -225,12 +225,12 @@ def rfm_cmd(
     mapping = pipeline.load_segment_map(segment_map) if segment_map else None
     loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
     _check_rejects(rejects, loaded.kind, source, out_)
-    scored, made = pipeline.rfm_table(
-        loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of), segment_map=mapping,
-    )
-    _write_with_rejects(out_, made, rejects, table=made.for_output(scored))
-    _print_rfm_summary(pipeline.rfm_summary(scored), made)
-    out.print(f"{len(scored):,} customers scored → {out_}")
+    summary, made = pipeline.write_rfm(loaded, out_, policy=_policy(returns, bad_values, date_format),
+                                       as_of=_as_of(as_of), segment_map=mapping, rejects=rejects, settings=settings)
+    if rejects is not None and made.clean is not None:
+        out.print(f"rejected rows → {rejects}")
+    _print_rfm_summary(summary, made)
+    out.print(f"{int(summary['customers'].sum()):,} customers scored → {out_}")
 
 
 def _print_rfm_summary(summary, made: pipeline.CustomerTable) -> None:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "run", "run_segmentation", "SegmentationResult", "SourceSpec", "SegmentConfig", "Loaded", "CustomerTable",
     "Prepared", "Inspection", "load", "clean", "customer_table", "prepare", "rfm_table", "cohort_table",
-    "assign_segments", "write_assignments", "write_with_rejects", "local_limit", "inspect", "RUN_STEPS",
+    "assign_segments", "write_assignments", "write_with_rejects", "write_rfm", "local_limit", "inspect", "RUN_STEPS",
 ]
 
 
@@ -178,6 +178,43 @@ def write_with_rejects(made: CustomerTable, out, *, table=None, rejects=None) ->
             dropped = spark.to_local(dropped)
         files.append(({"data": dropped}, rejects, "rejects"))
     return outputs.write_together(files)
+
+
+def write_rfm(
+    loaded: Loaded,
+    out,
+    *,
+    policy: cleaning.Policy = cleaning.Policy(),
+    as_of: date | datetime | None = None,
+    segment_map: SegmentMap | None = None,
+    rejects=None,
+    settings: Settings | None = None,
+) -> tuple[pd.DataFrame, CustomerTable]:
+    """RFM scores of the customers of ``loaded`` (:func:`rfm_table`) written to ``out`` (and the
+    dropped rows to ``rejects``, both or neither); returns :func:`rfm_summary` and the customer
+    table.  With the Spark engine a table of more than ``settings.spark_local_max_customers``
+    customers is scored, summarised and written from Spark
+    (:func:`custseg.pipeline.on_spark.rfm_on_engine`)."""
+    made = customer_table(loaded, policy=policy, as_of=as_of, local_max=local_limit(loaded, settings))
+    if not made.on_engine:
+        scored, made = rfm_table(loaded, policy=policy, as_of=as_of, segment_map=segment_map, customers=made)
+        write_with_rejects(made, out, table=made.for_output(scored), rejects=rejects)
+        return rfm_summary(scored), made
+    from custseg.pipeline.on_spark import rfm_on_engine, write_on_engine
+
+    try:
+        with naming(loaded):
+            scored, summary = rfm_on_engine(made, segment_map)
+        try:
+            files = [(scored, out, "out")]
+            if rejects is not None and made.clean is not None:
+                files.append((made.clean.rejects().frame, rejects, "rejects"))
+            write_on_engine(files)
+        finally:
+            scored.unpersist()
+    finally:
+        made.table.frame.unpersist()
+    return summary, made
 
 
 def rfm_summary(scored: pd.DataFrame) -> pd.DataFrame:

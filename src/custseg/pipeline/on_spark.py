@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from custseg.rfm import SegmentMap
 
 __all__ = ["SAMPLE", "SparkSegmentationResult", "segment_on_engine", "assign_on_engine", "write_on_engine",
-           "rfm_on_spark", "write_from_spark"]
+           "rfm_on_engine", "rfm_on_spark", "write_from_spark"]
 
 #: Customers brought here (a seeded sample) to profile and name the segments of a table
 #: clustered on Spark.
@@ -248,6 +248,48 @@ def _keep_ids(model: SegmentationModel, frame: Any, previous: SegmentationModel
         label_map=mapping,
     )
     return kept, alignment
+
+
+def rfm_on_engine(made: CustomerTable, segment_map: SegmentMap | None) -> tuple[Any, pd.DataFrame]:
+    """:func:`custseg.rfm.score` and :func:`custseg.rfm.summary` of a customer table left on
+    Spark (``made.on_engine``): the scores as a Spark DataFrame (:func:`rfm_on_spark`, the id
+    named as outputs name it) and the summary, counted there (exact medians, as pandas'), with
+    the checks and errors of the local scoring."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from custseg import rfm
+
+    if segment_map is not None and segment_map is not rfm.DEFAULT_SEGMENT_MAP:
+        segment_map = rfm.validate_segment_map(segment_map, source="{param}")
+    frame = made.table.frame
+    needed = [_ID, "recency_days", "frequency", "monetary"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"RFM needs columns {', '.join(needed)}; missing {', '.join(missing)} — "
+                        "give a transaction log (or a table with those columns)")
+    empty = frame.agg(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in needed[1:]]).first()
+    for column in needed[1:]:
+        if empty[column]:
+            example = frame.where(F.col(column).isNull()).select(_ID).first()[0]
+            raise DataError(f"RFM: column '{column}' is empty for {int(empty[column])} customers, "
+                            f"e.g. customer '{example}'; fill or drop them")
+    scored = rfm_on_spark(frame, segment_map, int(made.customers)).persist()
+    rows = scored.groupBy("rfm_segment").agg(
+        F.count("*").alias("customers"), F.sum(F.col("monetary").cast("double")).alias("revenue"),
+        *[F.percentile(F.col(c).cast("double"), 0.5).alias(f"median_{c}")
+          for c in ("recency_days", "frequency", "monetary")]).collect()
+    table = pd.DataFrame([row.asDict() for row in rows])
+    total = float(table["revenue"].sum())
+    table["share"] = table["customers"] / float(made.customers)
+    table["revenue_share"] = table["revenue"] / total if total else float("nan")
+    rank = {name: i for i, name in enumerate(rfm.SEGMENTS)}
+    table["_order"] = table["rfm_segment"].map(lambda name: rank.get(name, len(rank)))
+    table = table.sort_values(["_order", "rfm_segment"], ignore_index=True)
+    summary = table[["rfm_segment", "customers", "share", "revenue_share", "median_recency_days",
+                     "median_frequency", "median_monetary"]].astype({"customers": "int64"})
+    name = made.id_name
+    return (scored if name == _ID else scored.withColumnRenamed(_ID, name)), summary
 
 
 def rfm_on_spark(frame: Any, segment_map: SegmentMap | None, n: int) -> Any:

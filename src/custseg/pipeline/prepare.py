@@ -340,13 +340,14 @@ def rfm_table(
     policy: cleaning.Policy = cleaning.Policy(),
     as_of: date | datetime | None = None,
     segment_map: rfm.SegmentMap | None = None,
+    customers: CustomerTable | None = None,
 ) -> tuple[pd.DataFrame, CustomerTable]:
     """RFM scores and segments (``segment_map``: default :data:`custseg.rfm.DEFAULT_SEGMENT_MAP`),
-    with the customer table they came from."""
+    with the customer table they came from (``customers``: that table, when already made)."""
     from custseg import rfm
 
     segment_map = rfm.DEFAULT_SEGMENT_MAP if segment_map is None else segment_map
-    made = customer_table(loaded, policy=policy, as_of=as_of)
+    made = customers if customers is not None else customer_table(loaded, policy=policy, as_of=as_of)
     with naming(loaded):  # e.g. a customer table without RFM columns
         return rfm.score(made.features, segment_map=segment_map), made
 
