@@ -158,12 +158,13 @@ def local_limit(loaded: Loaded, settings: Settings | None = None) -> int | None:
 def write_with_rejects(made: CustomerTable, out, *, table=None, rejects=None) -> list:
     """Write ``table`` (default: the customer table ``made``, its ``customer_id`` named as outputs
     name it) to ``out`` and, when given, the rows cleaning dropped to ``rejects``
-    (:meth:`custseg.cleaning.CleanTransactions.rejects`): both files or neither.  A customer
-    table left on Spark (``made.on_engine``) is written from there, part by part."""
-    if made.on_engine and table is None:
+    (:meth:`custseg.cleaning.CleanTransactions.rejects`): both files or neither.  For a customer
+    table left on Spark (``made.on_engine``; ``table`` then a Spark DataFrame) both are written
+    from there, part by part."""
+    if made.on_engine:
         from custseg.pipeline.on_spark import write_on_engine
 
-        files = [(made.output_table().frame, out, "out")]
+        files = [(made.output_table().frame if table is None else table, out, "out")]
         if rejects is not None and made.clean is not None:
             files.append((made.clean.rejects().frame, rejects, "rejects"))
         return write_on_engine(files)
@@ -200,16 +201,13 @@ def write_rfm(
         scored, made = rfm_table(loaded, policy=policy, as_of=as_of, segment_map=segment_map, customers=made)
         write_with_rejects(made, out, table=made.for_output(scored), rejects=rejects)
         return rfm_summary(scored), made
-    from custseg.pipeline.on_spark import rfm_on_engine, write_on_engine
+    from custseg.pipeline.on_spark import rfm_on_engine
 
     try:
         with naming(loaded):
             scored, summary = rfm_on_engine(made, segment_map)
         try:
-            files = [(scored, out, "out")]
-            if rejects is not None and made.clean is not None:
-                files.append((made.clean.rejects().frame, rejects, "rejects"))
-            write_on_engine(files)
+            write_with_rejects(made, out, table=scored, rejects=rejects)
         finally:
             scored.unpersist()
     finally:
