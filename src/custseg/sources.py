@@ -100,6 +100,10 @@ class Table:
     def count(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM source").fetchall()[0][0])
 
+    def has_rows(self) -> bool:
+        """Whether ``source`` has a row, without counting them (a SQL table is not scanned)."""
+        return bool(self.con.execute("SELECT count(*) FROM (SELECT 1 FROM source LIMIT 1)").fetchall()[0][0])
+
     def relation(self) -> duckdb.DuckDBPyRelation:
         return self.con.sql("SELECT * FROM source")
 
@@ -253,7 +257,7 @@ def read(
     columns = [row[0] for row in described]
     types = {row[0]: row[1] for row in described}
     result = Table(con, label, fmt, columns, types, enc, delim, tuple(notes))
-    if result.count() == 0:
+    if not result.has_rows():
         if fmt == "sql":
             what = f"table '{table}' has no rows; check that it is the right table" if table else \
                 "the query returned no rows; check its conditions"
