@@ -148,9 +148,8 @@ def _print_report(report: pipeline.cleaning.CleaningReport) -> None:
         out.print(f"  {note}")
 
 
-def _write_with_rejects(out_: Path, made: pipeline.CustomerTable, rejects: Path | None) -> None:
-    """Write --out (the customer table) and, when asked, --rejects: both or neither."""
-    pipeline.write_with_rejects(made, out_, rejects=rejects)
+def _said_rejects(made: pipeline.CustomerTable, rejects: Path | None) -> None:
+    """Say where the rejected rows went, when they were written."""
     if rejects is not None and made.clean is not None:
         out.print(f"rejected rows → {rejects}")
 
@@ -204,7 +203,8 @@ def features_cmd(
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of),
                                    local_max=pipeline.local_limit(loaded, settings))
     _print_report(made.report)
-    _write_with_rejects(out_, made, rejects)
+    pipeline.write_with_rejects(made, out_, rejects=rejects)
+    _said_rejects(made, rejects)
     customers, columns = made.shape
     out.print(f"{customers:,} customers × {columns - 1} features "
               f"(as of {made.as_of.date()}) → {out_}")
@@ -227,8 +227,7 @@ def rfm_cmd(
     _check_rejects(rejects, loaded.kind, source, out_)
     summary, made = pipeline.write_rfm(loaded, out_, policy=_policy(returns, bad_values, date_format),
                                        as_of=_as_of(as_of), segment_map=mapping, rejects=rejects, settings=settings)
-    if rejects is not None and made.clean is not None:
-        out.print(f"rejected rows → {rejects}")
+    _said_rejects(made, rejects)
     _print_rfm_summary(summary, made)
     out.print(f"{int(summary['customers'].sum()):,} customers scored → {out_}")
 

@@ -20,9 +20,9 @@ import io
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import duckdb
 
@@ -263,13 +263,16 @@ def write_tables(sheets: Mapping[str, Tabular], path: str | os.PathLike[str], *,
     return write_together([(sheets, path, option)])[0]
 
 
-def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLike[str], str]]) -> list[Path]:
+def write_together(files: Sequence[tuple[Mapping[str, Any], str | os.PathLike[str], str]], *,
+                   write: Callable[[Mapping[str, Any], str, Path, str], None] | None = None) -> list[Path]:
     """Write several files, all or none: ``(sheets, path, option)`` each.
 
     Each goes to a temporary file beside its target; only when every one is complete are they
     moved into place, so a failure (a full disk, a table too long for Excel) leaves no file
-    written and every earlier file as it was.
+    written and every earlier file as it was.  ``write(sheets, tmp, path, option)`` writes one
+    temporary file (default: this module's writer of tables; another engine passes its own).
     """
+    write = write or _write_file
     targets = []
     for sheets, path, option in files:
         path = Path(path)
@@ -287,7 +290,7 @@ def write_together(files: Sequence[tuple[Mapping[str, Tabular], str | os.PathLik
                 raise cannot_write(path, exc, option=option) from None
             os.close(fd)
             written.append(tmp)
-            _write_file(sheets, tmp, path, option)
+            write(sheets, tmp, path, option)
         for tmp, path, (_, _, option) in zip(written, targets, files):
             try:
                 publish_file(tmp, path)

@@ -34,12 +34,16 @@ from custseg.errors import ConfigError, DataError, literal
 
 __all__ = [
     "DEFAULT_SEGMENT_MAP",
+    "NEEDED",
     "SEGMENTS",
     "SegmentMap",
+    "check_columns",
+    "empty_values",
     "load_segment_map",
     "quintile_scores",
     "score",
     "summary",
+    "summary_of_segments",
     "validate_segment_map",
 ]
 
@@ -163,6 +167,25 @@ def quintile_scores(values: pd.Series, *, ascending: bool = True, rank_first: bo
     return binned.astype("int64")
 
 
+#: The columns RFM scores are computed from.
+NEEDED = ("customer_id", "recency_days", "frequency", "monetary")
+
+
+def check_columns(columns) -> None:
+    """Stop with the one-line error for a customer table without the :data:`NEEDED` columns."""
+    missing = [c for c in NEEDED if c not in columns]
+    if missing:
+        raise DataError(
+            f"RFM needs columns {', '.join(NEEDED)}; missing {', '.join(missing)} — "
+            "give a transaction log (or a table with those columns)"
+        )
+
+
+def empty_values(column: str, n: int, example: object) -> DataError:
+    """The error for ``n`` customers (``example`` one of them) without a value of ``column``."""
+    return DataError(f"RFM: column '{column}' is empty for {n} customers, e.g. customer '{example}'; fill or drop them")
+
+
 def score(features: pd.DataFrame, *, segment_map: SegmentMap = DEFAULT_SEGMENT_MAP) -> pd.DataFrame:
     """Add ``r_score, f_score, m_score, rfm_code, rfm_segment`` to a customer feature table.
 
@@ -173,22 +196,14 @@ def score(features: pd.DataFrame, *, segment_map: SegmentMap = DEFAULT_SEGMENT_M
     """
     if segment_map is not DEFAULT_SEGMENT_MAP:
         segment_map = validate_segment_map(segment_map, source="{param}")
-    needed = ["customer_id", "recency_days", "frequency", "monetary"]
-    missing = [c for c in needed if c not in features.columns]
-    if missing:
-        raise DataError(
-            f"RFM needs columns {', '.join(needed)}; missing {', '.join(missing)} — "
-            "give a transaction log (or a table with those columns)"
-        )
+    needed = list(NEEDED)
+    check_columns(features.columns)
     if features.empty:
         raise DataError("RFM needs at least one customer; the feature table is empty")
     for column in needed[1:]:
         bad = features[column].isna()
         if bad.any():
-            raise DataError(
-                f"RFM: column '{column}' is empty for {int(bad.sum())} customers, "
-                f"e.g. customer '{features.loc[bad, 'customer_id'].iloc[0]}'; fill or drop them"
-            )
+            raise empty_values(column, int(bad.sum()), features.loc[bad, "customer_id"].iloc[0])
     out = features[needed].copy()
     out["r_score"] = quintile_scores(out["recency_days"], ascending=False)
     out["f_score"] = quintile_scores(out["frequency"], rank_first=True)
@@ -204,8 +219,6 @@ def score(features: pd.DataFrame, *, segment_map: SegmentMap = DEFAULT_SEGMENT_M
 def summary(scored: pd.DataFrame, *, order: Sequence[str] = SEGMENTS) -> pd.DataFrame:
     """Columns ``rfm_segment, customers, share, revenue_share, median_recency_days,
     median_frequency, median_monetary``; shares sum to 1; ordered best segment first."""
-    total_customers = len(scored)
-    total_revenue = scored["monetary"].sum()
     grouped = scored.groupby("rfm_segment", observed=True)
     table = pd.DataFrame({
         "customers": grouped.size(),
@@ -214,10 +227,18 @@ def summary(scored: pd.DataFrame, *, order: Sequence[str] = SEGMENTS) -> pd.Data
         "median_frequency": grouped["frequency"].median(),
         "median_monetary": grouped["monetary"].median(),
     })
-    table["share"] = table["customers"] / total_customers
+    return summary_of_segments(table.reset_index(), order=order)
+
+
+def summary_of_segments(table: pd.DataFrame, *, order: Sequence[str] = SEGMENTS) -> pd.DataFrame:
+    """:func:`summary` from its per-segment aggregates (``rfm_segment, customers, revenue`` and
+    the three medians, one row per segment, however they were computed): the shares added,
+    the segments ordered best first."""
+    table = table.copy()
+    total_revenue = table["revenue"].sum()
+    table["share"] = table["customers"] / table["customers"].sum()
     table["revenue_share"] = table["revenue"] / total_revenue if total_revenue else np.nan
     rank = {name: i for i, name in enumerate(order)}
-    table = table.reset_index()
     table["_order"] = table["rfm_segment"].map(lambda s: rank.get(s, len(rank)))
     table = table.sort_values(["_order", "rfm_segment"]).drop(columns=["_order", "revenue"])
     return table[["rfm_segment", "customers", "share", "revenue_share", "median_recency_days",

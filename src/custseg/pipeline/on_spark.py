@@ -263,31 +263,20 @@ def rfm_on_engine(made: CustomerTable, segment_map: SegmentMap | None) -> tuple[
     if segment_map is not None and segment_map is not rfm.DEFAULT_SEGMENT_MAP:
         segment_map = rfm.validate_segment_map(segment_map, source="{param}")
     frame = made.table.frame
-    needed = [_ID, "recency_days", "frequency", "monetary"]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DataError(f"RFM needs columns {', '.join(needed)}; missing {', '.join(missing)} — "
-                        "give a transaction log (or a table with those columns)")
-    empty = frame.agg(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in needed[1:]]).first()
-    for column in needed[1:]:
+    rfm.check_columns(frame.columns)
+    values = rfm.NEEDED[1:]
+    empty = frame.agg(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in values]).first()
+    for column in values:
         if empty[column]:
-            example = frame.where(F.col(column).isNull()).select(_ID).first()[0]
-            raise DataError(f"RFM: column '{column}' is empty for {int(empty[column])} customers, "
-                            f"e.g. customer '{example}'; fill or drop them")
+            raise rfm.empty_values(column, int(empty[column]),
+                                   frame.where(F.col(column).isNull()).select(_ID).first()[0])
     scored = rfm_on_spark(frame, segment_map, int(made.customers)).persist()
     rows = scored.groupBy("rfm_segment").agg(
         F.count("*").alias("customers"), F.sum(F.col("monetary").cast("double")).alias("revenue"),
         *[F.percentile(F.col(c).cast("double"), 0.5).alias(f"median_{c}")
           for c in ("recency_days", "frequency", "monetary")]).collect()
-    table = pd.DataFrame([row.asDict() for row in rows])
-    total = float(table["revenue"].sum())
-    table["share"] = table["customers"] / float(made.customers)
-    table["revenue_share"] = table["revenue"] / total if total else float("nan")
-    rank = {name: i for i, name in enumerate(rfm.SEGMENTS)}
-    table["_order"] = table["rfm_segment"].map(lambda name: rank.get(name, len(rank)))
-    table = table.sort_values(["_order", "rfm_segment"], ignore_index=True)
-    summary = table[["rfm_segment", "customers", "share", "revenue_share", "median_recency_days",
-                     "median_frequency", "median_monetary"]].astype({"customers": "int64"})
+    table = pd.DataFrame([row.asDict() for row in rows]).astype({"customers": "int64"})
+    summary = rfm.summary_of_segments(table)
     name = made.id_name
     return (scored if name == _ID else scored.withColumnRenamed(_ID, name)), summary
 
@@ -456,10 +445,6 @@ def assign_on_engine(loaded: Loaded, made: CustomerTable, saved: Any, out: Path)
 
     from custseg.engines import spark_ml
 
-    out = Path(out)
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise ConfigError(f"{{param}} {literal(out)}: {made.customers:,} customers assigned on Spark are written as "
-                          ".csv or .parquet; give one of those", param="out")
     with naming(loaded):  # e.g. a table without the columns the model was trained on
         assigned = spark_ml.assign_on_spark(saved, made.table.frame)
     if made.id_name != "customer_id":
@@ -474,34 +459,20 @@ def assign_on_engine(loaded: Loaded, made: CustomerTable, saved: Any, out: Path)
 
 
 def write_on_engine(files: list[tuple[Any, Path, str]]) -> list[Path]:
-    """Write Spark DataFrames, ``(frame, path, param)`` each (.csv or .parquet), all or none:
-    each from Spark to a part file beside its target (:func:`write_from_spark`), moved into
-    place once every one is complete."""
-    import os
-
+    """Write Spark DataFrames, ``(frame, path, param)`` each (.csv or .parquet), all or none
+    (:func:`custseg.outputs.write_together`, each file written from Spark by
+    :func:`write_from_spark`)."""
     from custseg import outputs
 
     for _, path, param in files:
         if Path(path).suffix.lower() not in (".csv", ".parquet"):
             raise ConfigError(f"{{param}} {literal(path)}: a table left on Spark is written as .csv or .parquet; "
                               "give one of those", param=param)
-    parts = []
-    for _, path, _ in files:
-        fd, name = outputs.temp_file(path, suffix=Path(path).suffix)
-        os.close(fd)
-        parts.append(Path(name))
-    try:
-        for (frame, _, _), part in zip(files, parts):
-            write_from_spark(frame, part)
-        for (_, path, param), part in zip(files, parts):
-            try:
-                os.replace(part, path)
-            except OSError as exc:
-                raise outputs.cannot_write(Path(path), exc, option=param) from None
-    finally:
-        for part in parts:
-            part.unlink(missing_ok=True)
-    return [Path(path) for _, path, _ in files]
+
+    def from_spark(sheets: dict[str, Any], tmp: str, path: Path, option: str) -> None:
+        write_from_spark(sheets["data"], Path(tmp))
+
+    return outputs.write_together([({"data": frame}, path, param) for frame, path, param in files], write=from_spark)
 
 
 def write_from_spark(frame: Any, path: Path, *, through_driver: bool | None = None) -> Path:
