@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from custseg import cli, pipeline, sources
+from custseg import cleaning, cli, pipeline, sources
 from custseg.errors import ConfigError, InputError, SchemaError
 from custseg.schema import ColumnMap, detect_roles, duplicate_names, parse_mapping
 
@@ -476,3 +476,73 @@ def test_a_csv_over_a_third_of_the_memory_budget_is_staged_as_parquet(retail_hea
     del staged
     gc.collect()
     assert not any(f.exists() for f in parquet)
+
+
+# --- a CSV read in place (one pass) -----------------------------------------------------------
+
+def _features(path: Path, *, one_pass: bool, **policy) -> tuple[pipeline.CustomerTable, sources.Table]:
+    loaded = pipeline.load(pipeline.SourceSpec(str(path)), one_pass=one_pass)
+    table = loaded.table
+    return pipeline.customer_table(loaded, policy=cleaning.Policy(**policy)), table
+
+
+def _scans(table: sources.Table) -> str:
+    return table.con.execute("EXPLAIN SELECT * FROM source").fetchall()[0][1].upper()
+
+
+def test_a_csv_read_in_one_pass_is_read_in_place_with_the_same_answer(retail_head, tmp_path):
+    """One pass (features, RFM) reads the text where it is — no parsed copy — and gives the same
+    customers and the same account of every row as the staged reading."""
+    path = tmp_path / "log.csv"
+    pd.concat([retail_head] * 2, ignore_index=True).to_csv(path, index=False)  # 5,000 copies
+    in_place, table = _features(path, one_pass=True)
+    assert table.in_place and "READ_CSV" in _scans(table)
+    staged, usual = _features(path, one_pass=False)
+    assert not usual.in_place and "READ_CSV" not in _scans(usual)
+    pd.testing.assert_frame_equal(in_place.features, staged.features)
+    assert in_place.report == staged.report and in_place.report.rows_in == 10_000
+    # Every row of the second copy that has a customer id is a duplicate (and the head's own).
+    assert dict((r.rule, r.rows) for r in in_place.report.dropped)["duplicate_row"] >= retail_head["CustomerID"].notna().sum()
+    # The rejects (a pass of their own) are the same rows too.
+    pd.testing.assert_frame_equal(in_place.clean.rejects().df(), staged.clean.rejects().df())
+
+
+@pytest.mark.parametrize("bad_values", ["error", "drop"])
+def test_a_late_bad_value_in_a_csv_read_in_place_is_met_as_the_staged_reading_meets_it(
+        retail_head, tmp_path, bad_values):
+    """'not a date' after DuckDB's 20,480-row type sample breaks the query over the text: the
+    table is then staged (the date column read as text) and the step runs again, so the error,
+    or the rows dropped, are those of the usual reading."""
+    path = late_bad_date(retail_head, tmp_path / "late.csv")
+    outcomes = []
+    for one_pass in (True, False):
+        try:
+            made, table = _features(path, one_pass=one_pass, bad_values=bad_values)
+            outcomes.append((made.report.dropped, made.features))
+        except Exception as exc:  # noqa: BLE001 - the error itself is compared
+            outcomes.append((type(exc), str(exc)))
+    if bad_values == "error":
+        assert outcomes[0] == outcomes[1]
+        assert outcomes[0][0].__name__ == "DataError" and "data row 24001" in outcomes[0][1]
+    else:
+        assert outcomes[0][0] == outcomes[1][0]
+        assert dict((r.rule, r.rows) for r in outcomes[0][0])["unparseable_date"] == 1
+        pd.testing.assert_frame_equal(outcomes[0][1], outcomes[1][1])
+        assert not table.in_place
+
+
+def test_a_csv_larger_than_the_memory_budget_is_staged_even_in_one_pass(retail_head, tmp_path, monkeypatch):
+    path = tmp_path / "log.csv"
+    retail_head.to_csv(path, index=False)
+    monkeypatch.setattr(sources, "memory_budget", lambda con: path.stat().st_size)
+    assert sources.read(path, in_place=True).in_place
+    monkeypatch.setattr(sources, "memory_budget", lambda con: path.stat().st_size - 1)
+    assert not sources.read(path, in_place=True).in_place
+
+
+def test_a_customer_table_read_in_one_pass_is_staged_before_it_is_cleaned(marketing_campaign):
+    loaded = pipeline.load(pipeline.SourceSpec(str(marketing_campaign)), one_pass=True)
+    made = pipeline.customer_table(loaded)
+    assert not loaded.table.in_place
+    usual = pipeline.customer_table(pipeline.load(pipeline.SourceSpec(str(marketing_campaign))))
+    pd.testing.assert_frame_equal(made.features, usual.features)

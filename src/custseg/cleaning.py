@@ -139,11 +139,12 @@ class CleanTransactions:
 
     The exact-duplicate search is the costliest step, so it sees only rows that can matter:
     rows without a customer id (or, with ``bad_values="drop"``, with unreadable values) are
-    only counted, by a scan of the columns those rules read (:meth:`pre_counts`); of the other
-    rows, those another rule drops are deduplicated apart, a small set, and the kept rows are
-    deduplicated by the query that summarises them, both from one scan of the source
-    (:meth:`ctes`).  A rule depends only on a row's values, so every copy of a row meets the
-    same rule, and the duplicates are exactly the rows no other count took.
+    only counted; of the other rows, those another rule drops are deduplicated apart, a small
+    set, and the kept rows are deduplicated by the query that summarises them, all from one
+    scan of the source (:meth:`ctes`; a log summarised in partitions counts the first rows in
+    a scan of their own, :meth:`pre_counts`).  A rule depends only on a row's values, so every
+    copy of a row meets the same rule, and the duplicates are exactly the rows no other count
+    took.
     """
 
     table: Table
@@ -179,32 +180,40 @@ class CleanTransactions:
         return counts["rows_in"] - sum(counts[rule] for rule in _BEFORE_DEDUP)
 
     def ctes(self, part: int = 0, parts: int = 1) -> str:
-        """Common table expressions over one scan of the rows :meth:`pre_counts` does not drop
-        (or of customer partition ``part`` of ``parts`` of them): ``rows``, the distinct kept
-        rows, and the one-row ``counts`` with the columns named in :data:`COUNTED_AFTER`.
+        """Common table expressions over one scan of the source: ``rows``, the distinct kept
+        rows, and the one-row ``counts`` with the columns named in :data:`COUNTED`.
 
-        Every copy of a row has the same customer id, so partitions by customer can be cleaned
-        and summarised one at a time, each in a fraction of the memory, and their counts add up.
+        With ``parts`` > 1 the scan reads customer partition ``part`` of the rows
+        :meth:`pre_counts` does not drop, and ``counts`` has only the columns named in
+        :data:`COUNTED_AFTER`: every copy of a row has the same customer id, so partitions by
+        customer can be cleaned and summarised one at a time, each in a fraction of the memory,
+        and their counts add up.  With one part the same scan counts the rows the rules before
+        deduplication drop too, so a source is read once (a CSV read in place is parsed once).
         """
-        where = f"{self._pre_case} IS NULL"
-        if parts > 1:
-            where += f" AND {self.dialect.bucket(self._customer_id, parts)} = {part}"
-        after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
         original = ", ".join(self.dialect.quote(c) for c in self.table.columns)
+        after = ", ".join(f"count(*) FILTER (WHERE __post = '{rule}') AS {rule}" for rule in _AFTER_DEDUP)
+        if parts > 1:
+            where = f"{self._pre_case} IS NULL AND {self.dialect.bucket(self._customer_id, parts)} = {part}"
+            src = f"SELECT *, {self._post_case} AS __post FROM source WHERE {where}"
+            ruled, before = "", ""
+        else:
+            src = f"SELECT *, {self._post_case} AS __post FROM (SELECT *, {self._pre_case} AS __pre FROM source)"
+            ruled = "__pre IS NULL AND "
+            rules = "".join(f", count(*) FILTER (WHERE __pre = '{rule}') AS {rule}" for rule in _BEFORE_DEDUP)
+            before = f", (SELECT count(*) AS rows_in{rules} FROM src)"
         return (
-            f"src AS (SELECT *, {self._post_case} AS __post FROM source WHERE {where}), "
+            f"src AS ({src}), "
             f"rows AS (SELECT {self._kept_columns} FROM (SELECT DISTINCT {original} "
-            "FROM src WHERE __post IS NULL)), "
+            f"FROM src WHERE {ruled}__post IS NULL)), "
             "counts AS (SELECT * FROM "
-            f"(SELECT {after} FROM (SELECT DISTINCT * FROM src WHERE __post IS NOT NULL)), "
-            "(SELECT count(*) AS rows_out FROM rows))"
+            f"(SELECT {after} FROM (SELECT DISTINCT {original}, __post FROM src WHERE {ruled}__post IS NOT NULL)), "
+            f"(SELECT count(*) AS rows_out FROM rows){before})"
         )
 
     def report(self) -> CleaningReport:
-        """Count rows per rule (two scans of the source)."""
+        """Count rows per rule (one scan of the source)."""
         if self._report is None:
-            counts = {**self.pre_counts(), **self._one_row(f"WITH {self.ctes()} SELECT * FROM counts")}
-            self._report = report_from_counts(self.table.label, counts)
+            self._report = report_from_counts(self.table.label, self._one_row(f"WITH {self.ctes()} SELECT * FROM counts"))
         return self._report
 
     def _one_row(self, sql: str) -> dict[str, int]:
@@ -225,7 +234,7 @@ class CleanTransactions:
 
 #: What :meth:`CleanTransactions.pre_counts` counts, once for the whole source.
 COUNTED_BEFORE = ("rows_in", *_BEFORE_DEDUP)
-#: The columns of ``counts`` in :meth:`CleanTransactions.ctes`, per partition.
+#: The columns of ``counts`` in :meth:`CleanTransactions.ctes` per partition (of several).
 COUNTED_AFTER = (*_AFTER_DEDUP, "rows_out")
 COUNTED = COUNTED_BEFORE + COUNTED_AFTER
 

@@ -198,7 +198,8 @@ def features_cmd(
     """Write one row of features per customer (RFM, tenure, order value, ...) to --out."""
     settings = _settings(engine, spark_master)
     _check_out(out_, source)
-    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings,
+                           one_pass=True)
     _check_rejects(rejects, loaded.kind, source, out_)
     made = pipeline.customer_table(loaded, policy=_policy(returns, bad_values, date_format), as_of=_as_of(as_of),
                                    local_max=pipeline.local_limit(loaded, settings))
@@ -223,7 +224,8 @@ def rfm_cmd(
     settings = _settings(engine, spark_master)
     _check_out(out_, source)
     mapping = pipeline.load_segment_map(segment_map) if segment_map else None
-    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings)
+    loaded = pipeline.load(_spec(source, sheet, table, query, encoding, delimiter, map_, kind), settings=settings,
+                           one_pass=True)
     _check_rejects(rejects, loaded.kind, source, out_)
     summary, made = pipeline.write_rfm(loaded, out_, policy=_policy(returns, bad_values, date_format),
                                        as_of=_as_of(as_of), segment_map=mapping, rejects=rejects, settings=settings)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from custseg.cleaning import COUNTED_AFTER, CleanTransactions, CleaningReport, report_from_counts
+from custseg.cleaning import COUNTED, COUNTED_AFTER, CleanTransactions, CleaningReport, report_from_counts
 from custseg.engines import Dialect
 from custseg.errors import DataError, literal
 from custseg.sources import memory_budget
@@ -72,12 +72,12 @@ def to_frame(relation: duckdb.DuckDBPyRelation) -> pd.DataFrame:
 def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None = None) -> CustomerFeatures:
     """Compute one row per customer (see the module docstring) and the cleaning report.
 
-    The rows without a customer id (and other rules before deduplication) are counted once
-    (:meth:`CleanTransactions.pre_counts`); then one query per partition of the customers (one
-    partition, unless the log is too large for the memory budget) scans the other rows once,
-    counts those the later rules drop and summarises the distinct kept rows per customer (see
-    :meth:`CleanTransactions.ctes`).  The days, averages and text ids are derived in the engine
-    too, once per customer.
+    One query scans the source once, counts the rows each rule drops and summarises the distinct
+    kept rows per customer (see :meth:`CleanTransactions.ctes`).  A log too large for the memory
+    budget is done in partitions of the customers, one query each, after a scan that counts the
+    rows without a customer id (and the other rules before deduplication;
+    :meth:`CleanTransactions.pre_counts`), which no partition reads.  The days, averages and
+    text ids are derived in the engine too, once per customer.
     """
     con, roles, d = clean.con, set(clean.roles), clean.dialect
     as_of = _timestamp(as_of) if as_of is not None else None
@@ -109,16 +109,18 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     kept = ", ".join(["customer_id", "frequency", "monetary", "first_order_at", "last_order_at"]
                      + ["n_products"] * ("product_id" in roles) + modes)
 
+    # A source read in place (a CSV parsed by each query) is not scanned for the partitions: one
+    # pass does it all.
     parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(con)) \
-        if d.splits_by_memory else 1
-    totals = dict(clean.pre_counts())
-    counted = ", ".join(COUNTED_AFTER)
+        if d.splits_by_memory and not clean.table.in_place else 1
+    totals = dict(clean.pre_counts()) if parts > 1 else {}
+    counted = COUNTED_AFTER if parts > 1 else COUNTED
     # Tables of this computation only: two computations on one connection do not meet.
     part_table, per_table, name = (f"{stem}_{uuid.uuid4().hex[:12]}" for stem in ("part", "per", "customer_features"))
     for part in range(parts):
         con.execute(d.create_table(part_table, f"WITH {clean.ctes(part, parts)}, {', '.join(ctes)} "
                                                f"SELECT * FROM counts LEFT JOIN {joined} ON true"))
-        for key, value in zip(COUNTED_AFTER, con.execute(f"SELECT {counted} FROM {part_table} LIMIT 1").fetchall()[0]):
+        for key, value in zip(counted, con.execute(f"SELECT {', '.join(counted)} FROM {part_table} LIMIT 1").fetchall()[0]):
             totals[key] = totals.get(key, 0) + int(value)
         rows = f"SELECT {kept} FROM {part_table} WHERE customer_id IS NOT NULL AND frequency > 0"
         con.execute(d.create_table(per_table, rows) if part == 0 else d.insert(per_table, rows))

@@ -107,15 +107,15 @@ class CustomerTable:
 _GENERATED_NAME = r"column_\d+"
 
 
-def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
+def load(spec: SourceSpec, *, settings: Settings | None = None, one_pass: bool = False) -> Loaded:
     """Read the source and decide column roles and kind (transaction log or customer table).
 
     A table without a header (columns named ``column_1`` …) gets its roles from the values;
     a customer table without an id column numbers its customers by row; columns named like an
     outcome whose values are yes/no are outcomes (:func:`custseg.schema.outcome_positive`).
+    ``one_pass``: the caller only computes the customer table (:func:`customer_table`), which
+    reads a transaction log once, so a CSV may be read in place (:func:`custseg.sources.read`).
     """
-    import re
-
     if settings is not None and settings.engine == "spark":
         from custseg.engines import spark
 
@@ -125,9 +125,17 @@ def load(spec: SourceSpec, *, settings: Settings | None = None) -> Loaded:
         table = sources.read(
             spec.source, sheet=spec.sheet, table=spec.table, query=spec.query,
             encoding=spec.encoding, delimiter=spec.delimiter, con=sources.connect(settings=settings),
+            in_place=one_pass,
         )
     if spec.label:
-        table = replace(table, label=spec.label)
+        table.label = spec.label
+    return table.staged_on_error(lambda: _roles_and_kind(spec, table))
+
+
+def _roles_and_kind(spec: SourceSpec, table: sources.Table) -> Loaded:
+    """The rest of :func:`load`, on the table read."""
+    import re
+
     notes = list(table.notes)
     cmap = schema.detect_roles(table.columns, overrides=spec.mapping, source=table.label)
     if table.dialect.name == "duckdb" and all(re.fullmatch(_GENERATED_NAME, c) for c in table.columns):
@@ -280,6 +288,7 @@ def customer_table(
         # Dates in the data are compared in this machine's time zone (DuckDB's, too).
         as_of = as_of.astimezone().replace(tzinfo=None)
     if loaded.kind == "customers":
+        loaded.table.stage()  # a customer table is read by several queries
         id_name = _row_id_name(loaded.table) if loaded.column_map.row_ids else "customer_id"
         if loaded.table.dialect.name == "spark":  # one cleaning on Spark whatever the size: the same answers
             return _customers_on_spark(loaded, as_of=as_of, local_max=local_max, id_name=id_name)
@@ -288,8 +297,12 @@ def customer_table(
         table = con.from_df(made.features)
         return CustomerTable(table, _with_notes(made.report, loaded.notes), made.as_of, "customers",
                              contacts=made.contacts, outcomes=tuple(loaded.column_map.outcomes), id_name=id_name)
-    cleaned = clean(loaded, policy=policy)
-    computed = features.customer_features(cleaned, as_of=as_of)
+
+    def compute() -> tuple[cleaning.CleanTransactions, features.CustomerFeatures]:
+        cleaned = clean(loaded, policy=policy)
+        return cleaned, features.customer_features(cleaned, as_of=as_of)
+
+    cleaned, computed = loaded.table.staged_on_error(compute)
     relation = computed.relation
     customers = None
     if not isinstance(relation, duckdb.DuckDBPyRelation):  # another engine's table: brought here
