@@ -109,8 +109,8 @@ def test_the_columns_are_decided_as_locally(both):
 
 def test_the_kept_customers_and_their_values_are_the_local_ones(both):
     local, made, ours = both
-    ours, theirs = _by_id(ours), _by_id(local.features)
-    assert ours["customer_id"].tolist() == theirs["customer_id"].tolist()
+    theirs = local.features
+    assert ours["customer_id"].tolist() == theirs["customer_id"].tolist()  # in the source's order, as locally
     assert ours["customer_id"].is_unique and len(ours) == 2240
     # The first row of an id is kept: 5524's changed income, not its original row's.
     assert ours.set_index("customer_id").loc["5524", "Income"] == float(CHANGED)
@@ -211,8 +211,8 @@ def test_a_typed_table_with_float_ids_timestamps_and_boolean_outcomes(spark, tmp
     assert made.imputed[["column", "missing", "method"]].equals(local.imputed[["column", "missing", "method"]])
     gaps = [c for c, how in zip(local.imputed["column"], local.imputed["method"]) if how == "median"]
     exact = [c for c in ours.columns if c not in gaps]
-    pd.testing.assert_frame_equal(_by_id(ours)[exact].astype(local.features[exact].dtypes.to_dict()),
-                                  _by_id(local.features)[exact], check_exact=True)
+    pd.testing.assert_frame_equal(ours[exact].astype(local.features[exact].dtypes.to_dict()),
+                                  local.features[exact], check_exact=True)
     for column in gaps:  # the median within the two middle values
         values = np.sort(frame.drop_duplicates().drop_duplicates("customer_id")[column].dropna().to_numpy())
         low, high = values[(len(values) - 1) // 2], values[len(values) // 2]
@@ -240,8 +240,8 @@ def test_a_table_numbered_by_row_is_segmented_on_spark_with_its_contacts(spark, 
         read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
         ours, theirs = (read(runs_[e] / name) for e in ("spark", "duckdb"))
         assert list(ours.columns) == list(theirs.columns) and ours.columns[0] == "row", name
-        assert sorted(ours["row"].astype(str)) == sorted(theirs["row"].astype(str)) and len(ours) == n, name
-    contacts = pd.read_parquet(runs_["spark"] / "contacts.parquet").sort_values("row", key=lambda r: r.astype(int))
+        assert ours["row"].astype(str).tolist() == theirs["row"].astype(str).tolist() and len(ours) == n, name
+    contacts = pd.read_parquet(runs_["spark"] / "contacts.parquet")
     assert contacts["email"].tolist() == [f"c{i}@example.com" for i in range(n)]
 
 
@@ -275,13 +275,13 @@ def test_a_customer_table_above_the_limit_is_segmented_on_spark(run_folders):
 
 def test_the_assignments_cover_every_customer_and_the_features_are_the_local_ones(run_folders):
     spark_dir, local_dir = run_folders
-    assigned = _by_id(pd.read_csv(spark_dir / "assignments.csv", dtype={"customer_id": str}))
-    local = _by_id(pd.read_csv(local_dir / "assignments.csv", dtype={"customer_id": str}))
-    assert assigned["customer_id"].tolist() == local["customer_id"].tolist()
+    assigned = pd.read_csv(spark_dir / "assignments.csv", dtype={"customer_id": str})
+    local = pd.read_csv(local_dir / "assignments.csv", dtype={"customer_id": str})
+    assert assigned["customer_id"].tolist() == local["customer_id"].tolist()  # the source's order
     assert assigned["customer_id"].is_unique and (assigned["segment"] >= 0).all()
     assert set(assigned["segment"]) == {0, 1, 2, 3} and assigned["segment_name"].notna().all()
-    ours = _by_id(pd.read_parquet(spark_dir / "features.parquet"))
-    theirs = _by_id(pd.read_parquet(local_dir / "features.parquet"))
+    ours = pd.read_parquet(spark_dir / "features.parquet")
+    theirs = pd.read_parquet(local_dir / "features.parquet")
     assert dict(ours.dtypes.astype(str)) == dict(theirs.dtypes.astype(str))
     same = ours["Income"] == theirs["Income"]
     assert (~same).sum() == 24  # the filled gaps: the approximate median
@@ -347,8 +347,7 @@ def test_the_limit_decides_where_the_table_is_cleaned(spark, crm):
     for local_max in (10_000, None):
         small = pipeline.customer_table(loaded, local_max=local_max)
         assert not small.on_engine and small.report == brought.report
-        pd.testing.assert_frame_equal(small.features.sort_values("customer_id", ignore_index=True),
-                                      brought.features.sort_values("customer_id", ignore_index=True))
+        pd.testing.assert_frame_equal(small.features, brought.features)
 
 
 def test_a_date_format_is_taken_only_if_it_reads_every_row_not_only_the_probe(spark):

@@ -108,7 +108,7 @@ def clean_customers(table: Table, column_map: ColumnMap, *, as_of: date | dateti
     readings = _read_values(rows, table, [c for c in columns if c not in outcomes], column_map)
     notes = [r.note for c, r in readings.items() if r.note]
     typed = rows.selectExpr(f"{_id_expression(table, id_col)} AS {_ID}",
-                            *[f"{readings[c].expr} AS {_q(c)}" if c in readings else _q(c) for c in columns])
+                            *[f"{readings[c].expr} AS {_q(c)}" if c in readings else _q(c) for c in columns], _ROW)
     stats, latest = _column_stats(typed, readings)
     as_of_ts = cleaning.customers_as_of(table.label, {c: pd.Timestamp(us, unit="us") for c, us in latest.items()},
                                         as_of)
@@ -132,16 +132,17 @@ def clean_customers(table: Table, column_map: ColumnMap, *, as_of: date | dateti
         raise cleaning.no_customer_left(table.label, rows_in, counts["missing_customer_id"], id_col)
     if len(selected) == 1 + len(outcomes):
         raise cleaning.nothing_describes(table.label, id_col, outcomes, dropped_columns)
-    features = typed.selectExpr(*selected)
-    features, imputed_rows = _fill_gaps(features, [c for c in features.columns[1:] if c not in outcomes], numeric)
+    features = typed.selectExpr(*selected, _ROW)
+    features, imputed_rows = _fill_gaps(features, [c for c in features.columns[1:-1] if c not in outcomes], numeric)
     notes += [cleaning._imputed_note(*row) for row in imputed_rows]
     notes += [cleaning._dropped_note(column, why) for column, why in dropped_columns.items()]
-    features = features.persist()
+    # In the source's order, as the local cleaning gives them (and writes them).
+    features = features.orderBy(_ROW).drop(_ROW).persist()
     customers = int(features.count())
     rows.unpersist()
     contacts = None
     if email is not None:
-        contacts = typed.select(_ID, F.trim(F.col(_q(email)).cast("string")).alias("email"))
+        contacts = typed.orderBy(_ROW).select(_ID, F.trim(F.col(_q(email)).cast("string")).alias("email"))
     report = cleaning.customer_report(table.label, rows_in, customers, counts, tuple(notes))
     imputed = pd.DataFrame(imputed_rows, columns=["column", "missing", "method", "value"])
     return SparkCustomers(features, customers, report, dropped_columns, imputed, as_of_ts.to_pydatetime(),
