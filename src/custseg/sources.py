@@ -864,12 +864,26 @@ def _register_csv(
     if in_place and duck_encoding != "latin-1" \
             and _text_size(data, compression) <= memory_budget(con) * _TEXT_SHARE_IN_PLACE:
         try:
-            con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {reader}, sample_size := 20480)")
+            con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {_pinned_reader(con, reader)}")
             return _encoding_label(codec), delim, notes, load
         except duckdb.Error:
             pass  # read the usual way, with its diagnosis
     load()
     return _encoding_label(codec), delim, notes, None
+
+
+def _pinned_reader(con, reader: str) -> str:
+    """``reader`` (an unfinished ``read_csv(...`` call) with what DuckDB detects from its first
+    20,480 rows written out (columns, types, quoting, date formats), so that a query over it
+    does not detect them again: each detection reads those rows (30 ms; a CSV read in place is
+    bound by every query).  The reader as it is, detecting, if DuckDB writes the call otherwise."""
+    detecting = f"{reader}, sample_size := 20480)"
+    args = reader.removeprefix("read_csv(")
+    prompt = str(con.execute(f"SELECT Prompt FROM sniff_csv({args}, sample_size := 20480)").fetchall()[0][0]).strip()
+    pinned = prompt.removeprefix("FROM ").removesuffix(";")
+    if not (pinned.startswith("read_csv(") and pinned.endswith(")") and "auto_detect=false" in pinned):
+        return detecting
+    return pinned
 
 
 def _mixed_line_endings(data: Path, compression: Compression | None) -> bool:
