@@ -1087,8 +1087,9 @@ _TEXT_SHARE_IN_MEMORY = 3
 #: A CSV read in one pass (:func:`read` with ``in_place``) is read where it is when its text
 #: takes at most this share of the memory budget: its rows are deduplicated in one hash table,
 #: which then fits the budget (the partitions of :func:`custseg.features.partitions` need a
-#: count of the rows, a pass of its own).  `custseg features` on 10M rows, 0.6 GB of text,
-#: within 1 GB: 3.8-4.0 s read in place, 4.7-5.1 s staged as Parquet.
+#: count of the rows, a pass of its own).  `custseg features` within 1 GB: 10M rows, 0.6 GB of
+#: text, 3.8-4.0 s read in place against 4.7-5.1 s staged as Parquet; 15M rows, 0.9 GB, 6.3-6.7 s
+#: in place (one pass) against 6.8-7.0 s staged (two partitions), the hand-written query 5.9-6.4 s.
 _TEXT_SHARE_IN_PLACE = 1
 
 
