@@ -16,7 +16,7 @@ high-water mark of its resident set, so no spike is missed); a psutil poll of th
 process tree every 50 ms is recorded alongside as a cross-check.  Files are read once before
 timing so that every run starts with the file in the page cache.
 
-Results go to ``bench/results/features-YYYY-MM-DD.md`` and ``.json``.  Nothing here asserts a
+Results go to ``bench/results/features-YYYY-MM-DD[-TAG].md`` and ``.json``.  Nothing here asserts a
 time; the targets are marked MET or NOT MET in the report.
 
     python bench/features.py [--sizes 10M,50M] [--formats parquet,csv] [--repeat 2] [--skip-pandas]
@@ -606,12 +606,13 @@ def _source_fingerprint() -> str:
 
 
 def run(sizes: list[int], formats: list[str], repeat: int, repeat_large: int, skip_pandas: bool,
-        pandas_max_rows: int, quiet_wait: float) -> dict:
+        pandas_max_rows: int, quiet_wait: float, *, tag: str = "") -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="custseg-bench-"))
     started = dt.datetime.now()
     result = {
         "date": started.date().isoformat(),
+        "tag": tag,
         "started": started.isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": {
@@ -681,8 +682,13 @@ def run(sizes: list[int], formats: list[str], repeat: int, repeat_large: int, sk
     return result
 
 
+def _stem(result: dict) -> str:
+    """``features-DATE`` or, with ``--tag``, ``features-DATE-TAG``."""
+    return f"features-{result['date']}" + (f"-{result['tag']}" if result.get("tag") else "")
+
+
 def _save(result: dict) -> None:
-    stem = RESULTS / f"features-{result['date']}"
+    stem = RESULTS / _stem(result)
     Path(f"{stem}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     Path(f"{stem}.md").write_text(render(result))
 
@@ -884,6 +890,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="before each run, wait up to this many seconds for other processes to "
                              "leave the CPUs idle (default: %(default)s)")
     parser.add_argument("--generate-only", action="store_true", help="only make the data files")
+    parser.add_argument("--tag", default="", help="suffix of the result file names (features-DATE-TAG)")
     args = parser.parse_args(argv)
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
@@ -908,8 +915,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(dataset(rows, fmt))
         return 0
     result = run(sizes, formats, args.repeat, args.repeat_large, args.skip_pandas,
-                 pandas_max_rows, args.quiet_wait)
-    print(f"\nresults → {RESULTS / ('features-' + result['date'])}.md / .json")
+                 pandas_max_rows, args.quiet_wait, tag=args.tag)
+    print(f"\nresults → {RESULTS / _stem(result)}.md / .json")
     return 0
 
 
