@@ -214,7 +214,8 @@ class CleanTransactions:
     def report(self) -> CleaningReport:
         """Count rows per rule (one scan of the source)."""
         if self._report is None:
-            self._report = report_from_counts(self.table.label, self._one_row(f"WITH {self.ctes()} SELECT * FROM counts"))
+            counts = self._one_row(f"WITH {self.ctes()} SELECT * FROM counts")
+            self._report = report_from_counts(self.table.label, counts)
         return self._report
 
     def _one_row(self, sql: str) -> dict[str, int]:

@@ -120,7 +120,8 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
     for part in range(parts):
         con.execute(d.create_table(part_table, f"WITH {clean.ctes(part, parts)}, {', '.join(ctes)} "
                                                f"SELECT * FROM counts LEFT JOIN {joined} ON true"))
-        for key, value in zip(counted, con.execute(f"SELECT {', '.join(counted)} FROM {part_table} LIMIT 1").fetchall()[0]):
+        values = con.execute(f"SELECT {', '.join(counted)} FROM {part_table} LIMIT 1").fetchall()[0]
+        for key, value in zip(counted, values):
             totals[key] = totals.get(key, 0) + int(value)
         rows = f"SELECT {kept} FROM {part_table} WHERE customer_id IS NOT NULL AND frequency > 0"
         con.execute(d.create_table(per_table, rows) if part == 0 else d.insert(per_table, rows))
