@@ -547,3 +547,22 @@ def test_a_customer_table_read_in_one_pass_is_staged_before_it_is_cleaned(market
     assert not loaded.table.in_place
     usual = pipeline.customer_table(pipeline.load(pipeline.SourceSpec(str(marketing_campaign))))
     pd.testing.assert_frame_equal(made.features, usual.features)
+
+
+def test_a_csv_whose_values_need_a_pass_of_their_own_is_staged_before_it(retail_head, tmp_path):
+    """Prices written with decimal commas are text: reading them takes a pass over the column
+    (which separator, which values fail), so a text read in place would be parsed once more per
+    such pass: it is staged first, with the same answer."""
+    path = tmp_path / "comma.csv"
+    frame = retail_head.copy()
+    frame["UnitPrice"] = frame["UnitPrice"].map(lambda v: f"{v:.2f}".replace(".", ","))
+    frame.to_csv(path, index=False, sep=";")
+    one_pass, table = _features(path, one_pass=True)
+    assert not table.in_place and table.types["UnitPrice"] == "VARCHAR"
+    usual, _ = _features(path, one_pass=False)
+    pd.testing.assert_frame_equal(one_pass.features, usual.features)
+    assert one_pass.report == usual.report
+    plain = tmp_path / "plain.csv"
+    retail_head.to_csv(plain, index=False)
+    money = _features(plain, one_pass=False)[0].features["monetary"]
+    assert money.sum() == pytest.approx(one_pass.features["monetary"].sum(), rel=1e-6)  # commas read as decimals

@@ -305,6 +305,9 @@ def read_columns(
     when no value uses a decimal point.  With ``policy.bad_values == "error"`` a column with
     values that cannot be read is an error naming the first such row.
     """
+    if table.in_place and any(_read_by_a_pass(role, dialect.kind(table.types[column]))
+                              for role, column in cmap.roles.items()):
+        table.stage()  # a text read in place would be parsed again by each pass over a column
     readings: dict[str, Reading] = {}
     for role, column in cmap.roles.items():
         kind = dialect.kind(table.types[column])
@@ -335,6 +338,14 @@ def read_columns(
                        "fix them or drop them with {param} drop", dialect, param="bad_values")
             readings[role] = Reading(expr, failed)
     return readings
+
+
+def _read_by_a_pass(role: str, kind: str) -> bool:
+    """Whether :func:`read_columns` reads every value of the column of ``role`` (of ``kind``):
+    numbers written as text, and dates the reader has not typed."""
+    if role in ("quantity", "unit_price", "amount"):
+        return kind not in ("integer", "float", "decimal")
+    return role == "ordered_at" and kind not in ("timestamp", "date")
 
 
 def plan(
