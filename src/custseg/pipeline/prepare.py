@@ -139,6 +139,7 @@ def _roles_and_kind(spec: SourceSpec, table: sources.Table) -> Loaded:
     notes = list(table.notes)
     cmap = schema.detect_roles(table.columns, overrides=spec.mapping, source=table.label)
     if table.dialect.name == "duckdb" and all(re.fullmatch(_GENERATED_NAME, c) for c in table.columns):
+        table.stage()  # the roles are read from the values: several passes over the columns
         guessed = _roles_from_values(table, spec.mapping)
         if guessed:
             cmap = schema.detect_roles(table.columns, overrides={**guessed, **spec.mapping}, source=table.label)
