@@ -465,6 +465,10 @@ def test_a_run_of_more_customers_than_the_read_limit_is_read_and_reported_as_a_s
     assert (by_id.reindex(ids).to_numpy() == part.labels).all()
     expected = whole.features[whole.features["customer_id"].isin(ids)].reset_index(drop=True)
     pd.testing.assert_frame_equal(part.features, expected)  # in the file's order
+    for name in ("assignments", "rfm"):  # CSV files: the same values and types as the whole file's rows
+        whole_rows = getattr(whole, name)
+        pd.testing.assert_frame_equal(getattr(part, name),
+                                      whole_rows[whole_rows["customer_id"].isin(ids)].reset_index(drop=True))
     assert read_run(tmp_path / "run", max_customers=100).features["customer_id"].tolist() == ids.tolist()
     pd.testing.assert_frame_equal(part.profiles, whole.profiles)  # per segment: everyone
 
@@ -473,3 +477,25 @@ def test_a_run_of_more_customers_than_the_read_limit_is_read_and_reported_as_a_s
     assert "RFM segments, best first (a seeded sample of 100 of 600 customers)" in html
     full = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "600 customers from" in full and "seeded sample of" not in full
+
+
+def test_a_sampled_csv_run_file_keeps_the_file_s_order_and_types(tmp_path):
+    """The sample's rows of a large per-customer CSV, read in parallel by DuckDB, come back in the
+    file's order with the types pandas gives the whole file (ids written for spreadsheets)."""
+    from custseg import runs
+    from custseg.outputs import write_table
+
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"customer_id": [f"={i}" if i % 7 == 0 else f"C{i}" for i in range(n)],
+                          "segment": rng.integers(0, 6, n),
+                          "segment_name": rng.choice(["Champions, loyal", 'The "new" ones', "At risk"], n),
+                          "probability": rng.random(n).round(6)})
+    path = write_table(frame, tmp_path / "assignments.csv")
+    sample = set(frame["customer_id"].sample(50_000, random_state=1))
+    dtype = {"customer_id": "string", "cohort": "string", "rfm_code": "string"}
+    got, rows = runs._rows_of(path, "customer_id", sample, dtype)
+    whole = pd.read_csv(path, dtype=dtype)
+    expected = whole[frame["customer_id"].isin(sample).to_numpy()].reset_index(drop=True)
+    assert rows == n and len(got) == 50_000
+    pd.testing.assert_frame_equal(got, expected)
