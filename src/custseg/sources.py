@@ -116,6 +116,10 @@ class Table:
             return
         stager, self._stager = self._stager, None
         stager()
+        self.describe()
+
+    def describe(self) -> None:
+        """Read ``columns`` and ``types`` from the view ``source`` (staging may change types)."""
         described = self.con.execute("DESCRIBE SELECT * FROM source").fetchall()
         self.columns = [row[0] for row in described]
         self.types = {row[0]: row[1] for row in described}
@@ -299,13 +303,11 @@ def read(
             raise InputError(f"{label}: unknown format '{fmt}'")
     result = Table(con, label, fmt, [], {}, enc, delim, tuple(notes), _stager=stager)
 
-    def describe() -> bool:
-        described = con.execute("DESCRIBE SELECT * FROM source").fetchall()
-        result.columns = [row[0] for row in described]
-        result.types = {row[0]: row[1] for row in described}
+    def described() -> bool:
+        result.describe()
         return result.has_rows()
 
-    if not result.staged_on_error(describe):
+    if not result.staged_on_error(described):
         if fmt == "sql":
             what = f"table '{table}' has no rows; check that it is the right table" if table else \
                 "the query returned no rows; check its conditions"
@@ -802,7 +804,7 @@ def _register_csv(
 
     def sniff_dialect(lenient: str = ""):
         return con.execute(
-            "SELECT Delimiter, Quote FROM sniff_csv(?, encoding := ?"
+            "SELECT Delimiter, Quote, Prompt FROM sniff_csv(?, encoding := ?"
             + (", delim := ?" if delimiter else "")
             + f"{compressed}{lenient}, sample_size := 20480)",
             [str(data), duck_encoding] + ([delimiter] if delimiter else []),
@@ -864,7 +866,7 @@ def _register_csv(
     if in_place and duck_encoding != "latin-1" \
             and _text_size(data, compression) <= memory_budget(con) * _TEXT_SHARE_IN_PLACE:
         try:
-            con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {_pinned_reader(con, reader)}")
+            con.execute(f"CREATE OR REPLACE VIEW source AS SELECT * FROM {_pinned_reader(con, reader, sniff[2])}")
             return _encoding_label(codec), delim, notes, load
         except duckdb.Error:
             pass  # read the usual way, with its diagnosis
@@ -872,14 +874,18 @@ def _register_csv(
     return _encoding_label(codec), delim, notes, None
 
 
-def _pinned_reader(con, reader: str) -> str:
+def _pinned_reader(con, reader: str, sniffed: str) -> str:
     """``reader`` (an unfinished ``read_csv(...`` call) with what DuckDB detects from its first
     20,480 rows written out (columns, types, quoting, date formats), so that a query over it
     does not detect them again: each detection reads those rows (30 ms; a CSV read in place is
-    bound by every query).  The reader as it is, detecting, if DuckDB writes the call otherwise."""
+    bound by every query).  ``sniffed``: the call the dialect's sniffing wrote, taken when it
+    found the header the reader is told of; else the reader's own options are sniffed.  The
+    reader as it is, detecting, if DuckDB writes the call otherwise."""
     detecting = f"{reader}, sample_size := 20480)"
-    args = reader.removeprefix("read_csv(")
-    prompt = str(con.execute(f"SELECT Prompt FROM sniff_csv({args}, sample_size := 20480)").fetchall()[0][0]).strip()
+    prompt = str(sniffed).strip()
+    if "header=true" not in prompt:
+        args = reader.removeprefix("read_csv(")
+        prompt = str(con.execute(f"SELECT Prompt FROM sniff_csv({args}, sample_size := 20480)").fetchall()[0][0]).strip()
     pinned = prompt.removeprefix("FROM ").removesuffix(";")
     if not (pinned.startswith("read_csv(") and pinned.endswith(")") and "auto_detect=false" in pinned):
         return detecting
