@@ -97,6 +97,34 @@ def test_partitions_follow_rows_columns_and_budget():
     assert features.partitions(40_000_000, 14, 10**9) > features.partitions(40_000_000, 7, 10**9)
 
 
+def test_parquet_metadata_counts_the_rows_with_an_id(tmp_path):
+    frame = log(*[("1", "A", 1, "2011-01-01", 1.0, None if i % 3 == 0 else 10 + i % 5, "UK") for i in range(30_000)])
+    frame.to_parquet(tmp_path / "log.parquet", index=False, row_group_size=7_000)  # several row groups
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    table = sources.read(str(tmp_path / "log.parquet"))
+    assert table.non_null_rows("CustomerID") == 20_000 == frame["CustomerID"].notna().sum()
+    assert table.non_null_rows("Country") == 30_000
+    assert table.non_null_rows("no such column") is None
+    assert sources.read(str(tmp_path / "log.csv")).non_null_rows("CustomerID") is None
+
+
+@pytest.mark.parametrize("budget, scanned", [(10**9, False), (10**5, True)])
+def test_parquet_partitions_are_decided_from_metadata_unless_it_is_not_enough(tmp_path, monkeypatch, budget, scanned):
+    # Rows with a customer id bound the rows to deduplicate: when the bound fits one partition,
+    # no query counts them; when it does not, the count decides (and it gives the same table).
+    frame = log(*[(f"{i // 4}", "A", 1 + i % 2, "2011-01-01", 1.0, None if i % 3 == 0 else 10 + i % 5, "UK")
+                  for i in range(3_000)])
+    monkeypatch.setattr(features, "memory_budget", lambda con: budget)
+    made = features_of(frame, tmp_path)
+    assert (made.clean._pre_counts is not None) is scanned
+    assert made.report.rows_in == 3_000
+    assert {r.rule: r.rows for r in made.report.dropped}["missing_customer_id"] == 1_000
+    monkeypatch.setattr(features, "memory_budget", lambda con: 10**9 if scanned else 10**5)
+    other = features_of(frame, tmp_path, name="again.parquet")
+    assert other.report.rows_out == made.report.rows_out
+    pd.testing.assert_frame_equal(other.features, made.features)
+
+
 def test_memory_budget_reads_the_connection_limit():
     assert sources.memory_budget(sources.connect(memory_limit="2GB")) == pytest.approx(2 * 10**9, rel=0.1)
     assert sources.memory_budget(sources.connect(memory_limit="500MB")) == pytest.approx(500 * 10**6, rel=0.1)

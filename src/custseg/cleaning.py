@@ -180,6 +180,16 @@ class CleanTransactions:
         counts = self.pre_counts()
         return counts["rows_in"] - sum(counts[rule] for rule in _BEFORE_DEDUP)
 
+    def rows_to_deduplicate_at_most(self) -> int:
+        """At least :meth:`rows_to_deduplicate`, without a scan where the source's metadata
+        tells: a Parquet file's rows with a customer id (a NULL in the column is no id, the rule
+        that comes first); else the count itself."""
+        if self._pre_counts is None:
+            bound = self.table.non_null_rows(self.column_map.column("customer_id"))
+            if bound is not None:
+                return bound
+        return self.rows_to_deduplicate()
+
     def ctes(self, part: int = 0, parts: int = 1) -> str:
         """Common table expressions over one scan of the source: ``rows``, the distinct kept
         rows, and the one-row ``counts`` with the columns named in :data:`COUNTED`.

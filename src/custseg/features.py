@@ -110,9 +110,13 @@ def customer_features(clean: CleanTransactions, *, as_of: date | datetime | None
                      + ["n_products"] * ("product_id" in roles) + modes)
 
     # A source read in place (a CSV parsed by each query) is not scanned for the partitions: one
-    # pass does it all.
-    parts = partitions(clean.rows_to_deduplicate(), len(clean.table.columns), memory_budget(con)) \
-        if d.splits_by_memory and not clean.table.in_place else 1
+    # pass does it all.  Nor is a Parquet file whose metadata shows that one partition does.
+    parts = 1
+    if d.splits_by_memory and not clean.table.in_place:
+        width, budget = len(clean.table.columns), memory_budget(con)
+        parts = partitions(clean.rows_to_deduplicate_at_most(), width, budget)
+        if parts > 1:  # the bound may be loose: the count decides
+            parts = partitions(clean.rows_to_deduplicate(), width, budget)
     totals = dict(clean.pre_counts()) if parts > 1 else {}
     counted = COUNTED_AFTER if parts > 1 else COUNTED
     # Tables of this computation only: two computations on one connection do not meet.

@@ -101,6 +101,8 @@ class Table:
     dialect: Dialect = DUCKDB
     #: for a CSV read in place (:func:`read` with ``in_place``): what stages it
     _stager: Callable[[], None] | None = field(default=None, repr=False)
+    #: the Parquet file ``source`` reads as it is (a Parquet source), whose metadata counts rows
+    parquet: str | None = field(default=None, repr=False)
 
     @property
     def in_place(self) -> bool:
@@ -139,6 +141,22 @@ class Table:
 
     def count(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM source").fetchall()[0][0])
+
+    def non_null_rows(self, column: str) -> int | None:
+        """The rows of ``source`` whose ``column`` is not NULL, from a Parquet file's metadata
+        (its row groups' row and null counts: no scan), or None where no metadata tells (another
+        format, a file written without null counts)."""
+        if self.parquet is None:
+            return None
+        groups, chunks, counted, rows, nulls = self.con.execute(
+            "SELECT count(DISTINCT row_group_id), count(*) FILTER (WHERE path_in_schema = $1), "
+            "count(stats_null_count) FILTER (WHERE path_in_schema = $1), "
+            "sum(row_group_num_rows) FILTER (WHERE path_in_schema = $1), "
+            "sum(stats_null_count) FILTER (WHERE path_in_schema = $1) FROM parquet_metadata($2)",
+            [column, self.parquet]).fetchall()[0]
+        if not groups or chunks != groups or counted != groups:
+            return None
+        return int(rows) - int(nulls)
 
     def has_rows(self) -> bool:
         """Whether ``source`` has a row, without counting them (a SQL table is not scanned)."""
@@ -301,7 +319,8 @@ def read(
             _read_json(con, path, compression)
         else:  # pragma: no cover - Literal exhausts the choices
             raise InputError(f"{label}: unknown format '{fmt}'")
-    result = Table(con, label, fmt, [], {}, enc, delim, tuple(notes), _stager=stager)
+    result = Table(con, label, fmt, [], {}, enc, delim, tuple(notes), _stager=stager,
+                   parquet=str(path) if fmt == "parquet" else None)
 
     def described() -> bool:
         result.describe()
