@@ -254,6 +254,57 @@ def test_a_run_starts_its_tsne_map_before_the_sweep_and_the_report_takes_it(tmp_
     assert _figures(html)["fig-tsne"] == _figures(later)["fig-tsne"]
 
 
+def test_the_maps_process_writes_the_model_and_the_run_never_imports_its_writer(tmp_path):
+    """With a report, the process that draws the map beside the run imports the model's writer
+    (skops, which imports all of scikit-learn) after the map and writes model.skops; the run's
+    own process imports neither, and the file holds the model the run used."""
+    import subprocess
+    import sys
+
+    from custseg import _fork
+    from custseg import model as model_io
+
+    if not _fork.can_fork(min_cores=2):
+        pytest.skip("the map has a process of its own only on Linux with two cores or more")
+    script = (
+        "import json, sys\n"
+        "from custseg import datasets, pipeline\n"
+        "request = pipeline.RunRequest(pipeline.SourceSpec(str(datasets.sample_path())),\n"
+        "                              segment=pipeline.SegmentConfig(algorithm='kmeans', k_values=(2, 3, 4)))\n"
+        "folder = pipeline.run(request, sys.argv[1])\n"
+        "print(json.dumps({'writer': 'skops' in sys.modules, 'files': [p.name for p in folder.files],\n"
+        "                  'labels': folder.model.assign(folder.features)['segment'].tolist()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["writer"] is False
+    assert seen["files"][-2:] == ["model.skops", "report.html"]
+    written = model_io.load(tmp_path / "run" / "model.skops")
+    features = pd.read_parquet(tmp_path / "run" / "features.parquet")
+    assigned = pd.read_csv(tmp_path / "run" / "assignments.csv", dtype={"customer_id": "string"})
+    assert written.assign(features)["segment"].tolist() == seen["labels"] == assigned["segment"].tolist()
+
+
+def test_a_model_the_process_beside_could_not_write_is_written_by_the_run(tmp_path):
+    from custseg import model as model_io
+    from custseg import runs
+
+    loaded = pipeline.load(pipeline.SourceSpec(str(datasets.sample_path())))
+    result = pipeline.run_segmentation(loaded, config=pipeline.SegmentConfig(algorithm="kmeans", n_clusters=3))
+    asked = []
+
+    def failed(model, path):
+        asked.append(path.name)
+        return lambda: False
+
+    written = runs.write_run(result, tmp_path / "run", save_model=failed)
+    assert asked == ["model.skops"] and written[-1] == tmp_path / "run" / "model.skops"
+    assert model_io.load(written[-1]).segment_ids == result.model.segment_ids
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no staging left
+
+
 def test_the_sweep_leaves_a_core_to_the_map_drawn_beside_it(tmp_path, monkeypatch):
     """With a report the map's process starts before the sweep, which then counts that core as
     busy (on two cores: the sweep runs in the run's own process); without a report, or where the

@@ -208,6 +208,12 @@ class SegmentationModel:
         return path
 
 
+def import_writer() -> None:
+    """Import what :meth:`SegmentationModel.save` needs, ahead of a save in this process: skops
+    lists every scikit-learn estimator on import, which imports all of scikit-learn (0.3-1 s)."""
+    import skops.io  # noqa: F401
+
+
 def load(path: str | os.PathLike[str]) -> SegmentationModel:
     """Read a model written by :meth:`SegmentationModel.save`; refuses untrusted content."""
     import skops.io as sio

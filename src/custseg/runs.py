@@ -19,6 +19,9 @@ import pandas as pd
 from custseg.errors import InputError, OutputError, literal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from custseg.model import SegmentationModel
     from custseg.pipeline import SegmentationResult
     from custseg.request import RunRequest
 
@@ -94,10 +97,12 @@ class RunFolder:
     @classmethod
     def of(cls, path: str | Path, *, result: SegmentationResult | None = None,
            files: tuple[Path, ...] = ()) -> RunFolder:
-        """The run folder at ``path``, read and checked (:func:`read_run`)."""
+        """The run folder at ``path``, read and checked (:func:`read_run`); the model of
+        ``result``, the run that wrote it, is not read again."""
         from dataclasses import replace
 
-        return replace(read_run(path), result=result, files=tuple(files))
+        return replace(read_run(path, model=None if result is None else result.model), result=result,
+                       files=tuple(files))
 
     @property
     def request(self) -> RunRequest | None:
@@ -131,13 +136,15 @@ def id_name(run_dir: Path) -> str:
     return name if isinstance(name, str) and name else "customer_id"
 
 
-def read_run(run_dir: str | Path, *, max_customers: int | None = None) -> RunFolder:
+def read_run(run_dir: str | Path, *, max_customers: int | None = None,
+             model: SegmentationModel | None = None) -> RunFolder:
     """Read and check every file the report needs; one :class:`InputError` lists all problems.
 
     A run of more than ``max_customers`` customers (default :data:`READ_MAX_CUSTOMERS`) is read
     as a seeded sample of that many: their rows of ``features.parquet`` (read part by part),
     ``assignments.csv`` and ``rfm.csv`` (filtered by DuckDB; see :func:`_csv_rows_of` and
-    :class:`RunFolder`).
+    :class:`RunFolder`).  ``model``: the folder's model, held by the caller that wrote it
+    (``model.skops`` is then not read).
     """
     run_dir = Path(run_dir)
     max_customers = READ_MAX_CUSTOMERS if max_customers is None else max_customers
@@ -190,9 +197,10 @@ def read_run(run_dir: str | Path, *, max_customers: int | None = None) -> RunFol
     if problems:
         raise InputError(f"{run_dir}: {'; '.join(problems)}; {_fix(run_dir)} again")
 
-    from custseg import model as model_io
+    if model is None:
+        from custseg import model as model_io
 
-    model = model_io.load(run_dir / "model.skops")
+        model = model_io.load(run_dir / "model.skops")
 
     features = tables["features.parquet"].copy()
     features["customer_id"] = features["customer_id"].astype("string")
@@ -324,7 +332,8 @@ RUN_FILES = (
 )
 
 
-def write_run(result: SegmentationResult, folder, *, request: RunRequest | None = None) -> list:
+def write_run(result: SegmentationResult, folder, *, request: RunRequest | None = None,
+              save_model: Callable[[SegmentationModel, Path], Callable[[], bool] | None] | None = None) -> list:
     """Write a run into ``folder`` (created if needed); return the paths written.
 
     Everything the report and the exports need is in the folder, so they can be rebuilt from
@@ -349,6 +358,11 @@ def write_run(result: SegmentationResult, folder, *, request: RunRequest | None 
                           cleaning notes, best/worst segment, the run record
     model.skops           the saved model (custseg assign --model)
     ====================  ===================================================================
+
+    ``save_model(model, path)``, when given, starts writing the model elsewhere (the process
+    beside the run, which has its writer imported; see :func:`custseg.pipeline.run`) and returns
+    a function that waits for it and tells whether it succeeded, or None; the model is written
+    here when it did not.
     """
     import os
     import shutil
@@ -365,7 +379,7 @@ def write_run(result: SegmentationResult, folder, *, request: RunRequest | None 
         raise outputs.cannot_write(folder, exc, option="out") from None
     staged: list = []
     try:
-        staged = _write_run_files(result, staging, request)
+        staged = _write_run_files(result, staging, request, save_model)
         if (folder / "run.json").is_file() and (folder / "model.skops").is_file():
             # An earlier run: none of its files may outlive it (its contacts.parquet would put
             # other people's e-mail addresses on these customers in the CRM export).
@@ -385,8 +399,21 @@ def write_run(result: SegmentationResult, folder, *, request: RunRequest | None 
     return [folder / path.name for path in staged]
 
 
-def _write_run_files(result: SegmentationResult, folder: Path, request: RunRequest | None) -> list:
+def _write_run_files(result: SegmentationResult, folder: Path, request: RunRequest | None,
+                     save_model: Callable[[SegmentationModel, Path], Callable[[], bool] | None] | None = None) -> list:
     """Every file of the run (see :func:`write_run`) in ``folder``; returns their paths."""
+    model_path = folder / "model.skops"
+    saved = save_model(result.model, model_path) if save_model is not None else None
+    try:
+        written = _write_data_files(result, folder, request)
+    finally:  # nothing may write into the folder once this returns
+        ok = saved is not None and saved() and model_path.is_file()
+    written.append(model_path if ok else result.model.save(model_path))
+    return written
+
+
+def _write_data_files(result: SegmentationResult, folder: Path, request: RunRequest | None) -> list:
+    """The files of the run but its model."""
     import json
 
     from custseg import cohorts, outputs
@@ -444,5 +471,4 @@ def _write_run_files(result: SegmentationResult, folder: Path, request: RunReque
         },
     }
     written.append(outputs.write_text(json.dumps(summary, indent=2, default=str), folder / "run.json", option="out"))
-    written.append(result.model.save(folder / "model.skops"))
     return written

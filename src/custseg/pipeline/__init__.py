@@ -242,6 +242,7 @@ def run(
     """
     from pathlib import Path
 
+    from custseg import model as model_io
     from custseg import runs
     from custseg.errors import Cancelled, ConfigError, literal
 
@@ -264,8 +265,6 @@ def run(
                           "never modifies; give another folder", param="out")
     earlier = None
     if request.previous is not None:
-        from custseg import model as model_io
-
         earlier = model_io.load(request.previous)
     step("reading the source")
     loaded = load(request.source, settings=settings)
@@ -277,6 +276,9 @@ def run(
             ahead = _map_ahead(matrix, request)
             if ahead is not None:
                 started.append(beside.enter_context(ahead))
+                # Then that process imports the model's writer, which writes the model beside the
+                # other files (this process never imports it: 0.3-1 s).
+                ahead.later(model_io.import_writer)
             return ahead is not None and ahead.running
 
         result = run_segmentation(
@@ -287,7 +289,8 @@ def run(
         map_ahead = started[0] if started else None
         try:
             step("writing the run")
-            written = runs.write_run(result, out, request=request)
+            written = runs.write_run(result, out, request=request, save_model=None if map_ahead is None else (
+                lambda model, path: map_ahead.later(model_io.SegmentationModel.save, model, path)))
         finally:
             if result.customers.on_engine:  # a table left on Spark: its rows are written, free them there
                 result.customers.table.frame.unpersist()

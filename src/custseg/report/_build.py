@@ -1024,6 +1024,22 @@ class MapAhead:
         asked for, or not at all)."""
         return self.background.pending is not None
 
+    def later(self, task: Callable[..., Any], *args: Any) -> Callable[[], bool] | None:
+        """``task(*args)`` in the map's process once the work given it before is done; returns a
+        function that waits for it and tells whether it succeeded, or None where the map has no
+        process of its own.  (The arguments travel there pickled.)"""
+        if self.background.pool is None:
+            return None
+        pending = self.background.pool.apply_async(task, args)
+
+        def done() -> bool:
+            try:
+                pending.get()
+            except Exception:
+                return False
+            return True
+        return done
+
     def layout_for(self, points: _MapPoints | str, *, max_points: int, random_state: int
                    ) -> Callable[[], np.ndarray | None] | None:
         """The started layout's ``result`` if it is the layout of ``points``, else None."""
