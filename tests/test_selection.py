@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -19,6 +21,7 @@ from custseg.selection import (
     Recommendation,
     SelectionResult,
     compare,
+    kneedle,
     recommend,
 )
 
@@ -728,3 +731,46 @@ def test_information_criteria_are_the_mixtures_own():
     X = np.random.default_rng(1).normal(size=(300, 3))
     mixture = GaussianMixture(3, random_state=0).fit(X)
     assert _information_criteria(mixture, X) == pytest.approx((mixture.bic(X), mixture.aic(X)), rel=1e-12)
+
+
+# --- the knee ------------------------------------------------------------------------------
+
+@st.composite
+def _curves(draw):
+    """A curve as an elbow gives one, and its odd cases: x increasing (evenly or not), y
+    falling with bends, flats (ties) and bumps."""
+    n = draw(st.integers(3, 20))
+    if draw(st.booleans()):
+        x = list(range(1, n + 1))
+    else:
+        x = sorted(draw(st.sets(st.integers(0, 200), min_size=n, max_size=n)))
+    if draw(st.booleans()):
+        steps = draw(st.lists(st.integers(0, 40), min_size=n - 1, max_size=n - 1))
+        y = [float(sum(steps) + draw(st.integers(0, 5)))]
+        for step in sorted(steps, reverse=draw(st.booleans())):
+            y.append(y[-1] - step)
+    else:
+        y = [float(v) for v in draw(st.lists(st.integers(0, 30), min_size=n, max_size=n))]
+    assume(max(y) > min(y))
+    return np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+
+
+@settings(max_examples=500, deadline=None)
+@given(_curves())
+def test_kneedle_finds_the_knee_kneed_finds(curve):
+    import warnings
+
+    from kneed import KneeLocator
+
+    x, y = curve
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kneed warns where there is no knee
+        expected = KneeLocator(x, y, curve="convex", direction="decreasing").knee
+    assert kneedle(x, y) == expected
+
+
+def test_kneedle_on_an_elbow():
+    k = np.arange(1, 11)
+    inertia = np.array([1000, 420, 180, 90, 80, 72, 66, 61, 57, 54], dtype="float64")
+    assert kneedle(k, inertia) == 3
+    assert kneedle(k, np.linspace(10, 1, 10)) is None  # a straight line has no knee

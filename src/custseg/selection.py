@@ -54,10 +54,9 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -72,6 +71,9 @@ from threadpoolctl import threadpool_limits
 from custseg._fork import can_fork, cores
 from custseg.cluster import ALGORITHMS, make_estimator
 from custseg.errors import ConfigError, DataError, SchemaError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "LEADERBOARD_COLUMNS",
@@ -299,7 +301,7 @@ def compare(
     # The caller's work beside the sweep starts once the workers are forked (no thread of it is
     # copied into them) and is finished before the workers are.
     with (_fit_threads(n_fit), _Runner(sweep, workers) as runner,
-          _Beside(_ahead(meanwhile) if runner.parallel else None)):
+          _Beside(meanwhile if runner.parallel else None)):
         # Every fit is submitted at once, the costliest first (for the workers to share them
         # out); an algorithm's refits follow as soon as all its fits are measured.  Run here
         # (one worker) each task runs when its result is asked for: the order is then
@@ -948,19 +950,6 @@ def _in_worker(task: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return task(_worker_sweep, *args)
 
 
-def _ahead(meanwhile: Callable[[], Any] | None) -> Callable[[], None]:
-    """The work done beside the workers: importing kneed, which finds the knee after the sweep,
-    and the caller's ``meanwhile``."""
-
-    def work() -> None:
-        with contextlib.suppress(Exception):
-            import kneed  # noqa: F401
-        if meanwhile is not None:
-            meanwhile()
-
-    return work
-
-
 class _Beside:
     """``work()`` in a thread while the block runs; awaited at its end.  Its errors are dropped:
     it is only work done ahead (the caller meets them again when it does the work itself)."""
@@ -1062,15 +1051,45 @@ def _find_knee(elbow: pd.DataFrame) -> int | None:
     inertia = elbow["inertia"].to_numpy()
     if len(inertia) < 3 or not np.all(np.isfinite(inertia)) or inertia[0] <= inertia[-1]:
         return None
-    from kneed import KneeLocator  # here: it imports scipy.signal (0.15 s), which only this needs
+    knee = kneedle(elbow["k"].to_numpy(), inertia)
+    return None if knee is None else int(knee)
 
-    with warnings.catch_warnings():
-        # kneed warns when the curve has no knee; None already says so.
-        warnings.simplefilter("ignore")
-        locator = KneeLocator(
-            elbow["k"].to_numpy(), inertia, curve="convex", direction="decreasing"
-        )
-    return None if locator.knee is None else int(locator.knee)
+
+def kneedle(x: ArrayLike, y: ArrayLike, *, sensitivity: float = 1.0) -> float | None:
+    """The knee of a decreasing convex curve ``y(x)`` (``x`` increasing) by the Kneedle method
+    (Satopää, Albrecht, Irwin and Raghavan, 2011), offline: the first knee found; None when the
+    curve has none.
+
+    Both axes are scaled to [0, 1] and the curve is turned into a rising one (1 - y); its
+    distance above the diagonal, ``d``, has local maxima (an end counts when its one neighbour
+    is not higher) and local minima likewise.  Walking from the first maximum, the latest
+    maximum sets a threshold, its ``d`` less ``sensitivity`` times the mean step of ``x``; a
+    minimum sets it to 0 and stops the search until the next maximum.  The knee is the maximum
+    whose threshold the next point falls below.  (The same answers as kneed's ``KneeLocator``
+    with ``curve="convex", direction="decreasing"``, the test suite checks, without importing
+    SciPy's signal package for it.)
+    """
+    x, y = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+    n = len(x)
+    if n < 2:
+        return None
+    x_scaled = (x - x.min()) / (x.max() - x.min())
+    y_scaled = (y - y.min()) / (y.max() - y.min())
+    d = (y_scaled.max() - y_scaled) - x_scaled
+    before, after = d[np.r_[0, : n - 1]], d[np.r_[1 : n, n - 1]]
+    is_max, is_min = (d >= before) & (d >= after), (d <= before) & (d <= after)
+    if not is_max.any():
+        return None
+    thresholds = d - sensitivity * np.abs(np.diff(x_scaled).mean())
+    threshold, at, searching = 0.0, 0, True
+    for i in range(int(np.flatnonzero(is_max)[0]), n - 1):
+        if is_max[i]:
+            threshold, at, searching = thresholds[i], i, True
+        if is_min[i]:
+            threshold, searching = 0.0, False
+        if searching and d[i + 1] < threshold:
+            return x[at]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

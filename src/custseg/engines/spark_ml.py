@@ -946,10 +946,10 @@ def _knee(X: np.ndarray, seed: int, n_init: int) -> int | None:
 def _elbow(X: np.ndarray, seed: int, n_init: int) -> tuple[int | None, pd.DataFrame]:
     """``(knee, elbow)``: the knee of :func:`_knee` and the curve it was read from (columns
     ``k``, ``inertia``, as :attr:`custseg.selection.SelectionResult.elbow`)."""
-    from kneed import KneeLocator
     from threadpoolctl import threadpool_limits
 
     from custseg.cluster import make_estimator
+    from custseg.selection import kneedle
 
     n_distinct = int(np.unique(X, axis=0).shape[0])
     x = [1, *range(2, min(_ELBOW_K_MAX, n_distinct) + 1)]
@@ -960,9 +960,7 @@ def _elbow(X: np.ndarray, seed: int, n_init: int) -> tuple[int | None, pd.DataFr
     elbow = pd.DataFrame({"k": np.asarray(x, dtype="int64"), "inertia": np.asarray(y, dtype="float64")})
     if len(x) < 3 or not np.all(np.isfinite(y)) or y[0] <= y[-1]:
         return None, elbow
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no knee: None says so
-        knee = KneeLocator(x, y, curve="convex", direction="decreasing").knee
+    knee = kneedle(x, y)
     return (None if knee is None else int(knee)), elbow
 
 
