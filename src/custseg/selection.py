@@ -368,7 +368,7 @@ def compare(
             return pd.DataFrame({"k": np.arange(1, len(inertia) + 1, dtype=np.int64), "inertia": inertia})
 
         elbow = elbow_curve()
-        knee = _find_knee(elbow)
+        knee = elbow_knee(elbow)
         refitted = None
         if deciding:
             refitted = _refit_deciding(measured, names, knee, min_share, stabilities,
@@ -523,7 +523,7 @@ def compare_mixed(
     fitted_ks = [r for r in records if np.isfinite(r["inertia"])]
     elbow = pd.DataFrame({"k": np.array([1, *(r["n_clusters"] for r in fitted_ks)], dtype=np.int64),
                           "inertia": [one, *(r["inertia"] for r in fitted_ks)]})
-    knee = _find_knee(elbow)
+    knee = elbow_knee(elbow)
     leaderboard = pd.DataFrame.from_records(records, columns=list(LEADERBOARD_COLUMNS))
     leaderboard = leaderboard.astype(
         {"algorithm": str, "n_clusters": np.int64, "on_sample": bool}
@@ -1046,8 +1046,9 @@ def _resamples(n: int, n_bootstrap: int, seed: int) -> list[tuple[np.ndarray, in
     return out
 
 
-def _find_knee(elbow: pd.DataFrame) -> int | None:
-    """Kneedle knee of a decreasing convex inertia curve, or None."""
+def elbow_knee(elbow: pd.DataFrame) -> int | None:
+    """Kneedle knee of an elbow (columns ``k``, ``inertia``: a decreasing convex curve), or None
+    (fewer than 3 points, a value not finite, a curve that does not fall)."""
     inertia = elbow["inertia"].to_numpy()
     if len(inertia) < 3 or not np.all(np.isfinite(inertia)) or inertia[0] <= inertia[-1]:
         return None

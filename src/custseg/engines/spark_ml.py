@@ -949,7 +949,7 @@ def _elbow(X: np.ndarray, seed: int, n_init: int) -> tuple[int | None, pd.DataFr
     from threadpoolctl import threadpool_limits
 
     from custseg.cluster import make_estimator
-    from custseg.selection import kneedle
+    from custseg.selection import elbow_knee
 
     n_distinct = int(np.unique(X, axis=0).shape[0])
     x = [1, *range(2, min(_ELBOW_K_MAX, n_distinct) + 1)]
@@ -958,10 +958,7 @@ def _elbow(X: np.ndarray, seed: int, n_init: int) -> tuple[int | None, pd.DataFr
         y += [float(make_estimator("kmeans", n_clusters=k, random_state=seed, n_init=n_init).fit(X).inertia_)
               for k in x[1:]]
     elbow = pd.DataFrame({"k": np.asarray(x, dtype="int64"), "inertia": np.asarray(y, dtype="float64")})
-    if len(x) < 3 or not np.all(np.isfinite(y)) or y[0] <= y[-1]:
-        return None, elbow
-    knee = kneedle(x, y)
-    return (None if knee is None else int(knee)), elbow
+    return elbow_knee(elbow), elbow
 
 
 def _sample_scores(X: np.ndarray, labels: np.ndarray, distances: np.ndarray, rows: np.ndarray) -> dict[str, float]:
